@@ -1,0 +1,64 @@
+//! Transaction management: how a route answers or forwards the request.
+//!
+//! Every request is processed statefully by the host: it absorbs
+//! retransmissions, runs the RFC 3261 timers, sends `100 Trying` for INVITEs
+//! and picks the best response across branches.
+
+use crate::bindings::sipbox::route::tm as raw;
+use crate::{Error, Result};
+
+/// Identifies one server transaction for the lifetime of the host process.
+pub type Tid = u64;
+
+/// Sends a response to the request. A final response (>= 200) ends routing:
+/// later [`relay`] calls fail.
+pub fn reply(code: u16, reason: &str) -> Result<()> {
+    raw::reply(code, reason).map_err(Error::from)
+}
+
+/// Adds a Record-Route header with this proxy's address, so the dialog's
+/// in-dialog requests come back through it.
+pub fn record_route() {
+    raw::record_route()
+}
+
+/// Loose routing (RFC 3261 section 16.4) for an in-dialog request: drops the
+/// top Route if it is this proxy; the next hop becomes the remaining top
+/// Route, or the Request-URI. Returns true when the request carried a route
+/// set (relay it as is).
+pub fn loose_route() -> bool {
+    raw::loose_route()
+}
+
+/// Adds one more target that the next [`relay`] forks to in parallel. Fails if
+/// `uri` is not a SIP or SIPS URI.
+pub fn append_branch(uri: &str) -> Result<()> {
+    raw::append_branch(uri).map_err(Error::from)
+}
+
+/// Forwards the request statefully to the Request-URI and to every branch
+/// added since the last relay. From a failure hook it starts a new serial
+/// fork stage. Fails when the request was already answered, a 2xx or 6xx
+/// ended the transaction, or Max-Forwards is exhausted (the host then has
+/// answered 483 itself, so do not reply again).
+pub fn relay() -> Result<()> {
+    raw::relay().map_err(Error::from)
+}
+
+/// Runs the route's [`Route::on_reply`](crate::Route::on_reply) with `route`
+/// for each reply (except 100) of the branches of the next [`relay`].
+pub fn on_reply(route: &str) {
+    raw::on_reply(route)
+}
+
+/// Runs the route's [`Route::on_failure`](crate::Route::on_failure) with
+/// `route` when every branch of the next [`relay`] ended without a 2xx,
+/// before the best response goes upstream.
+pub fn on_failure(route: &str) {
+    raw::on_failure(route)
+}
+
+/// The id of the current server transaction.
+pub fn current_tid() -> Tid {
+    raw::current_tid()
+}

@@ -1,0 +1,17 @@
+//! sipbox: a SIP proxy and registrar whose routing logic runs as WebAssembly components.
+//!
+//! One folder per layer, bottom to top:
+//! - [`sip`]: zero-copy SIP messages (parse, typed header views, edit-list serialisation);
+//! - [`transport`]: UDP and TCP listeners and senders;
+//! - [`transaction`]: RFC 3261 transactions and the stateful proxy core;
+//! - [`location`]: the registrar and its persistent location store;
+//! - [`runtime`]: wasmtime, route modules, and the host side of the `sipbox:route` WIT world;
+//! - [`config`]: `sipbox.toml` with embedded defaults; [`server`]: wires the layers together.
+
+pub mod sip;
+pub mod transport;
+pub mod transaction;
+pub mod location;
+pub mod runtime;
+pub mod config;
+pub mod server;

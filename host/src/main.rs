@@ -1,0 +1,79 @@
+//! The `sipbox` command line: run the server, or check a route module.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use sipbox::config::Config;
+use sipbox::runtime::RouteSource;
+
+/// A SIP proxy and registrar whose routing logic runs as WebAssembly components.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server. Without --config the embedded defaults serve UDP and TCP
+    /// on 127.0.0.1:5060 with the built-in registrar + proxy route.
+    /// SIGHUP reloads the route module; SIGINT/SIGTERM stop gracefully.
+    Run {
+        /// Path to sipbox.toml.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Check that a .wasm file is a route module this server can run: a
+    /// component exporting the sipbox:route world that instantiates cleanly.
+    CheckRoute {
+        /// The route module (.wasm component).
+        module: PathBuf,
+    },
+    /// Print the embedded default configuration.
+    Defaults,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => run(config),
+        Command::CheckRoute { module } => check_route(module),
+        Command::Defaults => {
+            print!("{}", sipbox::server::DEFAULTS_TOML);
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("sipbox: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = match config {
+        Some(path) => Config::load(&path)?,
+        None => Config::default(),
+    };
+    sipbox::server::init_logging(&config.server.log);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sipbox")
+        .build()?
+        .block_on(sipbox::server::run(config))
+}
+
+fn check_route(module: PathBuf) -> anyhow::Result<()> {
+    sipbox::server::init_logging("warn");
+    let config = Config::default();
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+        sipbox::server::check_route(&config, RouteSource::File(module.clone())).await?;
+        println!("{}: ok, a sipbox:route@0.1.0 component", module.display());
+        Ok(())
+    })
+}

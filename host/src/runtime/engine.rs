@@ -1,0 +1,165 @@
+//! The one wasmtime `Engine` of the process: compilation settings, the pooling
+//! allocator, and the epoch ticker that bounds guest CPU time. Every number that
+//! sizes the sandbox is set here, each with the reason for its value.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How long one epoch tick lasts. CPU deadlines are counted in ticks, so this
+/// is also the resolution of `cpu_ms`; 10 ms is Spin's choice and costs one
+/// atomic increment per tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The `[limits]` table of `sipbox.toml`: what one route invocation may use.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Route instances alive at once (running or, later, suspended). Each holds
+    /// a pool slot: a linear memory reservation, a table and a fiber stack.
+    /// Requests beyond this are answered 503 at once rather than queued.
+    pub max_instances: u32,
+    /// Linear memory one instance may grow to, in MiB. A guest that asks for
+    /// more sees `memory.grow` fail (Rust guests then abort, i.e. trap).
+    pub memory_mb: u32,
+    /// CPU time one invocation may spend executing WebAssembly, in ms
+    /// (rounded up to whole epoch ticks). Time parked in host calls is not
+    /// counted. Past it the guest is interrupted and the request gets a 500.
+    pub cpu_ms: u64,
+    /// Wall-clock bound on one invocation, in ms, including host calls.
+    pub wall_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_instances: 1000, memory_mb: 16, cpu_ms: 100, wall_ms: 10_000 }
+    }
+}
+
+impl Limits {
+    /// The CPU budget in epoch ticks (at least one).
+    pub fn cpu_ticks(&self) -> u64 {
+        let tick = EPOCH_TICK.as_millis() as u64;
+        self.cpu_ms.div_ceil(tick).max(1)
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        (self.memory_mb as usize) << 20
+    }
+
+    /// Rejects limits that cannot work, naming the field.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.max_instances >= 1, "limits.max_instances must be at least 1");
+        anyhow::ensure!(
+            self.max_instances <= 30_000,
+            "limits.max_instances {} is too large: each instance needs a fiber stack with guard \
+             pages, and Linux allows ~65k memory mappings per process (vm.max_map_count)",
+            self.max_instances
+        );
+        anyhow::ensure!(
+            (1..=4096).contains(&self.memory_mb),
+            "limits.memory_mb must be between 1 and 4096"
+        );
+        anyhow::ensure!(self.cpu_ms >= 1, "limits.cpu_ms must be at least 1");
+        anyhow::ensure!(self.wall_ms >= self.cpu_ms, "limits.wall_ms must be at least limits.cpu_ms");
+        Ok(())
+    }
+}
+
+/// Builds the engine. Uses the pooling allocator when the address space can
+/// be reserved for it, and falls back to on-demand allocation (slower
+/// instantiation, same limits) when it cannot, e.g. under a low `ulimit -v`.
+pub fn build_engine(limits: &Limits) -> anyhow::Result<Engine> {
+    match Engine::new(&config(limits, Some(pooling(limits)))) {
+        Ok(engine) => Ok(engine),
+        Err(err) => {
+            tracing::warn!("pooling allocator unavailable ({err:#}); using on-demand allocation");
+            Ok(Engine::new(&config(limits, None))?)
+        }
+    }
+}
+
+fn config(limits: &Limits, pool: Option<PoolingAllocationConfig>) -> Config {
+    let mut cfg = Config::new();
+    // CPU bounding: cheaper than fuel (no per-instruction counter), checked at
+    // loop headers and function entries.
+    cfg.epoch_interruption(true);
+    // Route modules are small and short-lived: a small reservation lets
+    // thousands of slots fit in the address space. Bounds checks become
+    // explicit beyond the guard, a few percent slower than 4 GiB reservations.
+    cfg.memory_reservation(limits.memory_bytes() as u64);
+    cfg.memory_guard_size(64 << 10);
+    // Guest stack (512 KiB) inside the fiber stack (1 MiB); the rest is for
+    // host functions called from the guest. Stacks are virtual: only touched
+    // pages cost memory (measured ~45 KiB RSS per parked Rust guest).
+    cfg.max_wasm_stack(512 << 10);
+    cfg.async_stack_size(1 << 20);
+    if let Some(pool) = pool {
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    cfg
+}
+
+fn pooling(limits: &Limits) -> PoolingAllocationConfig {
+    // A little headroom over max_instances for the smoke instantiation that
+    // validates a module on (re)load while the old one is still serving.
+    let slots = limits.max_instances + 16;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(slots)
+        // Rust and C routes have 1-3 core instances (the module, the WASI
+        // adapter shims); interpreters (Python, JavaScript) need many more.
+        .total_core_instances(slots * 8)
+        .max_core_instances_per_component(64)
+        .total_memories(slots * 2)
+        .max_memories_per_component(4)
+        .total_tables(slots * 4)
+        .max_tables_per_component(8)
+        // One fiber stack per running or parked invocation.
+        .total_stacks(slots)
+        .max_memory_size(limits.memory_bytes())
+        // Keep the first 64 KiB (a Rust guest's stack and data) resident
+        // between uses of a slot: reuse then costs no page faults.
+        .linear_memory_keep_resident(64 << 10)
+        .table_keep_resident(16 << 10)
+        // Warm slots keep their copy-on-write image mapped for the next
+        // instance of the same module.
+        .max_unused_warm_slots(256)
+        .decommit_batch_size(32);
+    pool
+}
+
+/// Increments the engine's epoch every [`EPOCH_TICK`] on a plain thread, so a
+/// guest that never yields is still interrupted. Dropping the handle stops it.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    pub fn start(engine: &Engine) -> EpochTicker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("sipbox-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .expect("spawning the epoch thread at start-up");
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

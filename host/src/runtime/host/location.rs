@@ -1,0 +1,62 @@
+//! `sipbox:route/location`: the registrar (`save`) and the location service
+//! (`lookup`) as a route sees them. Bindings live in `crate::location`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::location::Binding;
+use crate::runtime::bindings::location;
+use crate::runtime::bindings::types::Contact;
+use crate::runtime::state::HostState;
+use crate::sip::Method;
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn contact(binding: &Binding, now: u64) -> Contact {
+    Contact {
+        uri: binding.contact.clone(),
+        q: binding.q,
+        expires: binding.expires_at.saturating_sub(now).min(u32::MAX as u64) as u32,
+        received: binding.received.clone(),
+    }
+}
+
+impl location::Host for HostState {
+    fn save(&mut self) -> wasmtime::Result<Result<u16, String>> {
+        let tx = self.tx()?;
+        let req = tx.request();
+        if req.method() != Some(&Method::Register) {
+            return Ok(Err("save() needs a REGISTER request".into()));
+        }
+        let (proto, src) = tx.source();
+        let outcome = self.location.save(req, src, proto);
+        let headers: Vec<(&str, &str)> =
+            outcome.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        Ok(tx
+            .reply(outcome.code, &outcome.reason, &headers, None)
+            .map(|()| outcome.code)
+            .map_err(|e| e.to_string()))
+    }
+
+    fn lookup(&mut self) -> wasmtime::Result<u32> {
+        let tx = self.tx()?;
+        let ruri = self.edits.request_uri(tx.request()).to_string();
+        let bindings = self.location.lookup(&ruri);
+        let mut contacts = bindings.iter().map(|b| b.contact.clone());
+        if let Some(best) = contacts.next() {
+            self.edits.set_request_uri(best);
+            self.branches.extend(contacts);
+        }
+        Ok(bindings.len() as u32)
+    }
+
+    fn lookup_aor(&mut self, aor: String) -> wasmtime::Result<Vec<Contact>> {
+        let now = now_unix();
+        Ok(self.location.lookup(&aor).iter().map(|b| contact(b, now)).collect())
+    }
+
+    fn unregister(&mut self, aor: String, contact_uri: Option<String>) -> wasmtime::Result<u32> {
+        Ok(self.location.unregister(&aor, contact_uri.as_deref()) as u32)
+    }
+}

@@ -1,0 +1,86 @@
+//! `HostState`: everything one route invocation can reach. A fresh one is made
+//! for every invocation and dropped with its Store, so nothing a guest does
+//! outlives its invocation except through the host's own services.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::StoreLimits;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::location::Location;
+use crate::sip::{self, Edits};
+use crate::transaction::ServerTx;
+use crate::transport::Proto;
+
+/// Per-invocation state of a route instance.
+pub struct HostState {
+    /// The request being routed and its server transaction; `None` while a
+    /// module is smoke-instantiated on load (no request exists then).
+    pub(crate) tx: Option<ServerTx>,
+    /// The route relayed the request at least once.
+    pub(crate) relayed: bool,
+    /// Edits the route made to the request, applied when it is relayed.
+    pub(crate) edits: Edits,
+    /// Extra targets for the next relay (lookup, append-branch).
+    pub(crate) branches: Vec<String>,
+    pub(crate) record_route: bool,
+    pub(crate) on_reply: Option<Arc<str>>,
+    pub(crate) on_failure: Option<Arc<str>>,
+    /// The reply given to `on-reply` / `on-failure`.
+    pub(crate) reply: Option<sip::Message>,
+    /// Where that reply came from, when known.
+    pub(crate) reply_source: Option<(Proto, SocketAddr)>,
+    pub(crate) location: Location,
+    /// Name of the route module, for log lines.
+    pub(crate) module: Arc<str>,
+    /// Epoch ticks of CPU left for this invocation.
+    pub(crate) cpu_ticks_left: u64,
+    pub(crate) limits: StoreLimits,
+    // WASI with nothing granted: no files, no sockets, no environment, no
+    // inherited stdio. Language runtimes need the interfaces to link.
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl HostState {
+    pub(crate) fn new(
+        tx: Option<ServerTx>,
+        location: Location,
+        module: Arc<str>,
+        limits: StoreLimits,
+        cpu_ticks: u64,
+    ) -> HostState {
+        HostState {
+            tx,
+            relayed: false,
+            edits: Edits::default(),
+            branches: Vec::new(),
+            record_route: false,
+            on_reply: None,
+            on_failure: None,
+            reply: None,
+            reply_source: None,
+            location,
+            module,
+            cpu_ticks_left: cpu_ticks,
+            limits,
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+impl HostState {
+    /// The invocation's transaction; traps the guest when there is none.
+    pub(crate) fn tx(&self) -> wasmtime::Result<&ServerTx> {
+        self.tx.as_ref().ok_or_else(|| wasmtime::format_err!("no request in this invocation"))
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}

@@ -1,0 +1,473 @@
+//! The response context of a relayed request (RFC 3261 sections 16.7-16.10): one task per
+//! relayed server transaction that starts the branches' client transactions, runs Timer C,
+//! forwards provisionals and 2xx, cancels branches, runs the armed reply and failure hooks
+//! and finally sends the best response.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::best::{choose_best, upstream_code};
+use super::clienttx::{self, ClientHandle, ClientSpec};
+use super::key::ClientKey;
+use super::relay::BranchPlan;
+use super::servertx::ServerTx;
+use super::{build, proxy::CoreInner};
+use crate::sip::{self, Edits, HeaderName, Message, Method};
+
+/// Inputs of a response context.
+pub(crate) enum ProxyEvent {
+    /// `relay` was called: start these branches (a new serial stage when earlier ones ended).
+    Branches { plans: Vec<BranchPlan>, on_reply: Option<Arc<str>>, on_failure: Option<Arc<str>> },
+    /// A branch's next hop was resolved (`None`: it cannot be).
+    Resolved { branch: usize, addr: Option<SocketAddr> },
+    /// A response passed up by a branch's client transaction.
+    Response { branch: usize, msg: Message },
+    /// A branch's client transaction timed out (Timer B or F).
+    Timeout { branch: usize },
+    /// Sending on a branch failed.
+    TransportErr { branch: usize },
+    /// A branch's client transaction terminated.
+    ClientDone { branch: usize },
+    /// The upstream client CANCELled the request.
+    Cancel,
+    /// The route sent a final response itself.
+    Answered,
+}
+
+/// A branch's final outcome.
+enum Final {
+    /// A response from downstream.
+    Received(Message),
+    /// Synthesised: 408 (timeout, 16.8), 503 (transport error, 16.9), 487.
+    Local(u16),
+}
+
+impl Final {
+    fn code(&self) -> u16 {
+        match self {
+            Final::Received(m) => m.status().unwrap_or(500),
+            Final::Local(c) => *c,
+        }
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum CancelState {
+    None,
+    /// Wanted but no provisional yet (9.1: wait for one before sending CANCEL).
+    Wanted,
+    Sent,
+}
+
+struct Branch {
+    plan: BranchPlan,
+    dst: Option<SocketAddr>,
+    client: Option<ClientHandle>,
+    /// The client transaction is running (or about to: resolving).
+    live: bool,
+    provisional: bool,
+    final_: Option<Final>,
+    cancel: CancelState,
+    /// Timer C (INVITE only), restarted by 101-199 (16.7 step 2).
+    timer_c: Option<Instant>,
+    /// After a CANCEL, how long to wait for the final before giving up (9.1: 64*T1).
+    cancel_deadline: Option<Instant>,
+}
+
+struct Ctx {
+    tx: ServerTx,
+    core: Arc<CoreInner>,
+    me: mpsc::Sender<ProxyEvent>,
+    branches: Vec<Branch>,
+    on_reply: Option<Arc<str>>,
+    on_failure: Option<Arc<str>>,
+    is_invite: bool,
+    stages_started: usize,
+}
+
+/// Starts the response context task for `tx`.
+pub(crate) fn spawn(tx: ServerTx, rx: mpsc::Receiver<ProxyEvent>, me: mpsc::Sender<ProxyEvent>) {
+    let core = tx.inner.core.clone();
+    let is_invite = tx.inner.is_invite;
+    let ctx = Ctx { tx, core, me, branches: Vec::new(), on_reply: None, on_failure: None, is_invite, stages_started: 0 };
+    tokio::spawn(ctx.run(rx));
+}
+
+impl Ctx {
+    async fn run(mut self, mut rx: mpsc::Receiver<ProxyEvent>) {
+        loop {
+            let next = self.next_deadline();
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.on_event(ev).await,
+                    // Cannot happen while we hold `me`; end rather than spin.
+                    None => break,
+                },
+                () = sleep_opt(next) => self.on_tick(),
+            }
+            self.after_event().await;
+            if self.finished() {
+                break;
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.branches.iter().flat_map(|b| [b.timer_c, b.cancel_deadline]).flatten().min()
+    }
+
+    /// Done when a final went upstream, every branch is over and no client transaction is
+    /// left to pass up a late 2xx.
+    fn finished(&self) -> bool {
+        let tu = self.tx.tu();
+        tu.final_sent
+            && tu.stages_requested == self.stages_started
+            && self.branches.iter().all(|b| b.final_.is_some() && !b.live)
+    }
+
+    async fn on_event(&mut self, ev: ProxyEvent) {
+        match ev {
+            ProxyEvent::Branches { plans, on_reply, on_failure } => {
+                self.stages_started += 1;
+                self.on_reply = on_reply;
+                self.on_failure = on_failure;
+                for plan in plans {
+                    self.add_branch(plan);
+                }
+            }
+            ProxyEvent::Resolved { branch, addr } => match addr {
+                Some(a) => self.start_client(branch, a),
+                None => {
+                    tracing::debug!(host = %self.branches[branch].plan.host, "next hop does not resolve");
+                    self.branches[branch].live = false;
+                    self.set_final(branch, Final::Local(503));
+                }
+            },
+            ProxyEvent::Response { branch, msg } => self.on_response(branch, msg).await,
+            // 16.8 / 17.1: a timeout is a 408 from that branch.
+            ProxyEvent::Timeout { branch } => self.set_final(branch, Final::Local(408)),
+            // 16.9: a transport error is a 503 from that branch.
+            ProxyEvent::TransportErr { branch } => self.set_final(branch, Final::Local(503)),
+            ProxyEvent::ClientDone { branch } => {
+                if let Some(b) = self.branches.get_mut(branch) {
+                    b.live = false;
+                }
+                self.set_final(branch, Final::Local(408));
+            }
+            ProxyEvent::Cancel | ProxyEvent::Answered => {}
+        }
+    }
+
+    fn add_branch(&mut self, plan: BranchPlan) {
+        let idx = self.branches.len();
+        let literal = build::literal_addr(&plan.host, plan.port);
+        let (host, port) = (plan.host.clone(), plan.port);
+        self.branches.push(Branch {
+            plan,
+            dst: None,
+            client: None,
+            live: true,
+            provisional: false,
+            final_: None,
+            cancel: CancelState::None,
+            timer_c: None,
+            cancel_deadline: None,
+        });
+        match literal {
+            Some(a) => self.start_client(idx, a),
+            None => {
+                let me = self.me.clone();
+                tokio::spawn(async move {
+                    let addr = build::resolve(&host, port).await;
+                    let _ = me.send(ProxyEvent::Resolved { branch: idx, addr }).await;
+                });
+            }
+        }
+    }
+
+    fn start_client(&mut self, idx: usize, dst: SocketAddr) {
+        let is_invite = self.is_invite;
+        let timer_c = self.core.timers.c();
+        let Some(b) = self.branches.get_mut(idx) else { return };
+        if b.final_.is_some() {
+            // Cancelled while resolving.
+            b.live = false;
+            return;
+        }
+        b.dst = Some(dst);
+        let method = self.tx.request().method().cloned().unwrap_or(Method::Invite);
+        let spec = ClientSpec {
+            key: ClientKey { branch: b.plan.branch.clone().into_boxed_str(), method },
+            bytes: b.plan.bytes.clone(),
+            base: is_invite.then(|| (b.plan.base.clone(), b.plan.via.clone())),
+            proto: b.plan.proto,
+            dst,
+            tu: Some((self.me.clone(), idx)),
+        };
+        tracing::trace!(target_uri = %b.plan.target, %dst, "branch started");
+        b.client = clienttx::spawn(&self.core, spec);
+        if b.client.is_none() {
+            b.live = false;
+            self.set_final(idx, Final::Local(500));
+            return;
+        }
+        // 16.6 step 11: Timer C for an INVITE.
+        if is_invite {
+            b.timer_c = Some(Instant::now() + timer_c);
+        }
+    }
+
+    /// 16.7: handle one response of a branch.
+    async fn on_response(&mut self, idx: usize, msg: Message) {
+        let Some(code) = msg.status() else { return };
+        let Some(b) = self.branches.get_mut(idx) else { return };
+        // A 2xx after this branch's final is a retransmission (or a second UAS, RFC 6026).
+        let repeat = b.final_.is_some();
+        if repeat && !(self.is_invite && (200..300).contains(&code)) {
+            return;
+        }
+        if code < 200 {
+            b.provisional = true;
+            // 16.7 step 2: 101-199 restarts Timer C.
+            if self.is_invite && code > 100 && b.timer_c.is_some() {
+                b.timer_c = Some(Instant::now() + self.core.timers.c());
+            }
+            // 9.1: a CANCEL waiting for a provisional can go now.
+            if b.cancel == CancelState::Wanted {
+                self.send_cancel(idx);
+            }
+            // 16.7 step 5: 100 is never forwarded (nor given to hooks).
+            if code == 100 {
+                return;
+            }
+        }
+        if let Some(hook) = self.on_reply.clone().filter(|_| !repeat) {
+            self.core.router.on_reply(self.tx.clone(), hook, msg.clone()).await;
+        }
+        if code < 200 {
+            self.forward(&msg, code);
+            return;
+        }
+        let b = &mut self.branches[idx];
+        b.timer_c = None;
+        b.cancel_deadline = None;
+        if (200..300).contains(&code) {
+            // 16.7 step 5: every 2xx goes upstream at once (also after another 2xx).
+            let first = b.final_.is_none();
+            if first {
+                b.final_ = Some(Final::Received(msg.clone()));
+            }
+            self.tx.tu().closed = true;
+            self.forward(&msg, code);
+            // 16.7 step 10: a 2xx to an INVITE cancels the other pending branches.
+            if first && self.is_invite {
+                self.cancel_pending();
+            }
+            return;
+        }
+        b.final_ = Some(Final::Received(msg));
+        if code >= 600 {
+            // 16.7 step 5: a 6xx cancels the pending branches; no new branches.
+            self.tx.tu().closed = true;
+            self.cancel_pending();
+        }
+    }
+
+    /// Timer C and CANCEL deadlines.
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        for idx in 0..self.branches.len() {
+            let b = &mut self.branches[idx];
+            if b.timer_c.is_some_and(|t| t <= now) {
+                b.timer_c = None;
+                // 16.8: with a provisional, CANCEL the branch; without, it is a 408.
+                if b.provisional {
+                    self.send_cancel(idx);
+                } else {
+                    if let Some(c) = &b.client {
+                        c.abandon();
+                    }
+                    self.set_final(idx, Final::Local(408));
+                }
+                continue;
+            }
+            if b.cancel_deadline.is_some_and(|t| t <= now) {
+                // 9.1: no final within 64*T1 of the CANCEL: give the branch up.
+                b.cancel_deadline = None;
+                if let Some(c) = &b.client {
+                    c.abandon();
+                }
+                self.set_final(idx, Final::Local(408));
+            }
+        }
+    }
+
+    fn set_final(&mut self, idx: usize, f: Final) {
+        if let Some(b) = self.branches.get_mut(idx)
+            && b.final_.is_none()
+        {
+            b.final_ = Some(f);
+            b.timer_c = None;
+            b.cancel_deadline = None;
+        }
+    }
+
+    /// 16.10: CANCEL every branch still waiting for a final (INVITE only; 9.1 says a
+    /// non-INVITE should not be cancelled).
+    fn cancel_pending(&mut self) {
+        if !self.is_invite {
+            return;
+        }
+        for idx in 0..self.branches.len() {
+            let b = &mut self.branches[idx];
+            if b.final_.is_some() || b.cancel != CancelState::None {
+                continue;
+            }
+            if b.client.is_none() {
+                // Not sent yet (resolving): nothing to cancel.
+                self.set_final(idx, Final::Local(487));
+            } else if b.provisional {
+                self.send_cancel(idx);
+            } else {
+                b.cancel = CancelState::Wanted;
+            }
+        }
+    }
+
+    /// 9.1: a CANCEL with the INVITE's Request-URI, Call-ID, From, To, CSeq number, Route
+    /// and top Via, as its own non-INVITE client transaction nobody listens to.
+    fn send_cancel(&mut self, idx: usize) {
+        let t1x64 = self.core.timers.t1x64();
+        let b = &mut self.branches[idx];
+        let Some(dst) = b.dst else { return };
+        if b.cancel == CancelState::Sent {
+            return;
+        }
+        b.cancel = CancelState::Sent;
+        b.cancel_deadline = Some(Instant::now() + t1x64);
+        b.timer_c = None;
+        let spec = ClientSpec {
+            key: ClientKey { branch: b.plan.branch.clone().into_boxed_str(), method: Method::Cancel },
+            bytes: build::cancel(&b.plan.base, &b.plan.via),
+            base: None,
+            proto: b.plan.proto,
+            dst,
+            tu: None,
+        };
+        clienttx::spawn(&self.core, spec);
+    }
+
+    /// Forwards a branch response upstream with our Via popped (16.7 step 9).
+    fn forward(&self, msg: &Message, code: u16) {
+        let mut edits = Edits::default();
+        edits.pop_first_value(HeaderName::Via);
+        self.tx.forward_response(code, sip::serialize(msg, &edits));
+    }
+
+    /// After every event: cancel branches if the request was answered or CANCELled;
+    /// when every branch is over, run the failure hook or send the best response.
+    async fn after_event(&mut self) {
+        let (final_sent, cancelled, stages_requested) = {
+            let tu = self.tx.tu();
+            (tu.final_sent, tu.cancelled, tu.stages_requested)
+        };
+        if final_sent || cancelled {
+            self.cancel_pending();
+        }
+        if final_sent || stages_requested != self.stages_started {
+            return;
+        }
+        if self.branches.iter().any(|b| b.final_.is_none()) {
+            return;
+        }
+        let codes: Vec<u16> = self.branches.iter().map(|b| b.final_.as_ref().map_or(500, Final::code)).collect();
+        let best = choose_best(&codes);
+        if cancelled {
+            // 16.10: a CANCELled INVITE is answered 487 (downstream's own 487 if it sent one).
+            match best.filter(|&i| codes[i] == 487) {
+                Some(i) => self.send_best(i),
+                None => {
+                    let _ = self.tx.reply(487, "Request Terminated", &[], None);
+                }
+            }
+            return;
+        }
+        if let Some(hook) = self.on_failure.take() {
+            let best_msg = match best {
+                Some(i) => match &self.branches[i].final_ {
+                    Some(Final::Received(m)) => Some(m.clone()),
+                    _ => self.local_message(codes[i]),
+                },
+                None => self.local_message(408),
+            };
+            if let Some(m) = best_msg {
+                self.core.router.on_failure(self.tx.clone(), hook, m).await;
+                let tu = self.tx.tu();
+                // The route replied, or relayed again (its branches are queued for us).
+                if tu.final_sent || tu.stages_requested != self.stages_started {
+                    return;
+                }
+            }
+        }
+        match best {
+            Some(i) => self.send_best(i),
+            // 16.7 step 6: no final response at all: 408.
+            None => {
+                let _ = self.tx.reply(408, "Request Timeout", &[], None);
+            }
+        }
+    }
+
+    /// Sends the chosen best response: 503 becomes 500; 401/407 carry every branch's
+    /// WWW-/Proxy-Authenticate (16.7 step 6); synthesised finals are generated locally.
+    fn send_best(&self, i: usize) {
+        let Some(f) = &self.branches[i].final_ else { return };
+        let msg = match f {
+            Final::Local(c) => {
+                let c = upstream_code(*c);
+                let _ = self.tx.reply(c, sip::reason_phrase(c), &[], None);
+                return;
+            }
+            Final::Received(m) => m,
+        };
+        let code = msg.status().unwrap_or(500);
+        if upstream_code(code) != code {
+            let c = upstream_code(code);
+            let _ = self.tx.reply(c, sip::reason_phrase(c), &[], None);
+            return;
+        }
+        let mut edits = Edits::default();
+        edits.pop_first_value(HeaderName::Via);
+        if code == 401 || code == 407 {
+            for (j, b) in self.branches.iter().enumerate() {
+                let Some(Final::Received(other)) = &b.final_ else { continue };
+                if j == i || !matches!(other.status(), Some(401 | 407)) {
+                    continue;
+                }
+                for h in other.headers() {
+                    if h.raw_name.eq_ignore_ascii_case("WWW-Authenticate") || h.raw_name.eq_ignore_ascii_case("Proxy-Authenticate") {
+                        edits.append(h.raw_name, h.value.trim().to_owned());
+                    }
+                }
+            }
+        }
+        self.tx.forward_response(code, sip::serialize(msg, &edits));
+    }
+
+    /// A locally generated response as a message (for the failure hook).
+    fn local_message(&self, code: u16) -> Option<Message> {
+        let code = upstream_code(code);
+        let tag = self.tx.inner.to_tag();
+        Message::parse(sip::response(self.tx.request(), code, sip::reason_phrase(code), Some(tag), &[], None)).ok()
+    }
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

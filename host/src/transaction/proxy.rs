@@ -1,0 +1,306 @@
+//! The proxy core: matches inbound messages to transactions (17.1.3, 17.2.3) and decides
+//! what reaches the router. Retransmissions, the ACK of a non-2xx and CANCELs of known
+//! INVITEs are handled here; loops are answered 482 (16.3 step 4); responses without a
+//! client transaction are forwarded statelessly (16.11, 18.2.1); malformed requests get 400.
+
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+
+use super::build;
+use super::clienttx::ClientHandle;
+use super::key::{ClientKey, MAGIC_COOKIE, ServerKey, Sharded};
+use super::servertx::{ServerEvent, ServerTx, ServerTxInner};
+use super::{Router, Timers};
+use crate::sip::{self, Edits, HeaderName, Message, Method};
+use crate::transport::{Inbound, InboundHandler, Proto, Transports};
+
+/// The stateful proxy core. Cheap to clone; install it as the transports' handler.
+#[derive(Clone)]
+pub struct Core {
+    inner: Arc<CoreInner>,
+}
+
+/// Live transaction counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TmStats {
+    /// Server transactions (requests received and not yet terminated).
+    pub server: usize,
+    /// Client transactions (requests sent and not yet terminated).
+    pub client: usize,
+    /// Malformed messages seen (answered 400 when possible).
+    pub malformed: u64,
+    /// Responses forwarded without a client transaction.
+    pub stateless_responses: u64,
+}
+
+pub(crate) struct CoreInner {
+    pub(crate) transports: Transports,
+    pub(crate) timers: Timers,
+    pub(crate) router: Arc<dyn Router>,
+    pub(crate) servers: Sharded<ServerKey, Arc<ServerTxInner>>,
+    pub(crate) clients: Sharded<ClientKey, ClientHandle>,
+    pub(crate) live_servers: AtomicUsize,
+    pub(crate) live_clients: AtomicUsize,
+    pub(crate) next_id: AtomicU64,
+    /// Keys the loop-detection hash (per process, so peers cannot forge collisions).
+    loop_hasher: RandomState,
+    malformed: AtomicU64,
+    stateless_responses: AtomicU64,
+}
+
+impl Core {
+    /// A core sending through `transports` and routing new requests to `router`.
+    pub fn new(transports: Transports, timers: Timers, router: Arc<dyn Router>) -> Core {
+        Core {
+            inner: Arc::new(CoreInner {
+                transports,
+                timers,
+                router,
+                servers: Sharded::new(),
+                clients: Sharded::new(),
+                live_servers: AtomicUsize::new(0),
+                live_clients: AtomicUsize::new(0),
+                next_id: AtomicU64::new(1),
+                loop_hasher: RandomState::new(),
+                malformed: AtomicU64::new(0),
+                stateless_responses: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Live transaction counts and counters.
+    pub fn stats(&self) -> TmStats {
+        let i = &self.inner;
+        TmStats {
+            server: i.live_servers.load(Ordering::Relaxed),
+            client: i.live_clients.load(Ordering::Relaxed),
+            malformed: i.malformed.load(Ordering::Relaxed),
+            stateless_responses: i.stateless_responses.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl InboundHandler for Core {
+    fn on_message(&self, inbound: Inbound) {
+        if inbound.msg.is_request() {
+            self.inner.on_request(inbound);
+        } else {
+            self.inner.on_response(inbound);
+        }
+    }
+
+    fn on_malformed(&self, raw: Bytes, err: sip::ParseError, src: SocketAddr, proto: Proto) {
+        self.inner.malformed.fetch_add(1, Ordering::Relaxed);
+        // A 400 is possible only for a request with a usable Via; it goes to the source.
+        if let Some(resp) = sip::reply_to_malformed(&raw, &err.to_string())
+            && let Err(e) = self.inner.transports.send(proto, src, resp)
+        {
+            tracing::debug!(%src, error = %e, "cannot send 400 for a malformed message");
+        }
+    }
+}
+
+impl CoreInner {
+    fn on_request(self: &Arc<Self>, inb: Inbound) {
+        let key = match ServerKey::of(&inb.msg) {
+            Ok(k) => k,
+            Err(err) => {
+                self.malformed.fetch_add(1, Ordering::Relaxed);
+                if let Some(resp) = sip::reply_to_malformed(inb.msg.raw(), &err.to_string()) {
+                    let _ = self.transports.send(inb.proto, inb.src, resp);
+                }
+                return;
+            }
+        };
+        match inb.msg.method() {
+            Some(Method::Ack) => self.on_ack(inb, key),
+            Some(Method::Cancel) => self.on_cancel(inb, key),
+            _ => {
+                // 17.2.3: a retransmission goes to its transaction.
+                if let Some(tx) = self.servers.get(&key) {
+                    tx.post_input(ServerEvent::Request);
+                    return;
+                }
+                let looped = self.is_loop(&inb.msg);
+                let is_invite = inb.msg.method() == Some(&Method::Invite);
+                let tx = match self.new_server_tx(inb, key) {
+                    Ok(tx) => tx,
+                    Err(existing) => {
+                        existing.post_input(ServerEvent::Request);
+                        return;
+                    }
+                };
+                if is_invite {
+                    // 16.2 / 17.2.1: answer 100 at once so the UAC stops retransmitting.
+                    let _ = tx.reply(100, "Trying", &[], None);
+                }
+                if looped {
+                    // 16.3 step 4: a loop, not a spiral.
+                    let _ = tx.reply(482, "Loop Detected", &[], None);
+                    tx.route_done();
+                    return;
+                }
+                self.spawn_route(tx);
+            }
+        }
+    }
+
+    /// 17.2.3: an ACK matching an INVITE server transaction belongs to it (absorbed after a
+    /// non-2xx, hop by hop); otherwise it acknowledges a 2xx and is routed end to end.
+    fn on_ack(self: &Arc<Self>, inb: Inbound, key: ServerKey) {
+        match self.servers.get(&key) {
+            Some(tx) => tx.post_input(ServerEvent::Ack(Box::new(inb))),
+            None => self.route_ack(inb),
+        }
+    }
+
+    /// An ACK for a 2xx: the router gets it with a transaction-less [`ServerTx`].
+    pub(crate) fn route_ack(self: &Arc<Self>, inb: Inbound) {
+        let tx = ServerTx::stateless(self.clone(), inb);
+        let router = self.router.clone();
+        tokio::spawn(async move { router.on_request(tx).await });
+    }
+
+    /// 16.10: a CANCEL is its own transaction; if it matches a pending INVITE, answer it 200
+    /// at once and cancel the INVITE's branches; with no match, 481.
+    fn on_cancel(self: &Arc<Self>, inb: Inbound, key: ServerKey) {
+        if let Some(tx) = self.servers.get(&key) {
+            tx.post_input(ServerEvent::Request);
+            return;
+        }
+        let invite = self.servers.get(&key.with_method(Method::Invite));
+        let ctx = match self.new_server_tx(inb, key) {
+            Ok(tx) => tx,
+            Err(existing) => {
+                existing.post_input(ServerEvent::Request);
+                return;
+            }
+        };
+        match invite {
+            Some(inv) => {
+                // 9.2: the 200 to the CANCEL carries the To tag of the INVITE's responses.
+                let tag = inv.to_tag().to_owned();
+                let _ = ctx.reply_tagged(200, "OK", Some(&tag));
+                ServerTx::from_inner(inv).cancel_upstream();
+            }
+            None => {
+                let _ = ctx.reply(481, "Call/Transaction Does Not Exist", &[], None);
+            }
+        }
+    }
+
+    fn spawn_route(self: &Arc<Self>, tx: ServerTx) {
+        let router = self.router.clone();
+        tokio::spawn(async move {
+            router.on_request(tx.clone()).await;
+            tx.route_done();
+        });
+    }
+
+    /// Creates and registers a server transaction, or returns the one that won the race.
+    fn new_server_tx(self: &Arc<Self>, inb: Inbound, key: ServerKey) -> Result<ServerTx, Arc<ServerTxInner>> {
+        ServerTx::create(self.clone(), inb, key)
+    }
+
+    fn on_response(self: &Arc<Self>, inb: Inbound) {
+        match ClientKey::of_response(&inb.msg) {
+            Ok(key) => {
+                if let Some(c) = self.clients.get(&key) {
+                    // A full inbox drops the response; the peer retransmits (UDP).
+                    c.deliver(inb.msg);
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(src = %inb.src, error = %e, "response without a usable Via/CSeq dropped");
+                return;
+            }
+        }
+        self.forward_stateless(inb.msg);
+    }
+
+    /// 16.11 / 18.2.1: a response with no client transaction whose top Via is ours goes to
+    /// the next Via's address; anything else is dropped (18.1.2).
+    fn forward_stateless(self: &Arc<Self>, msg: Message) {
+        let dest = {
+            let Ok(vias) = msg.vias() else { return };
+            let (Some(top), Some(next)) = (vias.first(), vias.get(1)) else { return };
+            if !self.transports.is_local(top.host, top.port) {
+                tracing::debug!(host = top.host, "response whose top Via is not ours dropped");
+                return;
+            }
+            build::via_destination(next)
+        };
+        let Some((proto, host, port)) = dest else { return };
+        let mut edits = Edits::default();
+        edits.pop_first_value(HeaderName::Via);
+        let bytes = sip::serialize(&msg, &edits);
+        self.stateless_responses.fetch_add(1, Ordering::Relaxed);
+        self.send_to_host(proto, host, port, bytes);
+    }
+
+    /// Sends to a host that may be a name (resolved in a task, so nothing blocks).
+    pub(crate) fn send_to_host(self: &Arc<Self>, proto: Proto, host: String, port: u16, bytes: Bytes) {
+        match build::literal_addr(&host, port) {
+            Some(dst) => {
+                if let Err(e) = self.transports.send(proto, dst, bytes) {
+                    tracing::debug!(%dst, error = %e, "stateless send failed");
+                }
+            }
+            None => {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    match build::resolve(&host, port).await {
+                        Some(dst) => {
+                            let _ = me.transports.send(proto, dst, bytes);
+                        }
+                        None => tracing::debug!(%host, "cannot resolve next hop"),
+                    }
+                });
+            }
+        }
+    }
+
+    /// The loop-detection hash of a received request (16.6 step 8): everything that affects
+    /// its routing here, but not the method (a CANCEL and the ACK of a non-2xx share the
+    /// INVITE's branch) nor Via or Max-Forwards (they change on every hop).
+    pub(crate) fn loop_hash(&self, req: &Message) -> String {
+        let mut h = self.loop_hasher.build_hasher();
+        h.write(req.request_uri().unwrap_or("").as_bytes());
+        h.write_u8(0);
+        h.write(req.call_id().unwrap_or("").as_bytes());
+        h.write_u8(0);
+        h.write(req.from().ok().and_then(|f| f.tag()).unwrap_or("").as_bytes());
+        h.write_u8(0);
+        h.write(req.to().ok().and_then(|t| t.tag()).unwrap_or("").as_bytes());
+        h.write_u8(0);
+        h.write_u32(req.cseq().map(|c| c.seq).unwrap_or(0));
+        for r in req.values(HeaderName::Route) {
+            h.write(r.trim().as_bytes());
+            h.write_u8(0);
+        }
+        for p in req.values_by_name("Proxy-Require") {
+            h.write(p.trim().as_bytes());
+            h.write_u8(0);
+        }
+        format!("{:016x}", h.finish())
+    }
+
+    /// 16.3 step 4: a Via with our sent-by whose branch carries this request's loop hash.
+    fn is_loop(&self, req: &Message) -> bool {
+        let Ok(vias) = req.vias() else { return false };
+        let mut prefix: Option<String> = None;
+        vias.iter().any(|v| {
+            if !self.transports.is_local(v.host, v.port) {
+                return false;
+            }
+            let Some(branch) = v.branch else { return false };
+            let p = prefix.get_or_insert_with(|| format!("{MAGIC_COOKIE}{}.", self.loop_hash(req)));
+            branch.starts_with(p.as_str())
+        })
+    }
+}

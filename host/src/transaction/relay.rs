@@ -1,0 +1,180 @@
+//! [`ServerTx::relay`]: builds one forwarded copy of the request per target (RFC 3261
+//! section 16.6) and hands them to the response context, which starts the client
+//! transactions; an ACK (to a 2xx) is forwarded statelessly.
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+
+use super::fork::{self, ProxyEvent};
+use super::key::MAGIC_COOKIE;
+use super::servertx::ServerTx;
+use super::{Forward, TmError, build};
+use crate::sip::{self, Edits, HeaderName, Message, Method, Uri};
+use crate::transport::Proto;
+
+/// Events queued per response context.
+const PROXY_INBOX_LEN: usize = 64;
+
+/// One branch ready to send.
+pub(crate) struct BranchPlan {
+    /// The Request-URI of this branch.
+    pub(crate) target: String,
+    /// The whole request as sent (our Via on top).
+    pub(crate) bytes: Bytes,
+    /// The same request without our Via, for building its CANCEL and ACK.
+    pub(crate) base: Message,
+    /// Our Via header value.
+    pub(crate) via: String,
+    /// Our branch parameter.
+    pub(crate) branch: String,
+    /// Next hop transport, host (IP literal or name) and port.
+    pub(crate) proto: Proto,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+impl ServerTx {
+    /// Forwards the request (16.6). An ACK is forwarded statelessly to the first target;
+    /// any other request gets one client transaction per target (parallel forking), and a
+    /// call from `on_failure` starts a new serial stage. Fails when the request was answered
+    /// ([`TmError::AlreadyAnswered`]), the transaction was CANCELled or ended by a 2xx/6xx
+    /// ([`TmError::Completed`]), Max-Forwards is 0 ([`TmError::TooManyHops`], 483 sent),
+    /// or a target is unusable ([`TmError::BadTarget`]; nothing is sent then).
+    pub fn relay(&self, fwd: Forward) -> Result<(), TmError> {
+        let req = self.request();
+        // 16.6 step 3: decrement Max-Forwards, or add it with 70 (also replacing a
+        // malformed value, which cannot be decremented).
+        let mf = match req.max_forwards() {
+            Ok(Some(0)) => {
+                if req.method() != Some(&Method::Ack) {
+                    let _ = self.reply(483, "Too Many Hops", &[], None);
+                }
+                return Err(TmError::TooManyHops);
+            }
+            Ok(Some(n)) => n - 1,
+            Ok(None) | Err(_) => 70,
+        };
+        if fwd.targets.is_empty() {
+            return Err(TmError::BadTarget("no target".into()));
+        }
+        let core = &self.inner.core;
+        let hash = core.loop_hash(req);
+        let rr = fwd.record_route.then(|| self.record_route_value());
+
+        if req.method() == Some(&Method::Ack) || !self.has_transaction() {
+            // 16.11-style stateless forward; the branch is deterministic so a retransmitted
+            // ACK gets the same one, and distinct from the INVITE's.
+            let plan = plan_branch(self, &fwd.edits, &fwd.targets[0], mf, rr.as_deref(), format!("{MAGIC_COOKIE}{hash}.a"))?;
+            core.send_to_host(plan.proto, plan.host, plan.port, plan.bytes);
+            return Ok(());
+        }
+
+        let first = {
+            let mut tu = self.tu();
+            if tu.final_sent {
+                return Err(TmError::AlreadyAnswered);
+            }
+            if tu.cancelled || tu.closed {
+                return Err(TmError::Completed);
+            }
+            let first = tu.next_branch;
+            tu.next_branch += fwd.targets.len();
+            first
+        };
+        let plans = fwd
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(k, t)| plan_branch(self, &fwd.edits, t, mf, rr.as_deref(), format!("{MAGIC_COOKIE}{hash}.{}", first + k)))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        // Commit: re-check under the lock the CANCEL path also takes, so a CANCEL either
+        // sees the response context or makes this relay fail.
+        let sender = {
+            let mut tu = self.tu();
+            if tu.final_sent {
+                return Err(TmError::AlreadyAnswered);
+            }
+            if tu.cancelled || tu.closed {
+                return Err(TmError::Completed);
+            }
+            tu.stages_requested += 1;
+            match &tu.proxy {
+                Some(s) => s.clone(),
+                None => {
+                    let (s, r) = mpsc::channel(PROXY_INBOX_LEN);
+                    tu.proxy = Some(s.clone());
+                    fork::spawn(self.clone(), r, s.clone());
+                    s
+                }
+            }
+        };
+        let ev = ProxyEvent::Branches { plans, on_reply: fwd.on_reply, on_failure: fwd.on_failure };
+        if let Err(e) = sender.try_send(ev) {
+            self.tu().stages_requested -= 1;
+            return Err(TmError::Transport(format!("response context busy: {e}")));
+        }
+        Ok(())
+    }
+
+    fn has_transaction(&self) -> bool {
+        self.inner.has_tx()
+    }
+}
+
+/// Builds one branch: Request-URI, Max-Forwards, Record-Route, our Via (16.6 steps 2-8).
+/// The next hop is the top Route of the forwarded request, else its Request-URI (step 7,
+/// loose routing); a `transport=tcp` parameter selects TCP.
+pub(crate) fn plan_branch(
+    tx: &ServerTx,
+    edits: &Edits,
+    target: &str,
+    max_forwards: u32,
+    record_route: Option<&str>,
+    branch: String,
+) -> Result<BranchPlan, TmError> {
+    let target = build::strip_brackets(target);
+    let uri = Uri::parse(target).map_err(|e| TmError::BadTarget(format!("{target}: {e}")))?;
+    if !uri.scheme.eq_ignore_ascii_case("sip") {
+        return Err(TmError::BadTarget(format!("{target}: only sip: URIs can be relayed (no TLS transport)")));
+    }
+    let mut e = edits.clone();
+    e.set_request_uri(target);
+    e.set(HeaderName::MaxForwards, max_forwards.to_string());
+    if let Some(rr) = record_route {
+        e.prepend("Record-Route", rr);
+    }
+    let base_bytes = sip::serialize(tx.request(), &e);
+    let base = Message::parse(base_bytes.clone())
+        .map_err(|err| TmError::BadTarget(format!("the forwarded request does not parse: {err}")))?;
+
+    let (proto, host, port) = {
+        let routes = base.routes().map_err(|err| TmError::BadTarget(format!("Route: {err}")))?;
+        let hop = match routes.first() {
+            Some(r) => Uri::parse(r.uri).map_err(|err| TmError::BadTarget(format!("Route {}: {err}", r.uri)))?,
+            None => uri,
+        };
+        let proto = match hop.param("transport") {
+            Some(Some(t)) => Proto::from_name(t).ok_or_else(|| TmError::BadTarget(format!("unsupported transport {t}")))?,
+            _ => Proto::Udp,
+        };
+        (proto, hop.host.to_owned(), hop.port.unwrap_or(5060))
+    };
+
+    let (sent_host, sent_port) = tx.inner.core.transports.sent_by(proto);
+    let via = format!("SIP/2.0/{} {sent_host}:{sent_port};branch={branch};rport", proto.via_name());
+    // Our Via goes first (16.6 step 8): right after the request line.
+    let bytes = match memchr::memmem::find(&base_bytes, b"\r\n") {
+        Some(i) => {
+            let mut b = BytesMut::with_capacity(base_bytes.len() + via.len() + 7);
+            b.extend_from_slice(&base_bytes[..i + 2]);
+            b.extend_from_slice(b"Via: ");
+            b.extend_from_slice(via.as_bytes());
+            b.extend_from_slice(b"\r\n");
+            b.extend_from_slice(&base_bytes[i + 2..]);
+            b.freeze()
+        }
+        None => return Err(TmError::BadTarget("the forwarded request has no request line".into())),
+    };
+    Ok(BranchPlan { target: target.to_owned(), bytes, base, via, branch, proto, host, port })
+}

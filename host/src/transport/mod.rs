@@ -1,0 +1,375 @@
+//! Transports: UDP and TCP listeners and senders (TLS and WebSocket later).
+//!
+//! This layer owns sockets and nothing SIP-semantic beyond framing: it turns datagrams and
+//! framed stream messages into [`sip::Message`]s handed to an [`InboundHandler`], and sends
+//! bytes to a `(Proto, SocketAddr)`. TCP connections are kept in a table keyed by the
+//! remote address, so responses and requests towards a peer reuse the connection it opened
+//! (RFC 3261 section 18.2.2, connection reuse).
+//!
+//! # Layout
+//! - this file: [`Proto`], [`ListenSpec`], [`Inbound`], [`InboundHandler`], [`Transports`];
+//! - [`udp`]: one socket per listen address, its receive loop, non-blocking sends;
+//! - [`tcp`]: accept loops, the connection table, per-connection read/write task with framing.
+
+mod tcp;
+mod udp;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+
+use crate::sip;
+
+/// A transport protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Proto {
+    /// RFC 768 datagrams; unreliable (transactions retransmit).
+    Udp,
+    /// RFC 793 streams; reliable (no retransmissions, zero-length wait timers).
+    Tcp,
+}
+
+impl Proto {
+    /// Lower-case name as used in listen specs and `;transport=` parameters: "udp" / "tcp".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+        }
+    }
+
+    /// Upper-case name as used in a Via header ("UDP" / "TCP").
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Proto::Udp => "UDP",
+            Proto::Tcp => "TCP",
+        }
+    }
+
+    /// Parses a transport name case-insensitively ("udp", "TCP"); `None` for others (tls, ws...).
+    pub fn from_name(name: &str) -> Option<Proto> {
+        if name.eq_ignore_ascii_case("udp") {
+            Some(Proto::Udp)
+        } else if name.eq_ignore_ascii_case("tcp") {
+            Some(Proto::Tcp)
+        } else {
+            None
+        }
+    }
+
+    /// True for stream transports, where RFC 3261 sets timers I, J, K and D to zero.
+    pub fn is_reliable(self) -> bool {
+        self == Proto::Tcp
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One address to listen on, parsed from `"udp:127.0.0.1:5060"` or `"tcp:[::1]:5060"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenSpec {
+    /// Transport of the listener.
+    pub proto: Proto,
+    /// Local address (port 0 picks a free port; [`Transports::listeners`] reports the real one).
+    pub addr: SocketAddr,
+}
+
+/// Why a [`ListenSpec`] could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListenSpecError {
+    /// No `proto:` prefix.
+    #[error("listen spec {0:?} must look like \"udp:127.0.0.1:5060\" or \"tcp:[::1]:5060\"")]
+    Shape(String),
+    /// The prefix is not a supported transport.
+    #[error("unsupported transport {0:?} in listen spec (udp and tcp are supported)")]
+    Proto(String),
+    /// The address is not `ip:port` (IPv6 in brackets).
+    #[error("bad address {0:?} in listen spec (expected ip:port, IPv6 as [addr]:port)")]
+    Addr(String),
+}
+
+impl FromStr for ListenSpec {
+    type Err = ListenSpecError;
+
+    fn from_str(s: &str) -> Result<ListenSpec, ListenSpecError> {
+        let s = s.trim();
+        let (proto, addr) = s.split_once(':').ok_or_else(|| ListenSpecError::Shape(s.to_owned()))?;
+        let proto = Proto::from_name(proto).ok_or_else(|| ListenSpecError::Proto(proto.to_owned()))?;
+        let addr = addr.parse::<SocketAddr>().map_err(|_| ListenSpecError::Addr(addr.to_owned()))?;
+        Ok(ListenSpec { proto, addr })
+    }
+}
+
+impl fmt::Display for ListenSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.proto, self.addr)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ListenSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ListenSpec, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One received message and where it came from.
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    /// The parsed message (owns the received bytes).
+    pub msg: sip::Message,
+    /// Remote address (for TCP: the connection's peer, which keys the connection table).
+    pub src: SocketAddr,
+    /// Transport it arrived on.
+    pub proto: Proto,
+    /// Local address of the listener (or connection) it arrived on.
+    pub local: SocketAddr,
+}
+
+/// Receives what the transports read. Called from receive loops: implementations must not
+/// block or await anything slow (spawn instead).
+pub trait InboundHandler: Send + Sync + 'static {
+    /// A message that parsed.
+    fn on_message(&self, inbound: Inbound);
+    /// Bytes that did not parse as a SIP message (a candidate for a `400`).
+    fn on_malformed(&self, raw: Bytes, err: sip::ParseError, src: SocketAddr, proto: Proto);
+}
+
+/// An [`InboundHandler`] set after binding: the proxy core needs the [`Transports`] to be
+/// built, and the transports need a handler, so the wiring binds with a `DeferredHandler`
+/// and [`set`](DeferredHandler::set)s the core afterwards. Messages read before that are dropped.
+#[derive(Default)]
+pub struct DeferredHandler {
+    inner: OnceLock<Arc<dyn InboundHandler>>,
+}
+
+impl DeferredHandler {
+    /// An empty slot.
+    pub fn new() -> Arc<DeferredHandler> {
+        Arc::new(DeferredHandler::default())
+    }
+
+    /// Installs the handler; the first call wins (later ones return false).
+    pub fn set(&self, handler: Arc<dyn InboundHandler>) -> bool {
+        self.inner.set(handler).is_ok()
+    }
+}
+
+impl InboundHandler for DeferredHandler {
+    fn on_message(&self, inbound: Inbound) {
+        match self.inner.get() {
+            Some(h) => h.on_message(inbound),
+            None => tracing::debug!(src = %inbound.src, "message before the handler was set: dropped"),
+        }
+    }
+
+    fn on_malformed(&self, raw: Bytes, err: sip::ParseError, src: SocketAddr, proto: Proto) {
+        if let Some(h) = self.inner.get() {
+            h.on_malformed(raw, err, src, proto);
+        }
+    }
+}
+
+/// Why [`Transports::send`] failed. Sending never blocks: a full queue is an error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// No listener of this transport is configured.
+    #[error("no {0} listener configured")]
+    NoListener(Proto),
+    /// The per-connection send queue is full (the peer does not read fast enough).
+    #[error("send queue to {0} is full")]
+    QueueFull(SocketAddr),
+    /// Too many TCP connections are open to open another one.
+    #[error("TCP connection limit reached, cannot connect to {0}")]
+    TooManyConnections(SocketAddr),
+    /// The message is larger than a datagram can carry.
+    #[error("message of {0} bytes is too large for UDP")]
+    TooLarge(usize),
+    /// The operating system refused the send.
+    #[error("send to {addr} failed: {reason}")]
+    Io {
+        /// Destination.
+        addr: SocketAddr,
+        /// The OS error text.
+        reason: String,
+    },
+}
+
+/// Counters of the transport layer (monotonic since start).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// UDP datagrams dropped because the socket buffer was full (WouldBlock).
+    pub(crate) udp_send_drops: AtomicU64,
+    /// Messages (or streams) that failed to parse.
+    pub(crate) malformed: AtomicU64,
+}
+
+/// Snapshot of the transport counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// UDP sends dropped because the socket buffer was full.
+    pub udp_send_drops: u64,
+    /// Messages that failed to parse.
+    pub malformed: u64,
+    /// Open TCP connections.
+    pub tcp_connections: usize,
+}
+
+/// The bound transports. Cheap to clone; sockets close when the last clone and every
+/// receive task are gone (the tasks run until the runtime shuts down).
+#[derive(Clone)]
+pub struct Transports {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Every listener with its real bound address, in configuration order.
+    listeners: Vec<ListenSpec>,
+    udp: Vec<udp::UdpListener>,
+    tcp: Option<tcp::TcpSide>,
+    /// Host used in Via/Record-Route when a listener is bound to an unspecified address.
+    advertised_ip: Option<IpAddr>,
+    counters: Arc<Counters>,
+}
+
+impl Transports {
+    /// Binds every listener and starts its receive (accept) loop; fails if any bind fails.
+    pub async fn bind(listen: &[ListenSpec], handler: Arc<dyn InboundHandler>) -> anyhow::Result<Transports> {
+        anyhow::ensure!(!listen.is_empty(), "no listen address configured");
+        let counters = Arc::new(Counters::default());
+        let mut listeners = Vec::with_capacity(listen.len());
+        let mut udp_socks = Vec::new();
+        let mut tcp_listeners = Vec::new();
+        for spec in listen {
+            match spec.proto {
+                Proto::Udp => {
+                    let l = udp::UdpListener::bind(spec.addr)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot bind {spec}: {e}"))?;
+                    listeners.push(ListenSpec { proto: Proto::Udp, addr: l.local });
+                    udp_socks.push(l);
+                }
+                Proto::Tcp => {
+                    let l = tokio::net::TcpListener::bind(spec.addr)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot bind {spec}: {e}"))?;
+                    let local = l.local_addr()?;
+                    listeners.push(ListenSpec { proto: Proto::Tcp, addr: local });
+                    tcp_listeners.push((l, local));
+                }
+            }
+        }
+        let advertised_ip = listeners.iter().any(|l| l.addr.ip().is_unspecified()).then(primary_ip);
+        let tcp = (!tcp_listeners.is_empty()).then(|| tcp::TcpSide::new(handler.clone(), counters.clone()));
+        for l in &udp_socks {
+            l.spawn_receiver(handler.clone(), counters.clone());
+        }
+        if let Some(side) = &tcp {
+            for (l, local) in tcp_listeners {
+                side.spawn_acceptor(l, local);
+            }
+        }
+        for l in &listeners {
+            tracing::info!(listen = %l, "listening");
+        }
+        Ok(Transports { inner: Arc::new(Inner { listeners, udp: udp_socks, tcp, advertised_ip, counters }) })
+    }
+
+    /// Sends `bytes` to `dst`. Never blocks: UDP uses a non-blocking send (a full socket
+    /// buffer drops the datagram and counts it, as UDP may drop); TCP queues on the
+    /// connection to `dst`, opening one if there is none.
+    pub fn send(&self, proto: Proto, dst: SocketAddr, bytes: Bytes) -> Result<(), SendError> {
+        match proto {
+            Proto::Udp => {
+                let sock = udp::pick(&self.inner.udp, dst).ok_or(SendError::NoListener(Proto::Udp))?;
+                sock.send(dst, &bytes, &self.inner.counters)
+            }
+            Proto::Tcp => match &self.inner.tcp {
+                Some(tcp) => tcp.send(dst, bytes),
+                None => Err(SendError::NoListener(Proto::Tcp)),
+            },
+        }
+    }
+
+    /// The `(host, port)` this proxy puts in Via and Record-Route for `proto`: the first
+    /// listener of that transport (of any transport if none). IPv6 hosts come bracketed
+    /// (`"[::1]"`) so `format!("{host}:{port}")` is valid; an unspecified bind address is
+    /// replaced by the host's primary address.
+    pub fn sent_by(&self, proto: Proto) -> (String, u16) {
+        let l = self
+            .inner
+            .listeners
+            .iter()
+            .find(|l| l.proto == proto)
+            .or_else(|| self.inner.listeners.first())
+            .copied();
+        let Some(l) = l else { return ("127.0.0.1".to_owned(), 5060) };
+        let ip = match l.addr.ip() {
+            ip if ip.is_unspecified() => self.inner.advertised_ip.unwrap_or(ip),
+            ip => ip,
+        };
+        let host = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        (host, l.addr.port())
+    }
+
+    /// Is `host[:port]` this proxy? True when some listener's address matches (port `None`
+    /// means 5060), and for `localhost` when a loopback listener has that port. A listener
+    /// on an unspecified address matches loopback and the advertised primary address.
+    pub fn is_local(&self, host: &str, port: Option<u16>) -> bool {
+        let port = port.unwrap_or(5060);
+        let host = host.trim();
+        let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let ip = bare.parse::<IpAddr>().ok();
+        let is_localhost = ip.is_none() && (bare.eq_ignore_ascii_case("localhost") || bare.eq_ignore_ascii_case("localhost."));
+        self.inner.listeners.iter().filter(|l| l.addr.port() == port).any(|l| {
+            let lip = l.addr.ip();
+            match ip {
+                Some(ip) => {
+                    ip == lip
+                        || (lip.is_unspecified()
+                            && (ip.is_loopback() || Some(ip) == self.inner.advertised_ip))
+                }
+                None => is_localhost && (lip.is_loopback() || lip.is_unspecified()),
+            }
+        })
+    }
+
+    /// Every listener with its actual bound address (port 0 resolved), in configuration order.
+    pub fn listeners(&self) -> &[ListenSpec] {
+        &self.inner.listeners
+    }
+
+    /// A snapshot of the transport counters.
+    pub fn stats(&self) -> TransportStats {
+        TransportStats {
+            udp_send_drops: self.inner.counters.udp_send_drops.load(Ordering::Relaxed),
+            malformed: self.inner.counters.malformed.load(Ordering::Relaxed),
+            tcp_connections: self.inner.tcp.as_ref().map_or(0, |t| t.connection_count()),
+        }
+    }
+}
+
+/// The address the host would use for outbound traffic, used in Via when bound to
+/// 0.0.0.0. A connected UDP socket sends nothing; connect only selects a route.
+fn primary_ip() -> IpAddr {
+    let probe = || -> std::io::Result<IpAddr> {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        s.connect("192.0.2.1:9")?; // TEST-NET-1: never routed on the Internet
+        Ok(s.local_addr()?.ip())
+    };
+    probe().ok().filter(|ip| !ip.is_unspecified()).unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+#[cfg(test)]
+mod tests;

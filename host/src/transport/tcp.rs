@@ -1,0 +1,314 @@
+//! TCP: accept loops, the connection table and one task per connection.
+//!
+//! A connection is keyed by its remote address. Whoever opened it, every message towards
+//! that address goes over it (RFC 3261 section 18.2.2: responses return on the connection the
+//! request came in on; requests to a peer reuse an existing connection). Each connection
+//! task reads, frames (`sip::frame_len`) and writes from a bounded queue, so a slow peer
+//! fills its own queue and [`TcpSide::send`] fails fast instead of blocking anyone.
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
+
+use super::{Counters, Inbound, InboundHandler, Proto, SendError};
+use crate::sip;
+
+/// Most TCP connections open at once, inbound and outbound together. Each costs a task,
+/// a read buffer (up to [`sip::MAX_MESSAGE_SIZE`]) and a queue; 4096 bounds that to a few
+/// hundred MB in the worst case while serving thousands of registered TCP phones. When all
+/// are in use the acceptor waits for one to close and outbound connects fail.
+pub(crate) const MAX_TCP_CONNECTIONS: usize = 4096;
+
+/// A connection with no traffic in either direction for this long is closed. Longer than
+/// any transaction (Timer C, 3 min) so an INVITE's responses can always come back; UAs
+/// that want a longer-lived flow send CRLF keep-alives (RFC 5626).
+pub(crate) const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Messages queued per connection before `send` reports [`SendError::QueueFull`].
+pub(crate) const SEND_QUEUE_LEN: usize = 128;
+
+/// How long an outbound connect may take; queued messages are dropped after that.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TCP half of the transports: the connection table and its shared state.
+pub(super) struct TcpSide {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    conns: Mutex<HashMap<SocketAddr, ConnEntry>>,
+    permits: Arc<Semaphore>,
+    handler: Arc<dyn InboundHandler>,
+    counters: Arc<Counters>,
+    next_id: AtomicU64,
+}
+
+struct ConnEntry {
+    /// Distinguishes a connection from a later one to the same address, so a closing task
+    /// never removes its successor's entry.
+    id: u64,
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl TcpSide {
+    pub(super) fn new(handler: Arc<dyn InboundHandler>, counters: Arc<Counters>) -> TcpSide {
+        TcpSide {
+            shared: Arc::new(Shared {
+                conns: Mutex::new(HashMap::new()),
+                permits: Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS)),
+                handler,
+                counters,
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    pub(super) fn connection_count(&self) -> usize {
+        self.shared.conns.lock().map_or(0, |c| c.len())
+    }
+
+    /// Accept loop: takes a connection permit before accepting, so at most
+    /// [`MAX_TCP_CONNECTIONS`] are open; accept errors back off (1 ms doubling to 1 s).
+    pub(super) fn spawn_acceptor(&self, listener: TcpListener, local: SocketAddr) {
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(1);
+            loop {
+                let Ok(permit) = shared.permits.clone().acquire_owned().await else { return };
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        backoff = Duration::from_millis(1);
+                        let _ = stream.set_nodelay(true);
+                        let (tx, rx) = mpsc::channel(SEND_QUEUE_LEN);
+                        let id = shared.insert(peer, tx);
+                        tracing::debug!(%peer, %local, "TCP connection accepted");
+                        tokio::spawn(run_connection(shared.clone(), stream, peer, id, rx, permit));
+                    }
+                    Err(e) => {
+                        drop(permit);
+                        tracing::warn!(%local, error = %e, "TCP accept failed");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+        });
+    }
+
+    /// Queues `bytes` on the connection to `dst`, opening one if there is none.
+    pub(super) fn send(&self, dst: SocketAddr, bytes: Bytes) -> Result<(), SendError> {
+        let shared = &self.shared;
+        let mut conns = shared.conns.lock().map_err(|_| SendError::Io { addr: dst, reason: "connection table poisoned".into() })?;
+        let bytes = match conns.get(&dst) {
+            Some(entry) => match entry.tx.try_send(bytes) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) => return Err(SendError::QueueFull(dst)),
+                // The connection is closing; open a new one below.
+                Err(mpsc::error::TrySendError::Closed(b)) => {
+                    conns.remove(&dst);
+                    b
+                }
+            },
+            None => bytes,
+        };
+        let permit = shared.permits.clone().try_acquire_owned().map_err(|_| SendError::TooManyConnections(dst))?;
+        let (tx, rx) = mpsc::channel(SEND_QUEUE_LEN);
+        // Cannot fail: the channel is new and empty.
+        let _ = tx.try_send(bytes);
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        conns.insert(dst, ConnEntry { id, tx });
+        drop(conns);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dst)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    tracing::debug!(peer = %dst, "TCP connection opened");
+                    run_connection(shared, stream, dst, id, rx, permit).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %dst, error = %e, "TCP connect failed: queued messages dropped");
+                    shared.remove(dst, id);
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %dst, "TCP connect timed out: queued messages dropped");
+                    shared.remove(dst, id);
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn insert(&self, peer: SocketAddr, tx: mpsc::Sender<Bytes>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut conns) = self.conns.lock() {
+            conns.insert(peer, ConnEntry { id, tx });
+        }
+        id
+    }
+
+    fn remove(&self, peer: SocketAddr, id: u64) {
+        if let Ok(mut conns) = self.conns.lock()
+            && conns.get(&peer).is_some_and(|e| e.id == id)
+        {
+            conns.remove(&peer);
+        }
+    }
+}
+
+/// What the framer wants the connection task to do after draining the read buffer.
+#[derive(Debug, PartialEq, Eq)]
+enum Drained {
+    /// Keep reading.
+    More,
+    /// Keep reading and answer a CRLFCRLF keep-alive ping with a CRLF pong (RFC 5626 4.4.1).
+    Pong,
+    /// The stream cannot be framed any more (bad framing or too large): close it.
+    Close,
+}
+
+/// Reads, frames and dispatches; writes queued messages; closes when idle. The permit is
+/// held for the connection's lifetime.
+async fn run_connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    mut rx: mpsc::Receiver<Bytes>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(4096);
+    let idle = tokio::time::sleep(TCP_IDLE_TIMEOUT);
+    tokio::pin!(idle);
+    loop {
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        tokio::select! {
+            r = rd.read_buf(&mut buf) => match r {
+                Ok(0) => {
+                    // Clean close; leftover bytes mean the peer closed mid-message.
+                    if sip::skip_keepalive(&buf) < buf.len() {
+                        tracing::debug!(%peer, pending = buf.len(), "TCP peer closed mid-message");
+                    }
+                    break;
+                }
+                Ok(_) => {
+                    idle.as_mut().reset(Instant::now() + TCP_IDLE_TIMEOUT);
+                    match drain(&mut buf, &*shared.handler, &shared.counters, peer, local) {
+                        Drained::More => {}
+                        Drained::Pong => {
+                            if wr.write_all(b"\r\n").await.is_err() {
+                                break;
+                            }
+                        }
+                        Drained::Close => break,
+                    }
+                }
+                Err(e) => {
+                    if !matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted) {
+                        tracing::debug!(%peer, error = %e, "TCP read failed");
+                    }
+                    break;
+                }
+            },
+            m = rx.recv() => {
+                let Some(bytes) = m else { break };
+                idle.as_mut().reset(Instant::now() + TCP_IDLE_TIMEOUT);
+                if let Err(e) = wr.write_all(&bytes).await {
+                    tracing::debug!(%peer, error = %e, "TCP write failed");
+                    break;
+                }
+            }
+            () = &mut idle => {
+                tracing::debug!(%peer, "TCP connection idle: closed");
+                break;
+            }
+        }
+    }
+    shared.remove(peer, id);
+    // Flush what was queued before closing (a 400 for a message that broke the framing).
+    rx.close();
+    while let Ok(bytes) = rx.try_recv() {
+        if wr.write_all(&bytes).await.is_err() {
+            break;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Frames every complete message in `buf` and hands it to the handler (zero-copy: each
+/// message's `Bytes` is split off the read buffer).
+fn drain(buf: &mut BytesMut, handler: &dyn InboundHandler, counters: &Counters, peer: SocketAddr, local: SocketAddr) -> Drained {
+    let mut out = Drained::More;
+    loop {
+        let k = sip::skip_keepalive(buf);
+        if k > 0 {
+            if k >= 4 && &buf[..4] == b"\r\n\r\n" {
+                out = Drained::Pong;
+            }
+            buf.advance(k);
+        }
+        if buf.is_empty() {
+            return out;
+        }
+        match sip::frame_len(buf) {
+            Ok(Some(n)) if n > 0 && n <= buf.len() => {
+                let raw = buf.split_to(n).freeze();
+                match sip::Message::parse(raw.clone()) {
+                    Ok(msg) => handler.on_message(Inbound { msg, src: peer, proto: Proto::Tcp, local }),
+                    Err(err) => {
+                        // The frame is delimited, so the stream stays usable.
+                        counters.malformed.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, error = %err, "malformed TCP message");
+                        handler.on_malformed(raw, err, peer, Proto::Tcp);
+                    }
+                }
+            }
+            Ok(Some(_)) | Ok(None) => {
+                if buf.len() > sip::MAX_MESSAGE_SIZE {
+                    counters.malformed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "TCP message exceeds the size limit: connection closed");
+                    return Drained::Close;
+                }
+                return out;
+            }
+            Err(err) => {
+                // Framing lost (bad Content-Length, oversized headers): answer if possible, close.
+                counters.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, error = %err, "TCP framing failed: connection closed");
+                handler.on_malformed(buf.split().freeze(), err, peer, Proto::Tcp);
+                return Drained::Close;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(super) mod test_support {
+    //! Exposes the framer to the transport tests.
+    use super::*;
+
+    pub(crate) fn drain_for_test(buf: &mut BytesMut, handler: &dyn InboundHandler) -> &'static str {
+        let counters = Counters::default();
+        let a = SocketAddr::from(([127, 0, 0, 1], 1));
+        match drain(buf, handler, &counters, a, a) {
+            Drained::More => "more",
+            Drained::Pong => "pong",
+            Drained::Close => "close",
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! End-to-end tests: the real `sipbox` binary, driven over loopback by SIPp
+//! (scenarios in `tests/sipp/`) and by raw UDP datagrams.
+//!
+//! Each test gets its own temporary directory, its own ports and its own
+//! server process (see [`harness`]), so the tests run in parallel. Every wait is
+//! bounded; on a failure the server's log and SIPp's error and message traces
+//! are printed with the panic.
+//!
+//! One file per topic:
+//! - [`register`]: registrations, removal with `Expires: 0`, binding queries, TCP;
+//! - [`call`]: a whole call through the proxy, and `404` for unknown users;
+//! - [`cancel`]: cancelling a ringing call;
+//! - [`fork`]: parallel forking to two contacts, the loser is cancelled;
+//! - [`restart`]: registrations survive a graceful restart;
+//! - [`malformed`]: `400` for broken requests, silence for garbage;
+//! - [`trap`]: a trapping, runaway or memory-hungry route answers `500`; the server carries on.
+
+mod harness;
+
+mod call;
+mod cancel;
+mod fork;
+mod malformed;
+mod register;
+mod restart;
+mod trap;
