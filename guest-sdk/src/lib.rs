@@ -49,6 +49,7 @@
 extern crate self as sipbox_guest;
 
 pub mod bindings;
+pub mod events;
 pub mod location;
 pub mod log;
 mod message;
@@ -64,6 +65,7 @@ pub use wit_bindgen;
 pub use bindings::sipbox::route::types::Peer;
 /// One registered contact of an address-of-record (see [`location::lookup_aor`]).
 pub use bindings::sipbox::route::types::Contact;
+pub use bindings::sipbox::route::types::{Event, Param, Value};
 
 /// An operation the host refused, with the host's reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +124,14 @@ pub trait Route {
     fn on_failure(route: &str, req: &Request, reply: &Reply) {
         let _ = (route, req, reply);
     }
+
+    /// An event delivered to this module's event route `route` (a
+    /// subscription with the socket `route:NAME`, like OpenSIPS's
+    /// `event_route[NAME]`). There is no request in this invocation. By
+    /// default does nothing.
+    fn on_event(route: &str, event: &Event) {
+        let _ = (route, event);
+    }
 }
 
 /// Exports a [`Route`] implementation as this component's `route` world.
@@ -161,6 +171,10 @@ macro_rules! route {
                         &$crate::Request::__from_raw(req),
                         &$crate::Reply::__from_raw(reply),
                     )
+                }
+
+                fn on_event(route: ::std::string::String, event: $crate::Event) {
+                    <$route as $crate::Route>::on_event(&route, &event)
                 }
             }
 

@@ -62,3 +62,9 @@ pub fn on_failure(route: &str) {
 pub fn current_tid() -> Tid {
     raw::current_tid()
 }
+
+/// True when `uri` points at this proxy (one of its listening sockets), like
+/// OpenSIPS's `is_myself()`.
+pub fn is_myself(uri: &str) -> bool {
+    raw::is_myself(uri)
+}

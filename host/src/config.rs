@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::events::EventsConfig;
 use crate::location::LocationConfig;
+use crate::mi::MiConfig;
+use crate::pike::PikeConfig;
 use crate::runtime::Limits;
 use crate::transaction::Timers;
 use crate::transport::ListenSpec;
@@ -21,6 +24,9 @@ pub struct Config {
     pub location: LocationConfig,
     pub timers: Timers,
     pub limits: Limits,
+    pub events: EventsConfig,
+    pub mi: MiConfig,
+    pub pike: PikeConfig,
 }
 
 /// `[server]`: sockets and logging.
@@ -78,6 +84,9 @@ impl Config {
         anyhow::ensure!(!self.server.listen.is_empty(), "server.listen must name at least one socket");
         self.listen_specs()?;
         self.limits.validate()?;
+        self.location.validate()?;
+        self.mi.validate()?;
+        self.pike.validate()?;
         Ok(())
     }
 

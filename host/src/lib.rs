@@ -6,12 +6,19 @@
 //! - [`transaction`]: RFC 3261 transactions and the stateful proxy core;
 //! - [`location`]: the registrar and its persistent location store;
 //! - [`runtime`]: wasmtime, route modules, and the host side of the `sipbox:route` WIT world;
+//! - [`events`]: the event registry (OpenSIPS EVI) and [`sinks`], its transports;
+//! - [`mi`]: the management interface, JSON-RPC over HTTP and UDP;
+//! - [`pike`]: flood detection by source IP;
 //! - [`config`]: `sipbox.toml` with embedded defaults; [`server`]: wires the layers together.
 
 pub mod sip;
 pub mod transport;
 pub mod transaction;
 pub mod location;
+pub mod events;
+pub mod sinks;
 pub mod runtime;
 pub mod config;
 pub mod server;
+pub mod mi;
+pub mod pike;

@@ -8,7 +8,10 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::Config;
+use crate::events::{usrloc, EventBus};
 use crate::location::Location;
+use crate::mi::{self, MiContext};
+use crate::pike::Pike;
 use crate::runtime::{RouteSource, Runtime};
 use crate::transaction::Core;
 use crate::transport::{DeferredHandler, Transports};
@@ -52,16 +55,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || Runtime::new(limits, location, source)).await??
     };
     let route = runtime.current();
+
+    // The event registry: static subscriptions from the config, registrar
+    // events, and the runtime (routes raise events; route: sinks run them).
+    let bus = EventBus::try_new(&config.events).context("invalid [events] configuration")?;
+    runtime.set_event_bus(bus.clone());
+    let _usrloc_events = usrloc::bridge(bus.clone(), location.clone());
+
     // The transports need the core to hand messages to, and the core needs
     // the transports to send: bind with a deferred handler, then point it at
     // the core before any message can be processed.
     let deferred = DeferredHandler::new();
     let transports =
         Transports::bind(&listen, deferred.clone()).await.context("cannot open the SIP listeners")?;
-    let core = Core::new(transports, config.timers.clone(), Arc::new(runtime.clone()));
-    deferred.set(Arc::new(core.clone()));
+    let core = Core::new(transports.clone(), config.timers.clone(), Arc::new(runtime.clone()));
+    if config.pike.enabled {
+        deferred.set(Pike::new(&config.pike, Arc::new(core.clone()), bus.clone()));
+    } else {
+        deferred.set(Arc::new(core.clone()));
+    }
+
+    let mi_context = MiContext::new(bus.clone(), location.clone(), source.clone())
+        .with_runtime(runtime.clone())
+        .with_core(core.clone())
+        .with_transports(transports.clone());
+    let mi_server =
+        mi::serve(&config.mi, Arc::new(mi_context)).await.context("cannot start the management interface")?;
     tracing::info!(
         listen = ?config.server.listen,
+        mi_http = ?mi_server.http_addr(),
+        mi_udp = ?mi_server.udp_addr(),
         module = %route.name,
         "sipbox {} serving", env!("CARGO_PKG_VERSION")
     );
@@ -81,6 +104,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down");
+    mi_server.shutdown().await;
     drop(core);
     location.flush().context("flushing registrations at shutdown")?;
     Ok(())

@@ -20,8 +20,15 @@ impl Route for DefaultRoute {
 
         if req.is_in_dialog() {
             // With a route set the next hop is its top entry; without one the
-            // Request-URI is the remote target (RFC 3261 section 16.12).
-            tm::loose_route();
+            // Request-URI is the remote target (RFC 3261 section 16.12). A UA
+            // that ignored our Record-Route (or got none) addresses the proxy
+            // itself: find the user's contact as for a new request.
+            if !tm::loose_route() && tm::is_myself(&req.ruri()) && location::lookup() == 0 {
+                if method != Method::Ack {
+                    let _ = tm::reply(404, "Not Here");
+                }
+                return;
+            }
             if let Err(e) = tm::relay() {
                 sipbox_guest::info!("in-dialog {method} not relayed: {e}");
                 // ACK has no response; a failed reply means the host answered

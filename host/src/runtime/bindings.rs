@@ -20,4 +20,4 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use sipbox::route::{location, log, message, tm, types};
+pub use sipbox::route::{events, location, log, message, tm, types};

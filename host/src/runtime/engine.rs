@@ -31,11 +31,25 @@ pub struct Limits {
     pub cpu_ms: u64,
     /// Wall-clock bound on one invocation, in ms, including host calls.
     pub wall_ms: u64,
+    /// Raise E_CORE_THRESHOLD when routing one message takes longer than
+    /// this many microseconds (OpenSIPS `exec_msg_threshold`); 0 = off.
+    pub exec_msg_threshold_us: u64,
+    /// Raise E_CORE_SHM_THRESHOLD when this percentage of `max_instances`
+    /// is in use (OpenSIPS `event_shm_threshold`, for the instance pool);
+    /// 0 = off.
+    pub pool_threshold_percent: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_instances: 1000, memory_mb: 16, cpu_ms: 100, wall_ms: 10_000 }
+        Limits {
+            max_instances: 1000,
+            memory_mb: 16,
+            cpu_ms: 100,
+            wall_ms: 10_000,
+            exec_msg_threshold_us: 0,
+            pool_threshold_percent: 0,
+        }
     }
 }
 
@@ -65,6 +79,10 @@ impl Limits {
         );
         anyhow::ensure!(self.cpu_ms >= 1, "limits.cpu_ms must be at least 1");
         anyhow::ensure!(self.wall_ms >= self.cpu_ms, "limits.wall_ms must be at least limits.cpu_ms");
+        anyhow::ensure!(
+            self.pool_threshold_percent <= 100,
+            "limits.pool_threshold_percent must be between 0 and 100"
+        );
         Ok(())
     }
 }

@@ -20,9 +20,9 @@ mod host;
 mod modules;
 mod state;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
@@ -32,6 +32,7 @@ use wasmtime::{Engine, Store, StoreLimitsBuilder, UpdateDeadline};
 pub use engine::{Limits, EPOCH_TICK};
 pub use modules::{LoadedRoute, RouteSource};
 
+use crate::events::{Event, EventBus, EventRouteHandler, Params, E_CORE_SHM_THRESHOLD, E_CORE_THRESHOLD};
 use crate::location::Location;
 use crate::sip::{self, Method};
 use crate::transaction::{BoxFut, Router, ServerTx};
@@ -65,6 +66,10 @@ struct Inner {
     /// instantiation so overload is a 503, not an allocation failure.
     admission: Arc<Semaphore>,
     location: Location,
+    /// The event registry, set once the server has built it.
+    bus: OnceLock<EventBus>,
+    /// Pool pressure was reported and has not dropped below the threshold.
+    pool_pressure: AtomicBool,
     stats: RuntimeStats,
     _ticker: engine::EpochTicker,
 }
@@ -74,6 +79,8 @@ enum Invocation {
     Request,
     Reply { hook: Arc<str>, reply: sip::Message },
     Failure { hook: Arc<str>, best: sip::Message },
+    /// An event for an event route (`route:NAME` subscription).
+    Event { route: Arc<str>, event: Event },
 }
 
 impl Runtime {
@@ -96,6 +103,8 @@ impl Runtime {
                 generation: AtomicU64::new(1),
                 limits,
                 location,
+                bus: OnceLock::new(),
+                pool_pressure: AtomicBool::new(false),
                 stats: RuntimeStats::default(),
                 _ticker: ticker,
             }),
@@ -138,6 +147,21 @@ impl Runtime {
         Ok(())
     }
 
+    /// Connects the runtime to the event registry: routes can raise events,
+    /// `route:` subscriptions run `on-event`, and the runtime raises
+    /// E_CORE_THRESHOLD and E_CORE_SHM_THRESHOLD.
+    pub fn set_event_bus(&self, bus: EventBus) {
+        if self.inner.bus.set(bus.clone()).is_ok() {
+            bus.set_route_handler(Arc::new(self.clone()));
+        }
+    }
+
+    /// Route instances alive now, and the pool's capacity.
+    pub fn instances(&self) -> (usize, usize) {
+        let size = self.inner.limits.max_instances as usize;
+        (size - self.inner.admission.available_permits(), size)
+    }
+
     pub fn stats(&self) -> &RuntimeStats {
         &self.inner.stats
     }
@@ -154,6 +178,7 @@ impl Runtime {
         let state = HostState::new(
             tx,
             self.inner.location.clone(),
+            self.inner.bus.get().cloned(),
             module,
             store_limits,
             limits.cpu_ticks(),
@@ -175,20 +200,22 @@ impl Runtime {
         store
     }
 
-    async fn invoke(&self, tx: ServerTx, what: Invocation) {
+    async fn invoke(&self, tx: Option<ServerTx>, what: Invocation) {
         let stats = &self.inner.stats;
         stats.invocations.fetch_add(1, Ordering::Relaxed);
         let is_request = matches!(what, Invocation::Request);
         let Ok(_permit) = self.inner.admission.clone().try_acquire_owned() else {
             stats.rejected_busy.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(tid = tx.id(), "all route instances busy; rejecting with 503");
-            if is_request && !is_ack(&tx) {
+            tracing::warn!("all route instances busy; rejecting the invocation");
+            if let Some(tx) = tx.as_ref().filter(|tx| is_request && !is_ack(tx)) {
                 let _ = tx.reply(503, "Service Unavailable", &[("Retry-After", "5")], None);
             }
             return;
         };
+        self.check_pool_pressure();
+        let started = Instant::now();
         let route = self.current();
-        let mut store = self.new_store(Some(tx.clone()), route.name.clone());
+        let mut store = self.new_store(tx.clone(), route.name.clone());
         let wall = Duration::from_millis(self.inner.limits.wall_ms);
         let run = async {
             let instance = route.pre.instantiate_async(&mut store).await?;
@@ -205,9 +232,15 @@ impl Runtime {
                     let reply = Resource::new_borrow(REPLY_REP);
                     instance.call_on_failure(&mut store, &hook, request(), reply).await
                 }
+                Invocation::Event { route, event } => {
+                    let event = host::events::event_to_guest(&event);
+                    instance.call_on_event(&mut store, &route, &event).await
+                }
             }
         };
-        let failure = match tokio::time::timeout(wall, run).await {
+        let outcome = tokio::time::timeout(wall, run).await;
+        self.check_threshold(started, tx.as_ref());
+        let failure = match outcome {
             Ok(Ok(())) => return,
             Ok(Err(trap)) => {
                 stats.traps.fetch_add(1, Ordering::Relaxed);
@@ -218,6 +251,10 @@ impl Runtime {
                 format!("route exceeded its wall-clock limit of {wall:?}")
             }
         };
+        let Some(tx) = tx else {
+            tracing::error!(module = %route.name, "{failure}");
+            return;
+        };
         let call_id = tx.request().call_id().unwrap_or("-").to_string();
         tracing::error!(module = %route.name, tid = tx.id(), call_id, "{failure}");
         // A failed request invocation that neither answered nor forwarded the
@@ -226,6 +263,54 @@ impl Runtime {
         if is_request && !relayed && !tx.is_answered() && !is_ack(&tx) {
             let _ = tx.reply(500, "Server Internal Error", &[], None);
         }
+    }
+
+    /// E_CORE_THRESHOLD (OpenSIPS `exec_msg_threshold`): a message whose
+    /// routing took longer than the configured time.
+    fn check_threshold(&self, started: Instant, tx: Option<&ServerTx>) {
+        let threshold = self.inner.limits.exec_msg_threshold_us;
+        let Some(bus) = self.inner.bus.get() else { return };
+        let took = started.elapsed().as_micros() as u64;
+        if threshold == 0 || took <= threshold || !bus.has_subscribers(E_CORE_THRESHOLD) {
+            return;
+        }
+        let extra = match tx {
+            Some(tx) => {
+                let msg = tx.request();
+                let method = msg.method().map(|m| m.as_str()).unwrap_or("-");
+                format!("{method} {}", msg.call_id().unwrap_or("-"))
+            }
+            None => "event route".to_string(),
+        };
+        let params = Params::new()
+            .with("source", "msg processing")
+            .with("time", took as i64)
+            .with("extra", extra);
+        bus.raise(Event::new(E_CORE_THRESHOLD, params));
+    }
+
+    /// E_CORE_SHM_THRESHOLD for the instance pool (OpenSIPS raises it for
+    /// shared memory): raised when usage crosses the configured percentage,
+    /// re-armed once it falls below.
+    fn check_pool_pressure(&self) {
+        let threshold = self.inner.limits.pool_threshold_percent as usize;
+        let Some(bus) = self.inner.bus.get() else { return };
+        if threshold == 0 {
+            return;
+        }
+        let (used, size) = self.instances();
+        let usage = used * 100 / size.max(1);
+        let above = usage >= threshold;
+        if above == self.inner.pool_pressure.swap(above, Ordering::Relaxed) || !above {
+            return;
+        }
+        tracing::warn!(used, size, "route instance pool above {threshold}%");
+        let params = Params::new()
+            .with("usage", usage as i64)
+            .with("threshold", threshold as i64)
+            .with("used", used as i64)
+            .with("size", size as i64);
+        bus.raise(Event::new(E_CORE_SHM_THRESHOLD, params));
     }
 }
 
@@ -236,16 +321,23 @@ fn is_ack(tx: &ServerTx) -> bool {
 impl Router for Runtime {
     fn on_request(&self, tx: ServerTx) -> BoxFut {
         let rt = self.clone();
-        Box::pin(async move { rt.invoke(tx, Invocation::Request).await })
+        Box::pin(async move { rt.invoke(Some(tx), Invocation::Request).await })
     }
 
     fn on_reply(&self, tx: ServerTx, hook: Arc<str>, reply: sip::Message) -> BoxFut {
         let rt = self.clone();
-        Box::pin(async move { rt.invoke(tx, Invocation::Reply { hook, reply }).await })
+        Box::pin(async move { rt.invoke(Some(tx), Invocation::Reply { hook, reply }).await })
     }
 
     fn on_failure(&self, tx: ServerTx, hook: Arc<str>, best: sip::Message) -> BoxFut {
         let rt = self.clone();
-        Box::pin(async move { rt.invoke(tx, Invocation::Failure { hook, best }).await })
+        Box::pin(async move { rt.invoke(Some(tx), Invocation::Failure { hook, best }).await })
+    }
+}
+
+impl EventRouteHandler for Runtime {
+    fn run_event_route(&self, route: Arc<str>, event: Event) -> BoxFut {
+        let rt = self.clone();
+        Box::pin(async move { rt.invoke(None, Invocation::Event { route, event }).await })
     }
 }

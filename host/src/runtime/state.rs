@@ -9,6 +9,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::StoreLimits;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::events::EventBus;
 use crate::location::Location;
 use crate::sip::{self, Edits};
 use crate::transaction::ServerTx;
@@ -33,6 +34,8 @@ pub struct HostState {
     /// Where that reply came from, when known.
     pub(crate) reply_source: Option<(Proto, SocketAddr)>,
     pub(crate) location: Location,
+    /// The event registry, once the server has started it.
+    pub(crate) bus: Option<EventBus>,
     /// Name of the route module, for log lines.
     pub(crate) module: Arc<str>,
     /// Epoch ticks of CPU left for this invocation.
@@ -48,6 +51,7 @@ impl HostState {
     pub(crate) fn new(
         tx: Option<ServerTx>,
         location: Location,
+        bus: Option<EventBus>,
         module: Arc<str>,
         limits: StoreLimits,
         cpu_ticks: u64,
@@ -63,6 +67,7 @@ impl HostState {
             reply: None,
             reply_source: None,
             location,
+            bus,
             module,
             cpu_ticks_left: cpu_ticks,
             limits,

@@ -232,6 +232,12 @@ async fn invite_relayed_with_via_and_responses_come_back() {
     assert_eq!(got.method(), Some(&Method::Ack));
     assert_eq!(got.vias().expect("vias").len(), 2);
     assert_eq!(got.max_forwards().expect("mf"), Some(69));
+    // Timers L and M (64*T1) end both transactions; nothing is left behind.
+    until(|| {
+        let s = net.core.stats();
+        s.server == 0 && s.client == 0
+    })
+    .await;
 }
 
 #[tokio::test]

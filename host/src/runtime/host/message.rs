@@ -102,11 +102,12 @@ impl HostRequest for HostState {
     }
 
     fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> wasmtime::Result<u32> {
-        self.tx()?;
+        let received = self.tx()?.request().count_by_name(&name);
         if host_owned(&name) {
             return Ok(0);
         }
-        Ok(self.edits.remove_all_by_name(&name) as u32)
+        // Lines of the received message plus lines the route itself added.
+        Ok((received + self.edits.remove_all_by_name(&name)) as u32)
     }
 
     fn body(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Vec<u8>> {

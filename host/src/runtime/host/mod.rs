@@ -1,6 +1,7 @@
 //! The host side of each `sipbox:route` interface, one file per interface.
 //! Each `impl` reaches only its slice of [`HostState`](super::state::HostState).
 
+pub(crate) mod events;
 pub(crate) mod location;
 pub(crate) mod log;
 pub(crate) mod message;

@@ -85,4 +85,8 @@ impl tm::Host for HostState {
     fn current_tid(&mut self) -> wasmtime::Result<u64> {
         Ok(self.tx()?.id())
     }
+
+    fn is_myself(&mut self, uri: String) -> wasmtime::Result<bool> {
+        Ok(self.tx()?.is_local_uri(&uri))
+    }
 }

@@ -1,0 +1,62 @@
+//! The event interface: raise named events (OpenSIPS's `raise_event()`), which
+//! external subscribers and event routes receive.
+//!
+//! ```ignore
+//! use sipbox_guest::events::{self, param};
+//! events::raise("E_CALL_SCREENED", &[param("caller", "alice"), param("score", 7)])?;
+//! ```
+
+use crate::bindings::sipbox::route::events as raw;
+use crate::{Error, Param, Result, Value};
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Value {
+        Value::Str(s.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Value {
+        Value::Str(s)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(n: i64) -> Value {
+        Value::Int(n)
+    }
+}
+
+impl From<i32> for Value {
+    fn from(n: i32) -> Value {
+        Value::Int(n.into())
+    }
+}
+
+/// A named parameter.
+pub fn param(name: &str, value: impl Into<Value>) -> Param {
+    Param { name: Some(name.to_owned()), value: value.into() }
+}
+
+/// Raises `name` with `params` (unknown names are registered on first use).
+/// Never blocks; returns how many subscribers the event was queued for.
+pub fn raise(name: &str, params: &[Param]) -> Result<u32> {
+    raw::raise_event(name, params).map_err(Error::from)
+}
+
+impl crate::Event {
+    /// The value of the first parameter called `name` (case-sensitive, like
+    /// OpenSIPS's `$param(name)`).
+    pub fn param(&self, name: &str) -> Option<&Value> {
+        self.params.iter().find(|p| p.name.as_deref() == Some(name)).map(|p| &p.value)
+    }
+
+    /// The parameter `name` as text (integers formatted), if present.
+    pub fn param_str(&self, name: &str) -> Option<String> {
+        match self.param(name)? {
+            Value::Str(s) => Some(s.clone()),
+            Value::Int(n) => Some(n.to_string()),
+            Value::Null => None,
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! `get_statistics` (OpenSIPS `statistics.c`): counters of every layer as
+//! `"group:name": value`, selected by name, by `group:` or `all`.
+//!
+//! Groups: `core` (uptime, malformed messages), `tm` (live transactions),
+//! `net` (transport), `runtime` (route invocations), `usrloc`
+//! (registrations), `evi` (per-subscriber delivery counters).
+
+use serde_json::{Map, Value};
+
+use super::{Command, Handler};
+use crate::mi::MiContext;
+use crate::mi::jsonrpc::{Args, MiError, MiResult};
+
+pub(super) const COMMANDS: &[Command] = &[Command {
+    module: "core",
+    names: &["get_statistics"],
+    recipes: &[&["statistics"]],
+    help: "prints statistics: `all`, a `group:` or single names",
+    handler: Handler::Sync(get_statistics),
+}];
+
+/// One statistic.
+struct Stat {
+    group: &'static str,
+    name: String,
+    value: u64,
+}
+
+impl Stat {
+    fn new(group: &'static str, name: impl Into<String>, value: impl TryInto<u64>) -> Stat {
+        Stat { group, name: name.into(), value: value.try_into().unwrap_or(u64::MAX) }
+    }
+}
+
+/// Every statistic the context can reach, group by group.
+fn collect(ctx: &MiContext) -> Vec<Stat> {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let mut out = vec![Stat::new("core", "timestamp", ctx.started_at.elapsed().as_secs())];
+    if let Some(core) = &ctx.core {
+        let tm = core.stats();
+        out.push(Stat::new("core", "bad_msg_hdr", tm.malformed));
+        out.push(Stat::new("tm", "inuse_transactions", tm.server));
+        out.push(Stat::new("tm", "inuse_client_transactions", tm.client));
+        out.push(Stat::new("tm", "stateless_replies", tm.stateless_responses));
+    }
+    if let Some(transports) = &ctx.transports {
+        let net = transports.stats();
+        out.push(Stat::new("net", "udp_send_drops", net.udp_send_drops));
+        out.push(Stat::new("net", "malformed", net.malformed));
+        out.push(Stat::new("net", "tcp_connections", net.tcp_connections));
+    }
+    if let Some(runtime) = &ctx.runtime {
+        let rt = runtime.stats();
+        out.push(Stat::new("runtime", "invocations", rt.invocations.load(Relaxed)));
+        out.push(Stat::new("runtime", "traps", rt.traps.load(Relaxed)));
+        out.push(Stat::new("runtime", "timeouts", rt.timeouts.load(Relaxed)));
+        out.push(Stat::new("runtime", "rejected_busy", rt.rejected_busy.load(Relaxed)));
+        out.push(Stat::new("runtime", "reloads", rt.reloads.load(Relaxed)));
+    }
+    let bindings = ctx.location.dump();
+    let aors = bindings.chunk_by(|a, b| a.aor == b.aor).count();
+    out.push(Stat::new("usrloc", "registered_users", aors));
+    out.push(Stat::new("usrloc", "location-users", aors));
+    out.push(Stat::new("usrloc", "location-contacts", bindings.len()));
+    out.push(Stat::new("evi", "events", ctx.bus.events().len()));
+    out.extend(ctx.bus.stats().into_iter().map(|(name, value)| Stat::new("evi", name, value)));
+    out
+}
+
+/// `get_statistics`: `{"group:name": value, ...}`.
+///
+/// # Format
+/// `get_statistics statistics` where `statistics` is an array of selectors
+/// (a single string is accepted too): `all`, `group:` (every statistic of
+/// the group), or a statistic's name with or without its group
+/// (case-insensitive). Unknown selectors are skipped. Errors: 404
+/// "Statistics Not Found" when nothing matched; -32602 for a bad array.
+fn get_statistics(ctx: &MiContext, args: &Args) -> MiResult {
+    let selectors = selectors(args)?;
+    let stats = collect(ctx);
+    let mut out = Map::new();
+    for sel in &selectors {
+        let picked = stats.iter().filter(|s| {
+            if sel == "all" {
+                return true;
+            }
+            if let Some(group) = sel.strip_suffix(':') {
+                if !group.is_empty() && stats.iter().any(|s| s.group == group) {
+                    return s.group == group;
+                }
+            }
+            s.name.eq_ignore_ascii_case(sel) || format!("{}:{}", s.group, s.name).eq_ignore_ascii_case(sel)
+        });
+        for s in picked {
+            out.insert(format!("{}:{}", s.group, s.name), Value::from(s.value));
+        }
+    }
+    if out.is_empty() {
+        return Err(MiError::new(404, "Statistics Not Found"));
+    }
+    Ok(Value::Object(out))
+}
+
+fn selectors(args: &Args) -> Result<Vec<String>, MiError> {
+    let bad_item = || MiError::invalid_params("Bad type for array item in parameter 'statistics'");
+    match args.get("statistics") {
+        Some(Value::Array(items)) if items.is_empty() => {
+            Err(MiError::invalid_params("Empty array in parameter 'statistics'"))
+        }
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                Value::Number(n) => Ok(n.to_string()),
+                _ => Err(bad_item()),
+            })
+            .collect(),
+        Some(Value::String(_)) => Ok(vec![args.str("statistics")?.into_owned()]),
+        _ => Err(MiError::invalid_params("Bad type for parameter 'statistics'")),
+    }
+}

@@ -1,0 +1,227 @@
+//! The management interface (MI): OpenSIPS-compatible JSON-RPC 2.0 over
+//! HTTP (`POST /mi`, as `mi_http`) and over UDP datagrams (as
+//! `mi_datagram`), so opensips-cli, call-api and other OpenSIPS tooling
+//! work unchanged; plus the `sipbox mi` command-line client.
+//!
+//! # Layout
+//! - this file: [`MiConfig`] (the `[mi]` table), [`MiContext`] (the handles
+//!   commands use), [`serve`] and [`MiServer`];
+//! - `jsonrpc`: request validation, errors, responses, param binding;
+//! - `commands/`: the command table, one file per group (events, usrloc,
+//!   core, stats, routes);
+//! - `http`, `udp`: the two listeners; [`client`]: the CLI client.
+//!
+//! # Limits
+//! A request is at most [`MAX_REQUEST_BYTES`]; at most [`MAX_HTTP_CONNECTIONS`]
+//! HTTP connections and [`MAX_UDP_IN_FLIGHT`] datagram requests are served at
+//! once (further ones wait: the accept/receive loop takes a permit first).
+//! The MI has no authentication, like OpenSIPS's: bind it to loopback.
+
+pub mod client;
+
+mod commands;
+mod http;
+mod jsonrpc;
+mod udp;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_events;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use anyhow::Context;
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::events::EventBus;
+use crate::location::Location;
+use crate::runtime::{RouteSource, Runtime};
+use crate::transaction::Core;
+use crate::transport::Transports;
+
+/// Largest request (HTTP body or datagram) accepted, in bytes.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// HTTP connections served at once.
+pub const MAX_HTTP_CONNECTIONS: usize = 64;
+/// Datagram requests processed at once.
+pub const MAX_UDP_IN_FLIGHT: usize = 64;
+
+/// `[mi]`: where the management interface listens.
+///
+/// ```toml
+/// [mi]
+/// http = "127.0.0.1:8888"   # JSON-RPC over HTTP: POST /mi ("" disables)
+/// udp = "127.0.0.1:8889"    # JSON-RPC over UDP datagrams ("" disables)
+/// ```
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MiConfig {
+    /// `IP:PORT` of the HTTP listener (opensips-cli `url = http://IP:PORT/mi`);
+    /// empty disables it.
+    ///
+    /// Default: `"127.0.0.1:8888"`.
+    pub http: String,
+    /// `IP:PORT` of the datagram listener (opensips-cli `datagram_ip`/
+    /// `datagram_port`, call-api `mi.url`); empty disables it.
+    ///
+    /// Default: `"127.0.0.1:8889"`.
+    pub udp: String,
+}
+
+impl Default for MiConfig {
+    fn default() -> Self {
+        MiConfig { http: "127.0.0.1:8888".into(), udp: "127.0.0.1:8889".into() }
+    }
+}
+
+impl MiConfig {
+    /// The HTTP listen address, `None` when disabled.
+    pub fn http_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        parse_addr("mi.http", &self.http)
+    }
+
+    /// The datagram listen address, `None` when disabled.
+    pub fn udp_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        parse_addr("mi.udp", &self.udp)
+    }
+
+    /// Checks both addresses.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.http_addr()?;
+        self.udp_addr()?;
+        Ok(())
+    }
+}
+
+fn parse_addr(key: &str, s: &str) -> anyhow::Result<Option<SocketAddr>> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let addr = s
+        .parse::<SocketAddr>()
+        .map_err(|_| anyhow::anyhow!("{key} {s:?}: expected IP:PORT (IPv6 as [::1]:PORT) or \"\" to disable"))?;
+    Ok(Some(addr))
+}
+
+/// What MI commands reach. Build it with [`MiContext::new`] and the `with_*`
+/// methods; the optional handles exist once the server has started them
+/// (commands that need a missing one say so, statistics leave its group out).
+pub struct MiContext {
+    /// The event registry (subscribe, raise, listings, flatstore rotation).
+    pub bus: EventBus,
+    /// Registrations (`ul_*` commands, usrloc statistics).
+    pub location: Location,
+    /// The route runtime (`reload_routes`, runtime statistics).
+    pub runtime: Option<Runtime>,
+    /// The proxy core (transaction statistics).
+    pub core: Option<Core>,
+    /// The SIP transports (`ps`, transport statistics).
+    pub transports: Option<Transports>,
+    /// Where `reload_routes` loads the route module from.
+    pub route_source: RouteSource,
+    /// Wall-clock start time (`uptime`).
+    pub started: SystemTime,
+    /// Monotonic start time (uptime seconds).
+    pub started_at: Instant,
+}
+
+impl MiContext {
+    /// A context started now, without runtime, core or transports.
+    pub fn new(bus: EventBus, location: Location, route_source: RouteSource) -> MiContext {
+        MiContext {
+            bus,
+            location,
+            runtime: None,
+            core: None,
+            transports: None,
+            route_source,
+            started: SystemTime::now(),
+            started_at: Instant::now(),
+        }
+    }
+
+    /// Adds the route runtime.
+    pub fn with_runtime(mut self, runtime: Runtime) -> MiContext {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// Adds the proxy core.
+    pub fn with_core(mut self, core: Core) -> MiContext {
+        self.core = Some(core);
+        self
+    }
+
+    /// Adds the transports.
+    pub fn with_transports(mut self, transports: Transports) -> MiContext {
+        self.transports = Some(transports);
+        self
+    }
+}
+
+/// The running MI listeners. Dropping it (or [`MiServer::shutdown`]) stops
+/// them and closes their connections.
+pub struct MiServer {
+    http: Option<SocketAddr>,
+    udp: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl MiServer {
+    /// The bound HTTP address (port 0 resolved), if enabled.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
+    }
+
+    /// The bound datagram address (port 0 resolved), if enabled.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp
+    }
+
+    /// Stops the listeners and waits until their loops have ended.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for MiServer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Binds the configured listeners and serves MI requests until the returned
+/// [`MiServer`] is dropped. Fails if an address is invalid or cannot be bound.
+pub async fn serve(cfg: &MiConfig, ctx: Arc<MiContext>) -> anyhow::Result<MiServer> {
+    let (stop, stopped) = watch::channel(false);
+    let mut server = MiServer { http: None, udp: None, stop, tasks: Vec::new() };
+    if let Some(addr) = cfg.http_addr()? {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind the MI HTTP listener on {addr}"))?;
+        let local = listener.local_addr()?;
+        server.http = Some(local);
+        server.tasks.push(tokio::spawn(http::serve(listener, ctx.clone(), stopped.clone())));
+        tracing::info!(listen = %local, "MI: JSON-RPC over HTTP at http://{local}/mi");
+    }
+    if let Some(addr) = cfg.udp_addr()? {
+        let socket = tokio::net::UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind the MI datagram listener on {addr}"))?;
+        let local = socket.local_addr()?;
+        server.udp = Some(local);
+        server.tasks.push(tokio::spawn(udp::serve(socket, ctx.clone(), stopped.clone())));
+        tracing::info!(listen = %local, "MI: JSON-RPC over UDP datagrams");
+    }
+    Ok(server)
+}

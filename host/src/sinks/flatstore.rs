@@ -1,0 +1,300 @@
+//! `flatstore:/path/file` (OpenSIPS event_flatstore): one text line per
+//! event, `EVENT<d>v1<d>v2...\n` — the event name (unless
+//! `flatstore_suppress_event_name`), then each parameter value (names are
+//! not written) preceded by the delimiter; ints in decimal, NULL and empty
+//! strings as nothing; in string values every occurrence of the delimiter's
+//! first character becomes a space; no other quoting or escaping.
+//!
+//! Subscriptions to the same path share one file, written by one dedicated
+//! thread (file I/O never runs on an async worker), which lives as long as
+//! some subscriber of that path does. Rotation:
+//! - [`FlatFiles::rotate`] (MI `event_flatstore:rotate`): the writer reopens
+//!   the path before its next write, for logrotate (`mv` then rotate);
+//! - by size (`flatstore_max_size`): once a write brings the file to that
+//!   size it is renamed `<path>.<unix seconds>` and a fresh file is opened.
+//!
+//! Both raise `E_FLATSTORE_ROTATION` {`timestamp` (a string, as OpenSIPS
+//! sends it), `reason` (`mi`/`size`), `filename`, `old_filename`}.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{DeliverFut, Sink, SinkContext, SinkError};
+use crate::events::{E_FLATSTORE_ROTATION, Event, EventError, Params, Value};
+
+/// Lines waiting for one file's writer thread.
+const WRITER_QUEUE: usize = 256;
+
+pub(crate) fn parse(rest: &str, ctx: &SinkContext) -> Result<Arc<dyn Sink>, EventError> {
+    if rest.trim().is_empty() {
+        return Err(EventError::BadSocket("flatstore: needs a file path".into()));
+    }
+    if rest.bytes().any(|b| b == 0 || b == b'\n') {
+        return Err(EventError::BadSocket(format!("flatstore:{rest}: bad character in path")));
+    }
+    Ok(Arc::new(FlatSink {
+        socket: format!("flatstore:{rest}"),
+        path: rest.to_owned(),
+        ctx: ctx.clone(),
+        file: OnceLock::new(),
+    }))
+}
+
+/// The text line for an event (see the module docs).
+pub(crate) fn line(event: &Event, delimiter: &str, suppress_name: bool) -> Vec<u8> {
+    let mut out = String::with_capacity(64);
+    if !suppress_name {
+        out.push_str(&event.name);
+    }
+    let first = delimiter.chars().next();
+    for (_, value) in &event.params.0 {
+        if !suppress_name || !out.is_empty() {
+            out.push_str(delimiter);
+        }
+        match value {
+            Value::Int(n) => out.push_str(&n.to_string()),
+            Value::Str(s) => match first {
+                Some(d) if s.contains(d) => out.extend(s.chars().map(|c| if c == d { ' ' } else { c })),
+                _ => out.push_str(s),
+            },
+            Value::Null => {}
+        }
+    }
+    out.push('\n');
+    out.into_bytes()
+}
+
+struct FlatSink {
+    socket: String,
+    path: String,
+    ctx: SinkContext,
+    /// The shared file, attached on first delivery.
+    file: OnceLock<Arc<FlatFile>>,
+}
+
+impl FlatSink {
+    async fn write(&self, event: &Event) -> Result<(), SinkError> {
+        let file = match self.file.get() {
+            Some(f) => f.clone(),
+            None => {
+                let f = self.ctx.inner.flat_files.attach(&self.path, &self.ctx)?;
+                self.file.get_or_init(|| f).clone()
+            }
+        };
+        let cfg = self.ctx.config();
+        let bytes = line(event, &cfg.flatstore_delimiter, cfg.flatstore_suppress_event_name);
+        let (done_tx, done_rx) = oneshot::channel();
+        file.tx
+            .send((bytes, done_tx))
+            .await
+            .map_err(|_| SinkError::Other(format!("flatstore writer for {} stopped", self.path)))?;
+        done_rx
+            .await
+            .map_err(|_| SinkError::Other(format!("flatstore writer for {} stopped", self.path)))?
+            .map_err(SinkError::Io)
+    }
+}
+
+impl Sink for FlatSink {
+    fn socket(&self) -> &str {
+        &self.socket
+    }
+
+    fn deliver<'a>(&'a self, event: &'a Event) -> DeliverFut<'a> {
+        Box::pin(self.write(event))
+    }
+
+    /// As OpenSIPS `flat_parse`: the directory must exist and the path must
+    /// not be a directory. (Two `stat`s, once per new subscription.)
+    fn check(&self) -> Result<(), EventError> {
+        let path = Path::new(&self.path);
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(EventError::Refused(format!("{}: no directory {}", self.socket, dir.display())));
+        }
+        if path.is_dir() {
+            return Err(EventError::Refused(format!("{}: path is a directory", self.socket)));
+        }
+        Ok(())
+    }
+}
+
+type Job = (Vec<u8>, oneshot::Sender<std::io::Result<()>>);
+
+/// One open flatstore path: the queue into its writer thread.
+pub(crate) struct FlatFile {
+    tx: mpsc::Sender<Job>,
+    /// Bumped by MI rotate; the writer reopens when it differs from its own.
+    version: Arc<AtomicU64>,
+}
+
+/// The flatstore files in use, by path (shared by every subscriber of a path).
+#[derive(Default)]
+pub(crate) struct FlatFiles {
+    files: Mutex<HashMap<String, Weak<FlatFile>>>,
+}
+
+impl FlatFiles {
+    /// The file for `path`, starting its writer thread if no one writes it yet.
+    fn attach(&self, path: &str, ctx: &SinkContext) -> Result<Arc<FlatFile>, SinkError> {
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = files.get(path).and_then(Weak::upgrade) {
+            return Ok(f);
+        }
+        files.retain(|_, w| w.strong_count() > 0);
+        let cfg = ctx.config();
+        let mode = cfg.file_mode().map_err(|e| SinkError::Other(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        let version = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            path: path.to_owned(),
+            mode,
+            max_size: cfg.flatstore_max_size,
+            version: version.clone(),
+            ctx: ctx.clone(),
+            file: None,
+            size: 0,
+            seen_version: 0,
+        };
+        std::thread::Builder::new()
+            .name("flatstore".into())
+            .spawn(move || writer.run(rx))
+            .map_err(SinkError::Io)?;
+        let file = Arc::new(FlatFile { tx, version });
+        files.insert(path.to_owned(), Arc::downgrade(&file));
+        Ok(file)
+    }
+
+    /// Makes the writers of `path` (or of every open file) reopen before
+    /// their next write; raises `E_FLATSTORE_ROTATION` (reason `mi`) for
+    /// each. Returns how many files were rotated.
+    ///
+    /// # Errors
+    /// [`EventError::FileNotFound`] when `path` is given and no flatstore
+    /// subscriber has written to it.
+    pub(crate) fn rotate(&self, path: Option<&str>, ctx: &SinkContext) -> Result<usize, EventError> {
+        let path = path.map(|p| p.strip_prefix("flatstore:").unwrap_or(p));
+        let rotated: Vec<String> = {
+            let files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+            files
+                .iter()
+                .filter(|(p, _)| path.is_none_or(|want| want == p.as_str()))
+                .filter_map(|(p, w)| w.upgrade().map(|f| (p, f)))
+                .map(|(p, f)| {
+                    f.version.fetch_add(1, Ordering::Release);
+                    p.clone()
+                })
+                .collect()
+        };
+        if let (Some(p), true) = (path, rotated.is_empty()) {
+            return Err(EventError::FileNotFound(p.to_owned()));
+        }
+        for p in &rotated {
+            raise_rotation(ctx, "mi", p, p);
+        }
+        Ok(rotated.len())
+    }
+}
+
+fn raise_rotation(ctx: &SinkContext, reason: &str, filename: &str, old_filename: &str) {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let params = Params::new()
+        .with("timestamp", ts.to_string())
+        .with("reason", reason)
+        .with("filename", filename)
+        .with("old_filename", old_filename);
+    ctx.raise(Event::new(E_FLATSTORE_ROTATION, params));
+}
+
+/// The thread that owns one open file.
+struct Writer {
+    path: String,
+    mode: u32,
+    max_size: u64,
+    version: Arc<AtomicU64>,
+    ctx: SinkContext,
+    file: Option<File>,
+    size: u64,
+    seen_version: u64,
+}
+
+impl Writer {
+    /// Writes lines until every sender (every subscriber of the path) is gone.
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        while let Some((line, done)) = rx.blocking_recv() {
+            let version = self.version.load(Ordering::Acquire);
+            if version != self.seen_version {
+                self.seen_version = version;
+                self.file = None;
+            }
+            let result = self.write(&line);
+            if let Err(e) = &result {
+                tracing::warn!(path = %self.path, error = %e, "flatstore write failed");
+                self.file = None;
+            }
+            let _ = done.send(result);
+            if self.max_size > 0 && self.size >= self.max_size && self.file.is_some() {
+                self.rotate_by_size();
+            }
+        }
+    }
+
+    fn write(&mut self, line: &[u8]) -> std::io::Result<()> {
+        let file = match &mut self.file {
+            Some(f) => f,
+            slot @ None => {
+                let (f, size) = open(&self.path, self.mode)?;
+                self.size = size;
+                slot.insert(f)
+            }
+        };
+        file.write_all(line)?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+
+    fn rotate_by_size(&mut self) {
+        self.file = None;
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut target = format!("{}.{ts}", self.path);
+        let mut n = 1;
+        while Path::new(&target).exists() {
+            target = format!("{}.{ts}.{n}", self.path);
+            n += 1;
+        }
+        match std::fs::rename(&self.path, &target) {
+            Ok(()) => {
+                self.size = 0;
+                tracing::info!(path = %self.path, rotated_to = %target, "flatstore file rotated by size");
+                raise_rotation(&self.ctx, "size", &self.path, &target);
+            }
+            Err(e) => tracing::warn!(path = %self.path, error = %e, "flatstore rotation failed"),
+        }
+    }
+}
+
+/// Opens for append, creating with `mode` (set explicitly, so the umask
+/// does not change it). Returns the file and its current size.
+fn open(path: &str, mode: u32) -> std::io::Result<(File, u64)> {
+    let existed = Path::new(path).exists();
+    let file = OpenOptions::new().append(true).create(true).mode(mode).open(path)?;
+    if !existed {
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    let size = file.metadata()?.len();
+    Ok((file, size))
+}

@@ -1,0 +1,222 @@
+//! `http://` and `https://` webhooks: each event is POSTed as
+//! `application/json`, the body being the OpenSIPS JSON-RPC notification
+//! (`{"jsonrpc":"2.0","method":EVENT,"params":{..}}`, the payload the
+//! datagram, stream and rabbitmq transports send).
+//!
+//! OpenSIPS has no HTTP event transport (the nearest is a script calling
+//! `rest_client` from an `event_route`), so the socket is simply the URL,
+//! kept intact: `http://hooks.example.com:8080/sip/events?token=abc`.
+//! Credentials in the URL (`https://user:pass@host/`) become HTTP Basic
+//! auth and are masked in the canonical socket shown by `subscribers_list`.
+//!
+//! Delivery: one shared client (one connection pool, keep-alive) for every
+//! HTTP subscriber; a per-request timeout; bounded retries with exponential
+//! backoff for connection errors, timeouts, 5xx, 408 and 429 (honouring a
+//! `Retry-After` in seconds, capped); no retry for other statuses (a 4xx is
+//! the receiver refusing the event, so sending it again cannot help);
+//! redirects are not followed. Success is any 2xx. The sink does its own
+//! retrying, so a failure it reports is final ([`Sink::retry_on_error`] is
+//! false) and the subscription moves on to the next event. Subscriptions
+//! expire as usual.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Client, StatusCode, Url};
+
+use super::{DeliverFut, Sink, SinkError};
+use crate::events::{Event, EventError};
+
+/// Per-attempt limit on the whole exchange (connect, send, response, body).
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Limit on establishing a connection (TCP, and TLS for https).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Attempts per event (the first plus retries).
+pub(crate) const ATTEMPTS: u32 = 3;
+/// Wait before the first retry; doubled for each further one.
+pub(crate) const BACKOFF: Duration = Duration::from_millis(250);
+/// Upper bound on one wait between attempts, `Retry-After` included.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Response bodies are read (so the connection can be reused) up to this
+/// size; a larger one is dropped with its connection.
+const MAX_DRAIN: usize = 64 * 1024;
+/// Idle keep-alive connections are closed after this long.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// Timeout and retry settings of one HTTP sink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Policy {
+    /// Limit per attempt.
+    pub timeout: Duration,
+    /// Attempts per event, at least 1.
+    pub attempts: u32,
+    /// First wait between attempts (doubled each time, capped).
+    pub backoff: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy { timeout: REQUEST_TIMEOUT, attempts: ATTEMPTS, backoff: BACKOFF }
+    }
+}
+
+/// Parses an `http://` / `https://` socket (the whole URL).
+pub(crate) fn parse(socket: &str) -> Result<Arc<dyn Sink>, EventError> {
+    Ok(Arc::new(HttpSink::new(socket, Policy::default())?))
+}
+
+/// A webhook subscriber.
+pub(crate) struct HttpSink {
+    url: Url,
+    /// The URL as `subscribers_list` shows it (password masked).
+    canonical: String,
+    client: &'static Client,
+    policy: Policy,
+}
+
+impl HttpSink {
+    /// Checks the URL; opens nothing.
+    pub(crate) fn new(socket: &str, policy: Policy) -> Result<HttpSink, EventError> {
+        let bad = |why: &str| EventError::BadSocket(format!("{socket}: {why}"));
+        let url = Url::parse(socket.trim()).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad("the scheme must be http or https"));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("missing host"));
+        }
+        if url.fragment().is_some() {
+            return Err(bad("a URL fragment ('#...') is never sent; remove it"));
+        }
+        let mut shown = url.clone();
+        if shown.password().is_some() {
+            // Cannot fail: the URL has a host, so it can carry credentials.
+            let _ = shown.set_password(Some("***"));
+        }
+        let client = shared_client().map_err(|e| EventError::Refused(format!("{socket}: {e}")))?;
+        let policy = Policy { attempts: policy.attempts.max(1), ..policy };
+        Ok(HttpSink { canonical: shown.to_string(), url, client, policy })
+    }
+
+    async fn post(&self, body: Bytes) -> Result<(), SinkError> {
+        let mut wait = self.policy.backoff;
+        let mut attempt = 1;
+        loop {
+            let (err, retry_after) = match self.attempt(body.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(Failure::Final(e)) => return Err(e),
+                Err(Failure::Retryable(e, after)) => (e, after),
+            };
+            if attempt >= self.policy.attempts {
+                return Err(err);
+            }
+            tracing::debug!(socket = %self.canonical, attempt, error = %err, "event POST failed; retrying");
+            let pause = retry_after.map_or(wait, |a| a.max(wait)).min(MAX_BACKOFF);
+            tokio::time::sleep(pause).await;
+            wait = (wait * 2).min(MAX_BACKOFF);
+            attempt += 1;
+        }
+    }
+
+    async fn attempt(&self, body: Bytes) -> Result<(), Failure> {
+        let sent = self
+            .client
+            .post(self.url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .timeout(self.policy.timeout)
+            .body(body)
+            .send()
+            .await;
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => return Err(Failure::Retryable(SinkError::Timeout, None)),
+            Err(e) if e.is_builder() => return Err(Failure::Final(self.error(&e))),
+            Err(e) => return Err(Failure::Retryable(self.error(&e), None)),
+        };
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        // Read a small body so the keep-alive connection goes back to the
+        // pool; an error here only costs that connection.
+        let mut drained = 0;
+        while drained <= MAX_DRAIN {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => drained += chunk.len(),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if status.is_success() {
+            return Ok(());
+        }
+        let err = SinkError::Other(format!("{} answered HTTP {status}", self.canonical));
+        if status.is_server_error()
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status == StatusCode::TOO_MANY_REQUESTS
+        {
+            Err(Failure::Retryable(err, retry_after))
+        } else {
+            Err(Failure::Final(err))
+        }
+    }
+
+    /// The error with its causes ("error sending request" alone says little).
+    fn error(&self, e: &reqwest::Error) -> SinkError {
+        let mut text = format!("POST {}: {e}", self.canonical);
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        SinkError::Other(text)
+    }
+}
+
+enum Failure {
+    /// Try again (after the backoff, or the server's `Retry-After`).
+    Retryable(SinkError, Option<Duration>),
+    /// Sending it again cannot help.
+    Final(SinkError),
+}
+
+impl Sink for HttpSink {
+    fn socket(&self) -> &str {
+        &self.canonical
+    }
+
+    fn deliver<'a>(&'a self, event: &'a Event) -> DeliverFut<'a> {
+        Box::pin(async move {
+            let body = Bytes::from(event.to_jsonrpc_string());
+            self.post(body).await
+        })
+    }
+}
+
+/// The client all HTTP sinks share: one connection pool, created on first
+/// use. TLS uses rustls with its aws-lc-rs provider (reqwest picks it when
+/// no process-wide provider is installed) and the platform's trust store.
+fn shared_client() -> Result<&'static Client, String> {
+    static CLIENT: OnceLock<Result<Client, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            Client::builder()
+                .user_agent(concat!("sipbox/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(CONNECT_TIMEOUT)
+                .pool_idle_timeout(POOL_IDLE)
+                .redirect(reqwest::redirect::Policy::none())
+                .tcp_nodelay(true)
+                .build()
+                .map_err(|e| format!("cannot create the HTTP client: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+#[cfg(test)]
+mod tests;
