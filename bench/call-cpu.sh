@@ -116,6 +116,11 @@ listen = ["udp:127.0.0.1:$PROXY_PORT"]
 db_path = "$OUT/location.redb"
 min_expires = 60
 max_expires = 3600
+
+[mi]
+# off: nothing to manage during a measurement, and its ports stay free
+http = ""
+udp = ""
 EOT
 
 # Warnings only: a logging proxy would measure its logger.

@@ -32,6 +32,20 @@ enum Command {
         /// The route module (.wasm component).
         module: PathBuf,
     },
+    /// Run a management (MI) command on a running server, like opensips-cli:
+    /// `sipbox mi event_subscribe E_UL_CONTACT_INSERT udp:127.0.0.1:9999 60`.
+    /// Arguments are positional; `name=value` arguments are sent as named
+    /// parameters. Prints the JSON result.
+    Mi {
+        /// The server's MI endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:8888/mi")]
+        url: String,
+        /// The command (`which` lists them).
+        command: String,
+        /// Its parameters.
+        #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
+        args: Vec<String>,
+    },
     /// Print the embedded default configuration.
     Defaults,
 }
@@ -41,6 +55,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(config),
         Command::CheckRoute { module } => check_route(module),
+        Command::Mi { url, command, args } => mi(&url, &command, &args),
         Command::Defaults => {
             print!("{}", sipbox::server::DEFAULTS_TOML);
             Ok(())
@@ -76,4 +91,13 @@ fn check_route(module: PathBuf) -> anyhow::Result<()> {
         println!("{}: ok, a sipbox:route@0.1.0 component", module.display());
         Ok(())
     })
+}
+
+fn mi(url: &str, command: &str, args: &[String]) -> anyhow::Result<()> {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(sipbox::mi::client::run_cli(url, command, args))?;
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    Ok(())
 }

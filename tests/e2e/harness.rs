@@ -79,13 +79,14 @@ impl Drop for TestEnv {
     }
 }
 
-/// The first port tried by this process; below Linux's ephemeral range
-/// (32768..61000) so a socket bound to port 0 (ours, the server's outgoing TCP)
-/// never takes a port a test has been handed but not bound yet.
+/// Where test ports come from: below Linux's ephemeral range (32768..61000), so
+/// a socket bound to port 0 (ours, the server's outgoing TCP) never takes a
+/// port a test has been handed but not bound yet.
 const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
 
 /// Ports handed out so far by this process, so parallel tests never share one.
 static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+/// The next candidate (offset into `PORT_RANGE`); `usize::MAX` until first use.
 static NEXT_PORT: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// A loopback port free for both UDP and TCP right now and never handed out

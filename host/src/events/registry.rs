@@ -309,7 +309,8 @@ impl EventBus {
     }
 
     /// Counters, for `get_statistics`: totals `events_raised`,
-    /// `events_delivered`, `events_dropped` (queue full), `events_failed`,
+    /// `events_delivered`, `events_dropped` (queue full), `events_failed`
+    /// (failed attempts: a reconnecting `tcp:` sink counts each retry),
     /// then per destination `events_delivered:<socket>`, `events_dropped:<socket>`,
     /// `events_failed:<socket>` (sockets in sorted order).
     pub fn stats(&self) -> Vec<(String, u64)> {

@@ -23,7 +23,8 @@ pub(crate) struct Counters {
     pub delivered: AtomicU64,
     /// Events not queued because the subscriber's queue was full.
     pub dropped: AtomicU64,
-    /// Events the sink failed to deliver (and that were given up).
+    /// Failed delivery attempts: events given up, plus each failed try of a
+    /// sink that retries (so an outage of a `tcp:` destination shows here).
     pub failed: AtomicU64,
 }
 
@@ -41,6 +42,15 @@ pub(crate) struct Subscription {
     timing: Mutex<Timing>,
     pub counters: Arc<Counters>,
     supports_expire: bool,
+    /// The delivery task, stopped when the subscription goes (unsubscribed,
+    /// expired, bus dropped) even if its sink is stuck mid-delivery.
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -69,16 +79,17 @@ impl Subscription {
     ) -> Arc<Subscription> {
         let (tx, rx) = mpsc::channel(queue_len.max(1));
         let supports_expire = sink.supports_expire();
-        let sub = Arc::new(Subscription {
-            socket: Arc::from(sink.socket()),
+        let socket = Arc::from(sink.socket());
+        let task = runtime.spawn(drain(rx, sink, counters.clone())).abort_handle();
+        Arc::new(Subscription {
+            socket,
             key,
             tx,
             timing: Mutex::new(Timing { since: Instant::now(), expire: expire.filter(|_| supports_expire) }),
-            counters: counters.clone(),
+            counters,
             supports_expire,
-        });
-        runtime.spawn(drain(rx, sink, counters));
-        sub
+            task,
+        })
     }
 
     fn timing(&self) -> Timing {
@@ -116,7 +127,11 @@ impl Subscription {
                 Counters::bump(&self.counters.dropped);
                 Queued::Full
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Queued::Closed,
+            // The delivery task is gone (it panicked in a sink): count as failed.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Counters::bump(&self.counters.failed);
+                Queued::Closed
+            }
         }
     }
 
@@ -129,9 +144,9 @@ impl Subscription {
     }
 }
 
-/// The subscriber's task: one event at a time into the sink. Ends when the
-/// subscription is dropped (its sender with it) and the queue is empty; a
-/// retrying sink gives up its event at that point too.
+/// The subscriber's task: one event at a time into the sink, until the
+/// subscription is dropped (which aborts it; events still queued for a
+/// subscriber that is gone are discarded).
 async fn drain(mut rx: mpsc::Receiver<Arc<Event>>, sink: Arc<dyn Sink>, counters: Arc<Counters>) {
     let retry = sink.retry_on_error();
     let mut failing = false;
@@ -154,8 +169,8 @@ async fn drain(mut rx: mpsc::Receiver<Arc<Event>>, sink: Arc<dyn Sink>, counters
                         tracing::warn!(socket = %sink.socket(), event = %event.name, error = %err, "event delivery failed");
                         failing = true;
                     }
+                    Counters::bump(&counters.failed);
                     if !retry || rx.is_closed() {
-                        Counters::bump(&counters.failed);
                         break;
                     }
                     tokio::time::sleep(pause).await;

@@ -348,3 +348,43 @@ async fn usrloc_bridge_raises_contact_insert_for_a_register() {
     assert_eq!(&*ev.name, usrloc::E_UL_CONTACT_UPDATE);
     assert_eq!(ev.param("cseq"), Some(&Value::Int(2)));
 }
+
+/// Holds a token for as long as its route future lives (forever, unless aborted).
+struct Hold(Arc<()>);
+
+impl EventRouteHandler for Hold {
+    fn run_event_route(&self, _route: Arc<str>, _event: Event) -> BoxFut {
+        let token = self.0.clone();
+        Box::pin(async move {
+            let _token = token;
+            std::future::pending::<()>().await;
+        })
+    }
+}
+
+#[tokio::test]
+async fn unsubscribing_stops_a_stuck_delivery_task() {
+    let bus = EventBus::new(&EventsConfig::default());
+    let token = Arc::new(());
+    bus.set_route_handler(Arc::new(Hold(token.clone())));
+    bus.subscribe("E_X", "route:hold", None).unwrap();
+    bus.raise(Event::new("E_X", Params::new()));
+    // Strong refs besides deliveries: this test's, the handler's, and `wait`'s own clone.
+    let wait = |want: usize| {
+        let token = token.clone();
+        async move {
+            timeout(Duration::from_secs(5), async {
+                while Arc::strong_count(&token) != want + 3 {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{want} deliveries in flight"));
+        }
+    };
+    wait(1).await;
+    // route: never expires, but an explicit 0 still unsubscribes it.
+    bus.subscribe("E_X", "route:hold", Some(0)).unwrap();
+    assert!(!bus.has_subscribers("E_X"));
+    wait(0).await;
+}

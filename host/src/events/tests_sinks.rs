@@ -110,12 +110,15 @@ async fn tcp_stream_back_to_back_and_reconnect_after_listener_restart() {
     drop(listener);
     bus.raise(ev("E_S", 3));
     bus.raise(ev("E_S", 4));
+    let failed = format!("events_failed:tcp:{addr}");
+    wait_until("a refused reconnect", || stat(&bus, &failed) >= 1).await;
     let listener = TcpListener::bind(addr).await.unwrap();
     let (mut conn, _) = timeout(WAIT, listener.accept()).await.expect("reconnect").unwrap();
     let want = format!("{}{}", json_of("E_S", 3), json_of("E_S", 4));
     assert_eq!(read_exactly(&mut conn, want.len()).await, want, "outage events delivered in order");
     wait_until("4 delivered", || stat(&bus, &format!("events_delivered:tcp:{addr}")) == 4).await;
     assert_eq!(stat(&bus, "events_dropped"), 0);
+    assert!(stat(&bus, &failed) >= 1, "the outage shows as failed attempts");
 }
 
 #[tokio::test]

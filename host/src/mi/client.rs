@@ -115,10 +115,11 @@ fn param_name(arg: &str) -> Option<&str> {
 /// The array of an array param; one JSON-object argument stays a string
 /// (named `raise_event` params).
 fn array_value(items: Vec<String>) -> Value {
-    if let [only] = items.as_slice() {
-        if only.trim_start().starts_with('{') && serde_json::from_str::<Map<String, Value>>(only).is_ok() {
-            return Value::String(only.clone());
-        }
+    if let [only] = items.as_slice()
+        && only.trim_start().starts_with('{')
+        && serde_json::from_str::<Map<String, Value>>(only).is_ok()
+    {
+        return Value::String(only.clone());
     }
     Value::Array(items.into_iter().map(Value::String).collect())
 }

@@ -211,6 +211,9 @@ async fn http_transport_limits_and_paths() {
     assert_eq!(status, 413);
     let reply: Value = serde_json::from_slice(&body).expect("JSON-RPC error body");
     assert_eq!(reply["error"]["code"], -32600);
+    let huge = b"POST /mi HTTP/1.1\r\nHost: mi\r\nContent-Length: 50000000\r\nConnection: close\r\n\r\n";
+    let (status, _) = raw_http(addr, huge).await;
+    assert_eq!(status, 413, "refused from the declared length alone");
     // Without a Content-Length (chunked), the limit still applies while reading.
     let mut chunked = b"POST /mi HTTP/1.1\r\nHost: mi\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
     for _ in 0..(MAX_REQUEST_BYTES / 4096 + 2) {

@@ -19,6 +19,8 @@ mod engine;
 mod host;
 mod modules;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -44,6 +44,12 @@ pub struct LoadedRoute {
     pub generation: u64,
 }
 
+impl std::fmt::Debug for LoadedRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedRoute").field("name", &self.name).field("generation", &self.generation).finish()
+    }
+}
+
 /// Compiles and links a module. Blocking (compilation takes milliseconds to
 /// seconds): call it off the async workers.
 pub(crate) fn prepare(

@@ -26,10 +26,10 @@ impl HostPort {
             let ip: std::net::Ipv6Addr = host.parse().map_err(|_| bad("bad IPv6 address"))?;
             (ip.to_string(), port)
         } else {
-            let (host, port) = s.split_once(':').ok_or_else(|| bad("missing port"))?;
-            if host.contains(':') {
+            if s.matches(':').count() > 1 {
                 return Err(bad("IPv6 addresses must be in brackets, e.g. [::1]:9999"));
             }
+            let (host, port) = s.split_once(':').ok_or_else(|| bad("missing port"))?;
             (host.to_ascii_lowercase(), port)
         };
         if host.is_empty() {

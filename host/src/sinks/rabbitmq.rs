@@ -39,8 +39,10 @@ use super::{DeliverFut, Sink, SinkError};
 use crate::events::{Event, EventError};
 
 /// Limit on opening a connection and its channel (TCP + AMQP handshake).
-/// OpenSIPS `connect_timeout` defaults to 500 ms; this allows a loaded broker more.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// OpenSIPS `connect_timeout` defaults to 500 ms; this is longer because
+/// RabbitMQ waits 3 s before dropping a client whose login it refused, and
+/// that refusal should be reported as such rather than as a timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Limit on the broker confirming one publish.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 /// AMQP heartbeat (seconds), so a silently dead broker or NAT is noticed.
@@ -99,7 +101,13 @@ impl RabbitSink {
         }
         args.virtual_host("/").heartbeat(HEARTBEAT_S).connection_name(&name);
         let open = async {
-            let conn = Connection::open(&args).await.map_err(|e| self.err("connect", e))?;
+            let conn = Connection::open(&args).await.map_err(|e| {
+                // RabbitMQ answers bad credentials by resetting the connection
+                // (amqprs does not announce `authentication_failure_close`).
+                let text = e.to_string();
+                let hint = if text.contains("reset by peer") { " (refused credentials?)" } else { "" };
+                self.err("connect", format!("{text}{hint}"))
+            })?;
             let confirms = Confirms::new();
             conn.register_callback(Callbacks(confirms.clone())).await.map_err(|e| self.err("connect", e))?;
             let chan = conn.open_channel(None).await.map_err(|e| self.err("open channel", e))?;
@@ -165,14 +173,15 @@ impl RabbitSink {
             match self.publish(link, body.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    if !link.settled || !link.usable() {
+                    let broken = !link.settled || !link.usable();
+                    if broken {
                         *slot = None;
                     }
-                    if fresh {
+                    // A nack on a healthy link is the broker's answer, not a dead link.
+                    if fresh || !broken {
                         return Err(e);
                     }
-                    tracing::debug!(socket = %self.canonical, error = %e, "publish on an old AMQP link failed; reconnecting");
-                    *slot = None;
+                    tracing::debug!(socket = %self.canonical, error = %e, "publish on an old link failed; reconnecting");
                 }
             }
         }

@@ -204,12 +204,13 @@ fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-/// `kill -s SIG -- TARGET` with the external kill(1) (test-only: the crate
-/// has no libc binding and no `unsafe`; dash's builtin rejects `--`).
+/// `kill -s SIG -- TARGET` through `sh` (test-only: the crate has no libc
+/// binding and no `unsafe`). The shell builtin, so no procps is needed;
+/// this exact form is the one dash accepts for a negative (group) target.
 fn signal(sig: &str, target: &str) {
-    let _ = std::process::Command::new("kill")
-        .args(["-s", sig, "--", target])
-        .stderr(Stdio::null())
+    let _ = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -s {sig} -- {target} 2>/dev/null"))
         .status();
 }
 
@@ -218,8 +219,7 @@ fn signal(sig: &str, target: &str) {
 fn spawn_watchdog(pgid: u32) -> (Child, ChildStdin) {
     let mut dog = Command::new("sh")
         .arg("-c")
-        // `exec`: the external kill(1), not the shell builtin.
-        .arg(format!("cat >/dev/null; exec kill -s KILL -- -{pgid} 2>/dev/null"))
+        .arg(format!("cat >/dev/null; kill -s KILL -- -{pgid} 2>/dev/null"))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

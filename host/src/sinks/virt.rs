@@ -12,8 +12,6 @@
 //! Sub-sockets are parsed with [`parse_socket`](super::parse_socket);
 //! a nested `virtual:` is refused.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -175,10 +173,8 @@ impl Sink for VirtualSink {
 }
 
 /// Polls every future until all are done; results in input order.
-async fn join_all<'a>(
-    futs: Vec<Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>>,
-) -> Vec<Result<(), SinkError>> {
-    let mut slots: Vec<Option<DeliverFut<'a>>> = futs.into_iter().map(Some).collect();
+async fn join_all(futs: Vec<DeliverFut<'_>>) -> Vec<Result<(), SinkError>> {
+    let mut slots: Vec<Option<DeliverFut<'_>>> = futs.into_iter().map(Some).collect();
     let mut results: Vec<Option<Result<(), SinkError>>> = slots.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
         let mut pending = false;

@@ -68,8 +68,11 @@ impl ServerConfig {
                 format!("module = {:?}\n", path.display().to_string())
             }
         };
+        // The management interface is off: its fixed default ports would
+        // collide between servers running in parallel.
         format!(
-            "[server]\nlisten = [{}]\n\n[routes]\n{routes}\n[location]\ndb_path = {:?}\nmin_expires = {}\nmax_expires = {}\n",
+            "[server]\nlisten = [{}]\n\n[routes]\n{routes}\n[location]\ndb_path = {:?}\nmin_expires = {}\nmax_expires = {}\n\n\
+             [mi]\nhttp = \"\"\nudp = \"\"\n",
             listen.join(", "),
             db_path.display().to_string(),
             self.min_expires,
@@ -103,6 +106,7 @@ impl Server {
             .arg(&config_path)
             // Debug logs make a failure readable; a RUST_LOG from the caller wins.
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sipbox=debug".into()))
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

@@ -85,10 +85,11 @@ fn get_statistics(ctx: &MiContext, args: &Args) -> MiResult {
             if sel == "all" {
                 return true;
             }
-            if let Some(group) = sel.strip_suffix(':') {
-                if !group.is_empty() && stats.iter().any(|s| s.group == group) {
-                    return s.group == group;
-                }
+            if let Some(group) = sel.strip_suffix(':')
+                && !group.is_empty()
+                && stats.iter().any(|s| s.group == group)
+            {
+                return s.group == group;
             }
             s.name.eq_ignore_ascii_case(sel) || format!("{}:{}", s.group, s.name).eq_ignore_ascii_case(sel)
         });

@@ -201,7 +201,8 @@ async fn retries_5xx_with_the_same_body_then_succeeds() {
     let mut rx = Receiver::start(&[Reply::Status(503), Reply::Status(503), Reply::Status(200)]).await;
     let sink = HttpSink::new(&rx.url("/e"), fast(3)).expect("sink");
     sink.deliver(&event()).await.expect("third attempt succeeds");
-    let bodies: Vec<Vec<u8>> = [rx.next().await, rx.next().await, rx.next().await].into_iter().map(|s| s.body).collect();
+    let bodies: Vec<Vec<u8>> =
+        [rx.next().await, rx.next().await, rx.next().await].into_iter().map(|s| s.body).collect();
     assert!(bodies.iter().all(|b| *b == bodies[0]));
     assert_eq!(rx.count_pending(), 0);
 }
