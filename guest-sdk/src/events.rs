@@ -44,6 +44,22 @@ pub fn raise(name: &str, params: &[Param]) -> Result<u32> {
     raw::raise_event(name, params).map_err(Error::from)
 }
 
+/// OpenSIPS `notify_on_event`: until `timeout_s` passes, each `event` matching
+/// every `key=glob` filter runs this module's [`Route::on_notify`](crate::Route::on_notify)
+/// with `route` and this transaction's id.
+pub fn notify_on_event(event: &str, filters: &[&str], route: &str, timeout_s: u32) -> Result<()> {
+    let filters: Vec<String> = filters.iter().map(|f| (*f).to_owned()).collect();
+    raw::notify_on_event(event, &filters, route, timeout_s).map_err(Error::from)
+}
+
+/// OpenSIPS `wait_for_event`: suspends this route until an `event` matching
+/// every `key=glob` filter is raised (`Ok(Some(event))`) or `timeout_s`
+/// passes (`Ok(None)`). The code after it runs when the event arrives.
+pub fn wait_for_event(event: &str, filters: &[&str], timeout_s: u32) -> Result<Option<crate::Event>> {
+    let filters: Vec<String> = filters.iter().map(|f| (*f).to_owned()).collect();
+    raw::wait_for_event(event, &filters, timeout_s).map_err(Error::from)
+}
+
 impl crate::Event {
     /// The value of the first parameter called `name` (case-sensitive, like
     /// OpenSIPS's `$param(name)`).

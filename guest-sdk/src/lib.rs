@@ -49,7 +49,9 @@
 extern crate self as sipbox_guest;
 
 pub mod bindings;
+pub mod config;
 pub mod events;
+pub mod rest;
 pub mod location;
 pub mod log;
 mod message;
@@ -132,6 +134,14 @@ pub trait Route {
     fn on_event(route: &str, event: &Event) {
         let _ = (route, event);
     }
+
+    /// A subscription made with [`events::notify_on_event`] by transaction
+    /// `tid` matched `event` (OpenSIPS EBR). There is no request in this
+    /// invocation; typically the route calls [`tm::inject_branches`]`(tid, ..)`.
+    /// By default does nothing.
+    fn on_notify(route: &str, event: &Event, tid: tm::Tid) {
+        let _ = (route, event, tid);
+    }
 }
 
 /// Exports a [`Route`] implementation as this component's `route` world.
@@ -175,6 +185,10 @@ macro_rules! route {
 
                 fn on_event(route: ::std::string::String, event: $crate::Event) {
                     <$route as $crate::Route>::on_event(&route, &event)
+                }
+
+                fn on_notify(route: ::std::string::String, event: $crate::Event, tid: u64) {
+                    <$route as $crate::Route>::on_notify(&route, &event, tid)
                 }
             }
 

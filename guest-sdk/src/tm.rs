@@ -5,6 +5,7 @@
 //! and picks the best response across branches.
 
 use crate::bindings::sipbox::route::tm as raw;
+pub use raw::{BranchSource, InjectFlags};
 use crate::{Error, Result};
 
 /// Identifies one server transaction for the lifetime of the host process.
@@ -67,4 +68,24 @@ pub fn current_tid() -> Tid {
 /// OpenSIPS's `is_myself()`.
 pub fn is_myself(uri: &str) -> bool {
     raw::is_myself(uri)
+}
+
+/// OpenSIPS `t_newtran`: the server transaction's id (it always exists in
+/// sipbox; retransmissions are absorbed while the route waits).
+pub fn newtran() -> Tid {
+    raw::newtran()
+}
+
+/// OpenSIPS `t_wait_for_new_branches`: keep this INVITE transaction open with
+/// no branch, for branches injected later by [`inject_branches`]. Ends after
+/// `expected` injections, at the INVITE timeout (408, which a failure route
+/// may turn into 480), or on CANCEL.
+pub fn wait_for_new_branches(expected: Option<u32>) -> Result<()> {
+    raw::wait_for_new_branches(expected).map_err(Error::from)
+}
+
+/// OpenSIPS `t_inject_branches`: fork transaction `tid` to more targets,
+/// skipping any already forked there. Returns the number of new branches.
+pub fn inject_branches(tid: Tid, source: &BranchSource, flags: InjectFlags) -> Result<u32> {
+    raw::inject_branches(tid, source, flags).map_err(Error::from)
 }

@@ -55,6 +55,8 @@ pub struct RoutesConfig {
     /// A `.wasm` component exporting the `sipbox:route` world; relative paths
     /// are relative to the config file. None = the embedded default route.
     pub module: Option<PathBuf>,
+    /// Settings routes read with `config.get(name)` (e.g. a push URL).
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 impl Config {

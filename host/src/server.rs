@@ -60,6 +60,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // events, and the runtime (routes raise events; route: sinks run them).
     let bus = EventBus::try_new(&config.events).context("invalid [events] configuration")?;
     runtime.set_event_bus(bus.clone());
+    runtime.set_vars(config.routes.vars.clone());
     let _usrloc_events = usrloc::bridge(bus.clone(), location.clone());
 
     // The transports need the core to hand messages to, and the core needs
@@ -69,6 +70,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let transports =
         Transports::bind(&listen, deferred.clone()).await.context("cannot open the SIP listeners")?;
     let core = Core::new(transports.clone(), config.timers.clone(), Arc::new(runtime.clone()));
+    runtime.set_core(core.clone());
     if config.pike.enabled {
         deferred.set(Pike::new(&config.pike, Arc::new(core.clone()), bus.clone()));
     } else {

@@ -1,10 +1,12 @@
 //! The end-to-end harness: per-test directories and ports, the `sipbox`
-//! process ([`Server`]), SIPp runs ([`Sipp`]) and raw UDP probes ([`RawUdp`]).
+//! process ([`Server`]), SIPp runs ([`Sipp`]), raw UDP probes ([`RawUdp`]),
+//! and HTTP peers ([`HttpReceiver`] for pushes, [`mi_call`] for the MI).
 //!
 //! Nothing here sleeps and hopes: readiness is a condition polled with a
 //! deadline (a SIP answer to OPTIONS, a socket in `/proc/net/*`), and every
 //! child process is killed when its handle drops.
 
+mod http;
 mod server;
 mod sipp;
 
@@ -15,6 +17,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub use http::{HttpReceiver, mi_call};
 pub use server::{Route, Server, ServerConfig};
 pub use sipp::{Sipp, SippProc};
 

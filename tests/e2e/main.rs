@@ -14,13 +14,21 @@
 //! - [`restart`]: registrations survive a graceful restart;
 //! - [`malformed`]: `400` for broken requests, silence for garbage;
 //! - [`trap`]: a trapping, runaway or memory-hungry route answers `500`; the server carries on.
+//! - [`push`]: push notifications with event-based routing (notify and wait styles), timeouts, CANCEL;
+//! - [`pickup`]: call pickup through a raised event and branch injection;
+//! - [`dtmf`]: a call waiting for a DTMF event raised over the MI;
+//! - [`ebr_trap`]: routes that trap after subscribing to or waiting for an event.
 
 mod harness;
 
 mod call;
 mod cancel;
+mod dtmf;
+mod ebr_trap;
 mod fork;
 mod malformed;
+mod pickup;
+mod push;
 mod register;
 mod restart;
 mod trap;

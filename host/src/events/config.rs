@@ -14,6 +14,8 @@ use serde::Deserialize;
 /// flatstore_delimiter = ","
 /// stream_timeout_ms = 1000
 /// failover_timeout_s = 30
+/// ebr_max_waiters = 20000
+/// ebr_max_notify_concurrency = 256
 /// subscribe = [
 ///   { event = "E_UL_CONTACT_INSERT", socket = "udp:127.0.0.1:9999" },
 ///   { event = "E_PIKE_BLOCKED", socket = "flatstore:/var/log/sipbox/pike.log", expire = 3600 },
@@ -70,6 +72,20 @@ pub struct EventsConfig {
     ///
     /// Default: `30`.
     pub failover_timeout_s: u64,
+    /// Event-based routing: most `wait-for-event` waiters and
+    /// `notify-on-event` subscriptions alive at once (together). Each is a
+    /// few hundred bytes here, but a waiter also holds a suspended route
+    /// instance; past the limit, new ones fail with an error the route sees.
+    ///
+    /// Default: `20000`.
+    pub ebr_max_waiters: usize,
+    /// Event-based routing: most notification routes (`on-notify`) running
+    /// at once. A matching event over the limit is not notified to that
+    /// subscription (dropped and counted in `ebr_notify_dropped`), so a burst
+    /// of events cannot pile up unbounded work.
+    ///
+    /// Default: `256`.
+    pub ebr_max_notify_concurrency: usize,
 }
 
 /// One `[[events.subscribe]]` entry.
@@ -97,6 +113,8 @@ impl Default for EventsConfig {
             stream_timeout_ms: 1000,
             stream_event_param: None,
             failover_timeout_s: 30,
+            ebr_max_waiters: 20_000,
+            ebr_max_notify_concurrency: 256,
         }
     }
 }
@@ -112,6 +130,11 @@ impl EventsConfig {
         self.file_mode()?;
         anyhow::ensure!(!self.flatstore_delimiter.is_empty(), "events.flatstore_delimiter must not be empty");
         anyhow::ensure!(self.stream_timeout_ms > 0, "events.stream_timeout_ms must be at least 1");
+        anyhow::ensure!(self.ebr_max_waiters > 0, "events.ebr_max_waiters must be at least 1");
+        anyhow::ensure!(
+            self.ebr_max_notify_concurrency > 0,
+            "events.ebr_max_notify_concurrency must be at least 1"
+        );
         for s in &self.subscribe {
             super::check_name(&s.event)?;
         }

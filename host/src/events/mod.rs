@@ -10,6 +10,7 @@
 //! - `payload`: the OpenSIPS JSON-RPC notification encoder (`evi_build_payload`);
 //! - `registry`: [`EventBus`] — publish, subscribe/refresh/unsubscribe, raise, listing;
 //! - `subscription`: one subscriber: its queue, drain task and expiry;
+//! - [`ebr`]: event-based routing (`notify_on_event`, `wait_for_event`);
 //! - [`usrloc`]: turns registrar [`LocationEvent`](crate::location::LocationEvent)s into `E_UL_*` events.
 //!
 //! # Delivery model
@@ -20,12 +21,15 @@
 //! A slow or dead destination therefore stalls nothing but its own queue.
 
 pub mod config;
+pub mod ebr;
 pub mod usrloc;
 
 pub(crate) mod payload;
 mod registry;
 mod subscription;
 
+#[cfg(test)]
+mod ebr_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -207,6 +211,12 @@ pub enum EventError {
     /// No tokio runtime to run the subscriber's delivery task on.
     #[error("no async runtime to deliver events on")]
     NoRuntime,
+    /// An EBR filter that is not `key=glob` (the message names it).
+    #[error("bad event filter {0}")]
+    BadFilter(String),
+    /// `ebr_max_waiters` EBR subscriptions and waiters are already live.
+    #[error("too many event waiters and notify subscriptions (limit {0})")]
+    EbrLimit(usize),
 }
 
 /// Checks an event name: 1..=64 bytes, no whitespace or control characters.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 
+use super::ebr::Ebr;
 use super::subscription::{Counters, Queued, Subscription};
 use super::{Event, EventError, EventRouteHandler, EventsConfig, PREDEFINED_EVENTS, check_name};
 use crate::sinks::{self, SinkContext};
@@ -38,6 +39,8 @@ struct Inner {
     counters: Mutex<BTreeMap<String, Arc<Counters>>>,
     raised: AtomicU64,
     runtime: Option<tokio::runtime::Handle>,
+    /// Event-based routing waiters and notify subscriptions.
+    ebr: Ebr,
 }
 
 #[derive(Default)]
@@ -89,6 +92,7 @@ impl EventBus {
             counters: Mutex::new(BTreeMap::new()),
             raised: AtomicU64::new(0),
             runtime: runtime.clone(),
+            ebr: Ebr::new(cfg, runtime.clone()),
         });
         // Sinks raise E_FLATSTORE_ROTATION through a weak handle (no cycle).
         let weak = Arc::downgrade(&inner);
@@ -105,6 +109,11 @@ impl EventBus {
             rt.spawn(purge_task(Arc::downgrade(&bus.inner)));
         }
         bus
+    }
+
+    /// The EBR half of the registry (see [`super::ebr`]).
+    pub(super) fn ebr(&self) -> &Ebr {
+        &self.inner.ebr
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Table> {
@@ -144,12 +153,15 @@ impl EventBus {
     /// Queues `event` for every live subscriber without waiting: a full
     /// queue drops the event for that subscriber (counted). Publishes the
     /// event if it is new (a custom event springs into existence when first
-    /// raised). Returns how many subscribers it was queued for.
+    /// raised). Returns how many subscribers it was queued for, EBR
+    /// waiters and notify subscriptions that matched included.
     pub fn raise(&self, event: Event) -> usize {
         self.inner.raised.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
+        // EBR first: a waiter's resume should not wait behind sink queues.
+        let ebr = self.inner.ebr.dispatch(&event, now);
         let event = Arc::new(event);
-        let (mut reached, mut expired) = (0, false);
+        let (mut reached, mut expired) = (ebr, false);
         {
             let table = self.read();
             let Some(&id) = table.ids.get(&*event.name) else {
@@ -157,7 +169,7 @@ impl EventBus {
                 if let Err(e) = self.publish(&event.name) {
                     tracing::debug!(error = %e, "raise of an event with a bad name");
                 }
-                return 0;
+                return ebr;
             };
             for sub in table.events.get(id as usize).map_or(&[][..], |s| &s.subs[..]) {
                 if sub.is_expired(now) {
@@ -177,7 +189,7 @@ impl EventBus {
         reached
     }
 
-    /// Whether the event has a live subscriber (OpenSIPS `evi_probe_event`):
+    /// Whether the event has a live subscriber, EVI or EBR (OpenSIPS `evi_probe_event`):
     /// lets raisers skip building parameters nobody will read.
     pub fn has_subscribers(&self, name: &str) -> bool {
         let now = Instant::now();
@@ -187,6 +199,7 @@ impl EventBus {
             .get(name)
             .and_then(|&id| table.events.get(id as usize))
             .is_some_and(|slot| slot.subs.iter().any(|s| !s.is_expired(now)))
+            || self.inner.ebr.has_subscribers(name, now)
     }
 
     /// Subscribes `socket` to `event` (publishing the event if unknown).
@@ -403,6 +416,8 @@ async fn purge_task(bus: Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(inner) = bus.upgrade() else { return };
-        EventBus { inner }.purge(None, Instant::now());
+        let now = Instant::now();
+        inner.ebr.purge(now);
+        EventBus { inner }.purge(None, now);
     }
 }

@@ -10,7 +10,14 @@ wasmtime::component::bindgen!({
     // Host functions return wasmtime::Result so a misuse the guest cannot
     // recover from (e.g. touching a request outside a request invocation)
     // traps that guest instead of panicking the host.
-    imports: { default: trappable },
+    imports: {
+        // These suspend the calling guest (its fiber) while the host awaits:
+        // an event, or an HTTP response. Everything else is synchronous.
+        "sipbox:route/events.wait-for-event": async | trappable,
+        "sipbox:route/rest.get": async | trappable,
+        "sipbox:route/rest.post": async | trappable,
+        default: trappable,
+    },
     with: {
         // One request (and at most one reply) exists per invocation; the
         // resources are views of the invocation's HostState, so the handle
@@ -20,4 +27,4 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use sipbox::route::{events, location, log, message, tm, types};
+pub use sipbox::route::{config, events, location, log, message, rest, tm, types};

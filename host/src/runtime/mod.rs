@@ -34,10 +34,11 @@ use wasmtime::{Engine, Store, StoreLimitsBuilder, UpdateDeadline};
 pub use engine::{Limits, EPOCH_TICK};
 pub use modules::{LoadedRoute, RouteSource};
 
+use crate::events::ebr::NotifyHandler;
 use crate::events::{Event, EventBus, EventRouteHandler, Params, E_CORE_SHM_THRESHOLD, E_CORE_THRESHOLD};
 use crate::location::Location;
 use crate::sip::{self, Method};
-use crate::transaction::{BoxFut, Router, ServerTx};
+use crate::transaction::{BoxFut, Core, Router, ServerTx};
 use bindings::Route;
 use host::message::{REPLY_REP, REQUEST_REP};
 use state::HostState;
@@ -50,6 +51,16 @@ pub struct RuntimeStats {
     pub timeouts: AtomicU64,
     pub rejected_busy: AtomicU64,
     pub reloads: AtomicU64,
+}
+
+/// Process-wide services the WIT imports reach through `HostState`.
+pub(crate) struct Services {
+    /// The proxy core, for `tm.inject-branches` into another transaction.
+    pub(crate) core: OnceLock<Core>,
+    /// `[routes.vars]`, for `config.get`.
+    pub(crate) vars: ArcSwap<std::collections::BTreeMap<String, String>>,
+    /// One HTTP connection pool for every route's `rest` calls.
+    pub(crate) http: reqwest::Client,
 }
 
 /// The route runtime. Cheap to clone; implements the proxy core's [`Router`].
@@ -72,6 +83,7 @@ struct Inner {
     bus: OnceLock<EventBus>,
     /// Pool pressure was reported and has not dropped below the threshold.
     pool_pressure: AtomicBool,
+    services: Arc<Services>,
     stats: RuntimeStats,
     _ticker: engine::EpochTicker,
 }
@@ -83,6 +95,8 @@ enum Invocation {
     Failure { hook: Arc<str>, best: sip::Message },
     /// An event for an event route (`route:NAME` subscription).
     Event { route: Arc<str>, event: Event },
+    /// An EBR notification for the subscription `route` of transaction `tid`.
+    Notify { route: Arc<str>, event: Event, tid: u64 },
 }
 
 impl Runtime {
@@ -107,6 +121,13 @@ impl Runtime {
                 location,
                 bus: OnceLock::new(),
                 pool_pressure: AtomicBool::new(false),
+                services: Arc::new(Services {
+                    core: OnceLock::new(),
+                    vars: ArcSwap::from_pointee(Default::default()),
+                    http: reqwest::Client::builder()
+                        .user_agent(concat!("sipbox/", env!("CARGO_PKG_VERSION")))
+                        .build()?,
+                }),
                 stats: RuntimeStats::default(),
                 _ticker: ticker,
             }),
@@ -155,7 +176,18 @@ impl Runtime {
     pub fn set_event_bus(&self, bus: EventBus) {
         if self.inner.bus.set(bus.clone()).is_ok() {
             bus.set_route_handler(Arc::new(self.clone()));
+            bus.set_notify_handler(Arc::new(self.clone()));
         }
+    }
+
+    /// Connects the runtime to the proxy core (for `tm.inject-branches`).
+    pub fn set_core(&self, core: Core) {
+        let _ = self.inner.services.core.set(core);
+    }
+
+    /// Sets the `[routes.vars]` routes read with `config.get`.
+    pub fn set_vars(&self, vars: std::collections::BTreeMap<String, String>) {
+        self.inner.services.vars.store(Arc::new(vars));
     }
 
     /// Route instances alive now, and the pool's capacity.
@@ -181,6 +213,7 @@ impl Runtime {
             tx,
             self.inner.location.clone(),
             self.inner.bus.get().cloned(),
+            self.inner.services.clone(),
             module,
             store_limits,
             limits.cpu_ticks(),
@@ -219,6 +252,10 @@ impl Runtime {
         let route = self.current();
         let mut store = self.new_store(tx.clone(), route.name.clone());
         let wall = Duration::from_millis(self.inner.limits.wall_ms);
+        let suspended = store.data().suspended_ms.clone();
+        if let Invocation::Event { event, .. } | Invocation::Notify { event, .. } = &what {
+            store.data_mut().event = Some(event.clone());
+        }
         let run = async {
             let instance = route.pre.instantiate_async(&mut store).await?;
             let request = || Resource::new_borrow(REQUEST_REP);
@@ -238,9 +275,13 @@ impl Runtime {
                     let event = host::events::event_to_guest(&event);
                     instance.call_on_event(&mut store, &route, &event).await
                 }
+                Invocation::Notify { route, event, tid } => {
+                    let event = host::events::event_to_guest(&event);
+                    instance.call_on_notify(&mut store, &route, &event, tid).await
+                }
             }
         };
-        let outcome = tokio::time::timeout(wall, run).await;
+        let outcome = within_wall_clock(run, started, wall, &suspended).await;
         self.check_threshold(started, tx.as_ref());
         let failure = match outcome {
             Ok(Ok(())) => return,
@@ -316,6 +357,35 @@ impl Runtime {
     }
 }
 
+/// Runs `run` with a wall-clock limit that bounds the time the guest spends
+/// running, not the time it is suspended waiting for an event or an HTTP
+/// reply (those waits have their own host-side timeouts): the deadline moves
+/// by the suspended time the imports report. `Err(())` when it passes.
+async fn within_wall_clock<F: std::future::Future>(
+    run: F,
+    started: Instant,
+    wall: Duration,
+    suspended_ms: &AtomicU64,
+) -> Result<F::Output, ()> {
+    let run = std::pin::pin!(run);
+    let mut run = run;
+    let start = tokio::time::Instant::from_std(started);
+    let sleep = tokio::time::sleep_until(start + wall);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            out = &mut run => return Ok(out),
+            _ = &mut sleep => {
+                let deadline = start + wall + Duration::from_millis(suspended_ms.load(Ordering::Relaxed));
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(());
+                }
+                sleep.as_mut().reset(deadline);
+            }
+        }
+    }
+}
+
 fn is_ack(tx: &ServerTx) -> bool {
     tx.request().method() == Some(&Method::Ack)
 }
@@ -334,6 +404,13 @@ impl Router for Runtime {
     fn on_failure(&self, tx: ServerTx, hook: Arc<str>, best: sip::Message) -> BoxFut {
         let rt = self.clone();
         Box::pin(async move { rt.invoke(Some(tx), Invocation::Failure { hook, best }).await })
+    }
+}
+
+impl NotifyHandler for Runtime {
+    fn notify(&self, route: Arc<str>, event: Event, tid: u64) -> BoxFut {
+        let rt = self.clone();
+        Box::pin(async move { rt.invoke(None, Invocation::Notify { route, event, tid }).await })
     }
 }
 

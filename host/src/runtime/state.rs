@@ -24,8 +24,19 @@ pub struct HostState {
     pub(crate) relayed: bool,
     /// Edits the route made to the request, applied when it is relayed.
     pub(crate) edits: Edits,
-    /// Extra targets for the next relay (lookup, append-branch).
-    pub(crate) branches: Vec<String>,
+    /// Extra targets for the next relay (lookup, append-branch), each with
+    /// the address to send it to when it is not the URI's own (NAT).
+    pub(crate) branches: Vec<(String, Option<String>)>,
+    /// Where to send the Request-URI's branch instead of resolving it (set by
+    /// `lookup` from a binding's `received`; cleared by `set-ruri`).
+    pub(crate) ruri_next_hop: Option<String>,
+    /// The event of an `on-event` / `on-notify` invocation.
+    pub(crate) event: Option<crate::events::Event>,
+    /// Time this invocation spent suspended in host calls (ms); extends its
+    /// wall-clock limit, which bounds running, not waiting.
+    pub(crate) suspended_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// Runtime-wide services the imports use.
+    pub(crate) services: Arc<super::Services>,
     pub(crate) record_route: bool,
     pub(crate) on_reply: Option<Arc<str>>,
     pub(crate) on_failure: Option<Arc<str>>,
@@ -52,6 +63,7 @@ impl HostState {
         tx: Option<ServerTx>,
         location: Location,
         bus: Option<EventBus>,
+        services: Arc<super::Services>,
         module: Arc<str>,
         limits: StoreLimits,
         cpu_ticks: u64,
@@ -61,6 +73,9 @@ impl HostState {
             relayed: false,
             edits: Edits::default(),
             branches: Vec::new(),
+            ruri_next_hop: None,
+            event: None,
+            suspended_ms: Arc::default(),
             record_route: false,
             on_reply: None,
             on_failure: None,
@@ -68,6 +83,7 @@ impl HostState {
             reply_source: None,
             location,
             bus,
+            services,
             module,
             cpu_ticks_left: cpu_ticks,
             limits,
@@ -78,6 +94,29 @@ impl HostState {
 }
 
 impl HostState {
+    /// Runs `wait`, a host-side wait bounded by `max`, counting it as
+    /// suspended time: the whole of `max` is counted while it runs (so the
+    /// wall-clock limit cannot fire in the middle of a legitimate wait) and
+    /// the unused part is given back after.
+    pub(crate) fn suspended<F: std::future::Future>(
+        &self,
+        max: std::time::Duration,
+        wait: F,
+    ) -> impl std::future::Future<Output = F::Output> + use<F> {
+        use std::sync::atomic::Ordering;
+        // Only the counter is held across the wait (HostState is not Sync).
+        let counter = self.suspended_ms.clone();
+        async move {
+            let max_ms = max.as_millis() as u64;
+            let started = std::time::Instant::now();
+            counter.fetch_add(max_ms, Ordering::Relaxed);
+            let out = wait.await;
+            let used = (started.elapsed().as_millis() as u64).min(max_ms);
+            counter.fetch_sub(max_ms - used, Ordering::Relaxed);
+            out
+        }
+    }
+
     /// The invocation's transaction; traps the guest when there is none.
     pub(crate) fn tx(&self) -> wasmtime::Result<&ServerTx> {
         self.tx.as_ref().ok_or_else(|| wasmtime::format_err!("no request in this invocation"))

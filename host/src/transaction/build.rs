@@ -15,7 +15,13 @@ use crate::transport::Proto;
 /// `fwd` is the forwarded INVITE without our Via; `via` is our Via value.
 pub(crate) fn cancel(fwd: &Message, via: &str) -> Bytes {
     let to = fwd.header(HeaderName::To).unwrap_or("");
-    hop_request(fwd, via, "CANCEL", to)
+    hop_request(fwd, via, "CANCEL", to, None)
+}
+
+/// [`cancel`] with a `Reason` header (RFC 3326), e.g. "call completed elsewhere".
+pub(crate) fn cancel_with_reason(fwd: &Message, via: &str, reason: &str) -> Bytes {
+    let to = fwd.header(HeaderName::To).unwrap_or("");
+    hop_request(fwd, via, "CANCEL", to, Some(reason))
 }
 
 /// ACK for a 300-699 response to a forwarded INVITE (17.1.1.3): the INVITE's Request-URI,
@@ -23,16 +29,19 @@ pub(crate) fn cancel(fwd: &Message, via: &str) -> Bytes {
 /// one Via equal to the INVITE's.
 pub(crate) fn ack(fwd: &Message, via: &str, resp: &Message) -> Bytes {
     let to = resp.header(HeaderName::To).or_else(|| fwd.header(HeaderName::To)).unwrap_or("");
-    hop_request(fwd, via, "ACK", to)
+    hop_request(fwd, via, "ACK", to, None)
 }
 
-fn hop_request(fwd: &Message, via: &str, method: &str, to: &str) -> Bytes {
+fn hop_request(fwd: &Message, via: &str, method: &str, to: &str, reason: Option<&str>) -> Bytes {
     let ruri = fwd.request_uri().unwrap_or("");
     let seq = fwd.cseq().map(|c| c.seq).unwrap_or(0);
     let mut s = String::with_capacity(512);
     let _ = write!(s, "{method} {ruri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n");
     for h in fwd.headers().filter(|h| h.name == HeaderName::Route) {
         let _ = write!(s, "Route: {}\r\n", h.value.trim());
+    }
+    if let Some(r) = reason {
+        let _ = write!(s, "Reason: {r}\r\n");
     }
     let from = fwd.header(HeaderName::From).unwrap_or("");
     let call_id = fwd.header(HeaderName::CallId).unwrap_or("");

@@ -1,7 +1,9 @@
 //! The response context of a relayed request (RFC 3261 sections 16.7-16.10): one task per
 //! relayed server transaction that starts the branches' client transactions, runs Timer C,
 //! forwards provisionals and 2xx, cancels branches, runs the armed reply and failure hooks
-//! and finally sends the best response.
+//! and finally sends the best response. It also holds the "phony branch" of
+//! `wait_for_new_branches` (OpenSIPS): while it is pending, the context does not conclude
+//! when its real branches have all failed, so branches injected later still can answer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,10 +19,20 @@ use super::servertx::ServerTx;
 use super::{build, proxy::CoreInner};
 use crate::sip::{self, Edits, HeaderName, Message, Method};
 
+/// RFC 3326 Reason of the CANCEL sent to branches replaced by an injection (as OpenSIPS,
+/// `modules/tm/t_cancel.h`).
+const CALL_COMPLETED_ELSEWHERE: &str = "SIP ;cause=200 ;text=\"Call completed elsewhere\"";
+
 /// Inputs of a response context.
 pub(crate) enum ProxyEvent {
-    /// `relay` was called: start these branches (a new serial stage when earlier ones ended).
-    Branches { plans: Vec<BranchPlan>, on_reply: Option<Arc<str>>, on_failure: Option<Arc<str>> },
+    /// `relay` or `inject` was called: start these branches (a new serial stage when
+    /// earlier ones ended); `cancel_existing`: CANCEL the pending ones first (call pickup);
+    /// `stop_waiting`: this was the last expected injection.
+    Branches { plans: Vec<BranchPlan>, on_reply: Option<Arc<str>>, on_failure: Option<Arc<str>>, cancel_existing: bool, stop_waiting: bool },
+    /// `wait_for_new_branches`: hold the context open until `until` (Timer C).
+    Wait { until: Instant, on_reply: Option<Arc<str>>, on_failure: Option<Arc<str>> },
+    /// `stop_waiting`: no more injections are awaited.
+    StopWaiting,
     /// A branch's next hop was resolved (`None`: it cannot be).
     Resolved { branch: usize, addr: Option<SocketAddr> },
     /// A response passed up by a branch's client transaction.
@@ -75,6 +87,9 @@ struct Branch {
     timer_c: Option<Instant>,
     /// After a CANCEL, how long to wait for the final before giving up (9.1: 64*T1).
     cancel_deadline: Option<Instant>,
+    /// Cancelled because another branch takes the call (inject with cancel-existing): the
+    /// CANCEL says so, so the phone does not log a missed call (RFC 3326).
+    elsewhere: bool,
 }
 
 struct Ctx {
@@ -86,13 +101,28 @@ struct Ctx {
     on_failure: Option<Arc<str>>,
     is_invite: bool,
     stages_started: usize,
+    /// The phony branch of `wait_for_new_branches` is pending until this instant.
+    wait_until: Option<Instant>,
+    /// The phony branch ended by its timeout: a 408 among the finals (best-response choice).
+    wait_timed_out: bool,
 }
 
 /// Starts the response context task for `tx`.
 pub(crate) fn spawn(tx: ServerTx, rx: mpsc::Receiver<ProxyEvent>, me: mpsc::Sender<ProxyEvent>) {
     let core = tx.inner.core.clone();
     let is_invite = tx.inner.is_invite;
-    let ctx = Ctx { tx, core, me, branches: Vec::new(), on_reply: None, on_failure: None, is_invite, stages_started: 0 };
+    let ctx = Ctx {
+        tx,
+        core,
+        me,
+        branches: Vec::new(),
+        on_reply: None,
+        on_failure: None,
+        is_invite,
+        stages_started: 0,
+        wait_until: None,
+        wait_timed_out: false,
+    };
     tokio::spawn(ctx.run(rx));
 }
 
@@ -116,7 +146,7 @@ impl Ctx {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.branches.iter().flat_map(|b| [b.timer_c, b.cancel_deadline]).flatten().min()
+        self.branches.iter().flat_map(|b| [b.timer_c, b.cancel_deadline]).flatten().chain(self.wait_until).min()
     }
 
     /// Done when a final went upstream, every branch is over and no client transaction is
@@ -130,14 +160,37 @@ impl Ctx {
 
     async fn on_event(&mut self, ev: ProxyEvent) {
         match ev {
-            ProxyEvent::Branches { plans, on_reply, on_failure } => {
+            ProxyEvent::Branches { plans, on_reply, on_failure, cancel_existing, stop_waiting } => {
                 self.stages_started += 1;
+                // An injection racing with the end of the transaction starts nothing.
+                if !self.open() {
+                    return;
+                }
                 self.on_reply = on_reply;
                 self.on_failure = on_failure;
+                if cancel_existing {
+                    for b in &mut self.branches {
+                        b.elsewhere = b.final_.is_none();
+                    }
+                    self.cancel_pending();
+                }
                 for plan in plans {
                     self.add_branch(plan);
                 }
+                if stop_waiting {
+                    self.end_wait();
+                }
             }
+            ProxyEvent::Wait { until, on_reply, on_failure } => {
+                self.stages_started += 1;
+                if self.open() {
+                    self.wait_until = Some(until);
+                    self.wait_timed_out = false;
+                    self.on_reply = on_reply;
+                    self.on_failure = on_failure;
+                }
+            }
+            ProxyEvent::StopWaiting => self.end_wait(),
             ProxyEvent::Resolved { branch, addr } => match addr {
                 Some(a) => self.start_client(branch, a),
                 None => {
@@ -175,6 +228,7 @@ impl Ctx {
             cancel: CancelState::None,
             timer_c: None,
             cancel_deadline: None,
+            elsewhere: false,
         });
         match literal {
             Some(a) => self.start_client(idx, a),
@@ -276,9 +330,14 @@ impl Ctx {
         }
     }
 
-    /// Timer C and CANCEL deadlines.
+    /// Timer C, CANCEL deadlines and the end of a wait for new branches.
     fn on_tick(&mut self) {
         let now = Instant::now();
+        if self.wait_until.is_some_and(|t| t <= now) {
+            // OpenSIPS: the phony branch's FR timer fires; it counts as a 408.
+            self.end_wait();
+            self.wait_timed_out = true;
+        }
         for idx in 0..self.branches.len() {
             let b = &mut self.branches[idx];
             if b.timer_c.is_some_and(|t| t <= now) {
@@ -351,7 +410,11 @@ impl Ctx {
         b.timer_c = None;
         let spec = ClientSpec {
             key: ClientKey { branch: b.plan.branch.clone().into_boxed_str(), method: Method::Cancel },
-            bytes: build::cancel(&b.plan.base, &b.plan.via),
+            bytes: if b.elsewhere {
+                build::cancel_with_reason(&b.plan.base, &b.plan.via, CALL_COMPLETED_ELSEWHERE)
+            } else {
+                build::cancel(&b.plan.base, &b.plan.via)
+            },
             base: None,
             proto: b.plan.proto,
             dst,
@@ -370,20 +433,27 @@ impl Ctx {
     /// After every event: cancel branches if the request was answered or CANCELled;
     /// when every branch is over, run the failure hook or send the best response.
     async fn after_event(&mut self) {
-        let (final_sent, cancelled, stages_requested) = {
+        let (final_sent, cancelled, closed, stages_requested) = {
             let tu = self.tx.tu();
-            (tu.final_sent, tu.cancelled, tu.stages_requested)
+            (tu.final_sent, tu.cancelled, tu.closed, tu.stages_requested)
         };
+        if final_sent || cancelled || closed {
+            self.end_wait();
+        }
         if final_sent || cancelled {
             self.cancel_pending();
         }
-        if final_sent || stages_requested != self.stages_started {
+        if final_sent || stages_requested != self.stages_started || self.wait_until.is_some() {
             return;
         }
         if self.branches.iter().any(|b| b.final_.is_none()) {
             return;
         }
-        let codes: Vec<u16> = self.branches.iter().map(|b| b.final_.as_ref().map_or(500, Final::code)).collect();
+        // The phony branch, when it timed out, is the last "branch" (index branches.len()).
+        let mut codes: Vec<u16> = self.branches.iter().map(|b| b.final_.as_ref().map_or(500, Final::code)).collect();
+        if self.wait_timed_out {
+            codes.push(408);
+        }
         let best = choose_best(&codes);
         if cancelled {
             // 16.10: a CANCELled INVITE is answered 487 (downstream's own 487 if it sent one).
@@ -397,7 +467,7 @@ impl Ctx {
         }
         if let Some(hook) = self.on_failure.take() {
             let best_msg = match best {
-                Some(i) => match &self.branches[i].final_ {
+                Some(i) => match self.branches.get(i).and_then(|b| b.final_.as_ref()) {
                     Some(Final::Received(m)) => Some(m.clone()),
                     _ => self.local_message(codes[i]),
                 },
@@ -424,7 +494,12 @@ impl Ctx {
     /// Sends the chosen best response: 503 becomes 500; 401/407 carry every branch's
     /// WWW-/Proxy-Authenticate (16.7 step 6); synthesised finals are generated locally.
     fn send_best(&self, i: usize) {
-        let Some(f) = &self.branches[i].final_ else { return };
+        let Some(b) = self.branches.get(i) else {
+            // The timed-out phony branch of a wait for new branches.
+            let _ = self.tx.reply(408, "Request Timeout", &[], None);
+            return;
+        };
+        let Some(f) = &b.final_ else { return };
         let msg = match f {
             Final::Local(c) => {
                 let c = upstream_code(*c);
@@ -455,6 +530,19 @@ impl Ctx {
             }
         }
         self.tx.forward_response(code, sip::serialize(msg, &edits));
+    }
+
+    /// Can branches still start (no final upstream, not CANCELled, no 2xx/6xx)?
+    fn open(&self) -> bool {
+        let tu = self.tx.tu();
+        !(tu.final_sent || tu.cancelled || tu.closed)
+    }
+
+    /// The phony branch ends (without a response of its own unless it timed out).
+    fn end_wait(&mut self) {
+        if self.wait_until.take().is_some() {
+            self.tx.tu().wait = None;
+        }
     }
 
     /// A locally generated response as a message (for the failure hook).

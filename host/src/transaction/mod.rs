@@ -16,6 +16,8 @@
 //! - `servertx`: [`ServerTx`], replies and the server transaction driver;
 //! - `relay`: building forwarded requests (Via, Record-Route, Max-Forwards, next hop);
 //! - `fork`: the response context of a relayed request (forking, Timer C, CANCEL, 16.7);
+//! - `inject`: OpenSIPS's `t_wait_for_new_branches` / `t_inject_branches` (branches added
+//!   later by an unrelated route, e.g. on an event) and [`Core::find_tx`];
 //! - `clienttx`: the client transaction driver; `best`: best-response choice (16.7 step 6);
 //! - `build`: CANCEL and ACK requests the proxy originates (9.1, 17.1.1.3).
 
@@ -25,6 +27,7 @@ mod client;
 mod client_invite;
 mod clienttx;
 mod fork;
+mod inject;
 mod key;
 mod proxy;
 mod relay;
@@ -37,6 +40,8 @@ pub mod timers;
 mod tests;
 #[cfg(test)]
 mod tests_fork;
+#[cfg(test)]
+mod tests_inject;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -77,6 +82,12 @@ pub struct Forward {
     pub on_reply: Option<Arc<str>>,
     /// Failure hook for this relay's branches.
     pub on_failure: Option<Arc<str>>,
+    /// Per-target next hop, index-aligned with `targets`: `Some("udp:1.2.3.4:5080")`,
+    /// `Some("tcp:[::1]:5060")` (also `"sip:HOST:PORT[;transport=tcp]"` and a bare
+    /// `"HOST:PORT"`, UDP) sends that branch there instead of to its top Route or
+    /// Request-URI, which stay unchanged (the registrar's `received` for a NAT'd contact).
+    /// `None` or a missing entry: as without it.
+    pub next_hops: Vec<Option<String>>,
 }
 
 /// Why replying or relaying failed.

@@ -43,6 +43,8 @@ pub(crate) struct CoreInner {
     pub(crate) router: Arc<dyn Router>,
     pub(crate) servers: Sharded<ServerKey, Arc<ServerTxInner>>,
     pub(crate) clients: Sharded<ClientKey, ClientHandle>,
+    /// Live server transactions by id ([`Core::find_tx`]: injection from another route).
+    pub(crate) by_id: Sharded<u64, Arc<ServerTxInner>>,
     pub(crate) live_servers: AtomicUsize,
     pub(crate) live_clients: AtomicUsize,
     pub(crate) next_id: AtomicU64,
@@ -62,6 +64,7 @@ impl Core {
                 router,
                 servers: Sharded::new(),
                 clients: Sharded::new(),
+                by_id: Sharded::new(),
                 live_servers: AtomicUsize::new(0),
                 live_clients: AtomicUsize::new(0),
                 next_id: AtomicU64::new(1),
@@ -70,6 +73,13 @@ impl Core {
                 stateless_responses: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// The live server transaction with this [`ServerTx::id`] (OpenSIPS `t_lookup_ident`):
+    /// from its creation until its state machine terminates (after its final response was
+    /// acknowledged or timed out). `None` for an unknown or ended one.
+    pub fn find_tx(&self, tid: u64) -> Option<ServerTx> {
+        self.inner.by_id.get(&tid).map(ServerTx::from_inner)
     }
 
     /// Live transaction counts and counters.

@@ -12,7 +12,7 @@ use super::fork::ProxyEvent;
 use super::key::ServerKey;
 use super::proxy::CoreInner;
 use super::timers::{Timer, TimerSet};
-use super::{Action, Cfg, TmError, build, server, server_invite};
+use super::{Action, Cfg, Forward, TmError, build, server, server_invite};
 use crate::sip::{self, Message, Method, Uri};
 use crate::transport::{Inbound, Proto};
 
@@ -56,8 +56,24 @@ pub(crate) struct TuState {
     pub(crate) stages_requested: usize,
     /// Branch indexes handed out (unique branch parameters across stages).
     pub(crate) next_branch: usize,
-    /// The response context, once relayed.
+    /// The response context, once relayed (or waiting for branches).
     pub(crate) proxy: Option<mpsc::Sender<ProxyEvent>>,
+    /// `wait_for_new_branches` is in force: the response context holds a phony branch.
+    pub(crate) wait: Option<WaitTu>,
+    /// What `wait_for_new_branches` was given (edits, Record-Route, hooks) for injected
+    /// branches; targets and next hops cleared.
+    pub(crate) wait_template: Option<Box<Forward>>,
+    /// The same for the last relay (used by injections when there was no wait).
+    pub(crate) last_relay: Option<Box<Forward>>,
+    /// (Request-URI, next hop) of every branch forked, so an injection skips duplicates.
+    pub(crate) forked: Vec<(String, Option<String>)>,
+}
+
+/// The TU side of a `wait_for_new_branches`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WaitTu {
+    /// Injections (that started a branch) still awaited before the wait ends; `None`: no limit.
+    pub(crate) expected_left: Option<u32>,
 }
 
 /// Inputs of a server transaction driver.
@@ -79,6 +95,8 @@ impl ServerTx {
         let (tx, rx) = mpsc::channel(INBOX_LEN);
         let inner = Arc::new(ServerTxInner::new(core.clone(), inb, Some(key.clone()), Some(tx)));
         core.servers.insert_new(key, inner.clone())?;
+        // Ids are unique, so this insert cannot collide.
+        let _ = core.by_id.insert_new(inner.id, inner.clone());
         core.live_servers.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(run(inner.clone(), rx));
         Ok(ServerTx { inner })
@@ -428,6 +446,7 @@ async fn run(inner: Arc<ServerTxInner>, mut rx: mpsc::Receiver<ServerEvent>) {
     }
     if let Some(key) = &inner.key {
         inner.core.servers.remove_if(key, |v| Arc::ptr_eq(v, &inner));
+        inner.core.by_id.remove_if(&inner.id, |v| Arc::ptr_eq(v, &inner));
     }
     inner.core.live_servers.fetch_sub(1, Ordering::Relaxed);
 }

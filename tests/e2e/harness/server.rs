@@ -46,16 +46,39 @@ pub struct ServerConfig {
     pub db_path: Option<PathBuf>,
     pub min_expires: u32,
     pub max_expires: u32,
+    /// Serve the management interface over HTTP on a fresh port
+    /// ([`Server::mi_addr`]); off by default.
+    pub mi: bool,
+    /// `[routes.vars]`: settings the route reads with `config.get`.
+    pub vars: Vec<(String, String)>,
+    /// `[timers] timer_c_s`: the proxy's INVITE timeout; None = the default.
+    pub timer_c_s: Option<u64>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { route: Route::Embedded, tcp: true, port: None, db_path: None, min_expires: 60, max_expires: 3600 }
+        ServerConfig {
+            route: Route::Embedded,
+            tcp: true,
+            port: None,
+            db_path: None,
+            min_expires: 60,
+            max_expires: 3600,
+            mi: false,
+            vars: Vec::new(),
+            timer_c_s: None,
+        }
     }
 }
 
 impl ServerConfig {
-    fn to_toml(&self, port: u16, db_path: &Path) -> String {
+    /// A route setting for `[routes.vars]`.
+    pub fn var(mut self, name: &str, value: impl ToString) -> ServerConfig {
+        self.vars.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    fn to_toml(&self, port: u16, db_path: &Path, mi_port: Option<u16>) -> String {
         let mut listen = vec![format!("\"udp:{LOCALHOST}:{port}\"")];
         if self.tcp {
             listen.push(format!("\"tcp:{LOCALHOST}:{port}\""));
@@ -68,11 +91,18 @@ impl ServerConfig {
                 format!("module = {:?}\n", path.display().to_string())
             }
         };
-        // The management interface is off: its fixed default ports would
-        // collide between servers running in parallel.
+        let mut vars = String::from("[routes.vars]\n");
+        for (name, value) in &self.vars {
+            vars.push_str(&format!("{name:?} = {value:?}\n"));
+        }
+        let timers = self.timer_c_s.map(|c| format!("[timers]\ntimer_c_s = {c}\n\n")).unwrap_or_default();
+        // The management interface is off unless asked for, and then on a
+        // fresh port: its fixed default ports would collide between servers
+        // running in parallel.
+        let mi_http = mi_port.map(|p| format!("{LOCALHOST}:{p}")).unwrap_or_default();
         format!(
-            "[server]\nlisten = [{}]\n\n[routes]\n{routes}\n[location]\ndb_path = {:?}\nmin_expires = {}\nmax_expires = {}\n\n\
-             [mi]\nhttp = \"\"\nudp = \"\"\n",
+            "[server]\nlisten = [{}]\n\n[routes]\n{routes}\n{vars}\n[location]\ndb_path = {:?}\nmin_expires = {}\nmax_expires = {}\n\n\
+             {timers}[mi]\nhttp = {mi_http:?}\nudp = \"\"\n",
             listen.join(", "),
             db_path.display().to_string(),
             self.min_expires,
@@ -86,6 +116,7 @@ impl ServerConfig {
 pub struct Server {
     child: Option<Child>,
     port: u16,
+    mi_port: Option<u16>,
     log: PathBuf,
     config: ServerConfig,
     label: String,
@@ -96,8 +127,9 @@ impl Server {
     pub fn start(env: &TestEnv, config: ServerConfig) -> Server {
         let port = config.port.unwrap_or_else(free_port);
         let db_path = config.db_path.clone().unwrap_or_else(|| env.path().join("location.redb"));
+        let mi_port = config.mi.then(free_port);
         let config_path = env.unique_file("sipbox", "toml");
-        std::fs::write(&config_path, config.to_toml(port, &db_path)).expect("write sipbox.toml");
+        std::fs::write(&config_path, config.to_toml(port, &db_path, mi_port)).expect("write sipbox.toml");
         let log = config_path.with_extension("log");
         let stderr = std::fs::File::create(&log).expect("create the server log");
         let child = Command::new(env!("CARGO_BIN_EXE_sipbox"))
@@ -113,7 +145,7 @@ impl Server {
             .spawn()
             .expect("spawn the sipbox binary");
         let label = format!("{}: sipbox on port {port}", env.name());
-        let mut server = Server { child: Some(child), port, log, config: ServerConfig { port: Some(port), ..config }, label };
+        let mut server = Server { child: Some(child), port, mi_port, log, config: ServerConfig { port: Some(port), ..config }, label };
         server.wait_ready();
         server
     }
@@ -131,6 +163,13 @@ impl Server {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The management interface's HTTP address (`POST /mi`); panics unless
+    /// the config asked for it ([`ServerConfig::mi`]).
+    pub fn mi_addr(&self) -> SocketAddr {
+        let port = self.mi_port.expect("the server was started without the MI (ServerConfig::mi)");
+        SocketAddr::from(([127, 0, 0, 1], port))
     }
 
     /// The server's stderr so far.
@@ -163,6 +202,14 @@ impl Server {
             if std::time::Instant::now() >= deadline {
                 panic!("{} did not answer OPTIONS within {READY_WITHIN:?}\n{}", self.label, tail_file(&self.log, 80));
             }
+        }
+        if let Some(mi_port) = self.mi_port {
+            assert!(
+                super::wait_until(Duration::from_secs(5), || port_is_bound(SocketKind::TcpListen, mi_port)),
+                "{} answers SIP but its MI does not listen on {mi_port}\n{}",
+                self.label,
+                tail_file(&self.log, 80)
+            );
         }
         if self.config.tcp {
             // Listeners open before serving, but do not assume it.

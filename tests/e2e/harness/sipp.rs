@@ -115,6 +115,12 @@ impl Sipp {
         self.arg("-d").arg(ms.to_string())
     }
 
+    /// The Call-ID format (`-cid_str`, `%u` = call number, `%p` = pid), so a
+    /// test knows the Call-ID of the call it makes.
+    pub fn call_id_format(self, format: &str) -> Sipp {
+        self.arg("-cid_str").arg(format)
+    }
+
     /// Use one TCP connection instead of UDP (`-t t1`).
     pub fn tcp(self) -> Sipp {
         self.arg("-t").arg("t1")
@@ -179,6 +185,12 @@ pub struct SippProc {
 impl SippProc {
     fn has_exited(&mut self) -> bool {
         self.child.as_mut().is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The message trace so far (SIPp writes each message as it goes), e.g.
+    /// to wait until a UAS has received its INVITE.
+    pub fn messages_so_far(&self) -> String {
+        read_lossy(&self.files.messages)
     }
 
     /// Waits (bounded by SIPp's timeout plus a grace period) for the exit.

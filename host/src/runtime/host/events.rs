@@ -1,6 +1,10 @@
 //! `sipbox:route/events`: routes raise events into the host's registry (the
 //! same one the core, the MI and the registrar raise into).
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::events::ebr::Filters;
 use crate::events::{self, Event, Params};
 use crate::runtime::bindings::events as wit;
 use crate::runtime::bindings::types::{Param, Value};
@@ -8,6 +12,19 @@ use crate::runtime::state::HostState;
 
 /// OpenSIPS's MAX_EVENT_NAME.
 const MAX_EVENT_NAME: usize = 64;
+/// Longest notify subscription or wait a route may ask for, in seconds; the
+/// host bounds every EBR wait with its own timer whatever the guest does.
+pub(crate) const MAX_EBR_TIMEOUT_S: u32 = 3600;
+
+fn check_ebr(event: &str, timeout_s: u32) -> Result<(), String> {
+    if event.is_empty() || event.len() > MAX_EVENT_NAME {
+        return Err(format!("event name must be 1..={MAX_EVENT_NAME} bytes"));
+    }
+    if timeout_s == 0 || timeout_s > MAX_EBR_TIMEOUT_S {
+        return Err(format!("timeout-s must be 1..={MAX_EBR_TIMEOUT_S}"));
+    }
+    Ok(())
+}
 
 fn to_host(value: Value) -> events::Value {
     match value {
@@ -44,5 +61,50 @@ impl wit::Host for HostState {
         let params = Params(params.into_iter().map(|p| (p.name, to_host(p.value))).collect());
         let reached = bus.raise(Event::new(&name, params));
         Ok(Ok(reached as u32))
+    }
+
+    fn notify_on_event(
+        &mut self,
+        event: String,
+        filters: Vec<String>,
+        route: String,
+        timeout_s: u32,
+    ) -> wasmtime::Result<Result<(), String>> {
+        // The subscriber is the invocation's transaction: on-notify gets its
+        // id back to inject branches into it.
+        let tid = self.tx()?.id();
+        if let Err(e) = check_ebr(&event, timeout_s) {
+            return Ok(Err(e));
+        }
+        let Some(bus) = &self.bus else { return Ok(Err("the event interface is not running".into())) };
+        let filters = match Filters::parse(&filters) {
+            Ok(f) => f,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let timeout = Duration::from_secs(timeout_s.into());
+        Ok(bus.notify_on_event(&event, filters, Arc::from(route), tid, timeout).map_err(|e| e.to_string()))
+    }
+
+    async fn wait_for_event(
+        &mut self,
+        event: String,
+        filters: Vec<String>,
+        timeout_s: u32,
+    ) -> wasmtime::Result<Result<Option<crate::runtime::bindings::types::Event>, String>> {
+        if let Err(e) = check_ebr(&event, timeout_s) {
+            return Ok(Err(e));
+        }
+        let Some(bus) = &self.bus else { return Ok(Err("the event interface is not running".into())) };
+        let filters = match Filters::parse(&filters) {
+            Ok(f) => f,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let timeout = Duration::from_secs(timeout_s.into());
+        let wait = match bus.wait_for_event(&event, filters, timeout) {
+            Ok(wait) => wait,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let got = self.suspended(timeout, wait).await;
+        Ok(Ok(got.map(|ev| event_to_guest(&ev))))
     }
 }

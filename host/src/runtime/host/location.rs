@@ -43,9 +43,12 @@ impl location::Host for HostState {
         let tx = self.tx()?;
         let ruri = self.edits.request_uri(tx.request()).to_string();
         let bindings = self.location.lookup(&ruri);
-        let mut contacts = bindings.iter().map(|b| b.contact.clone());
-        if let Some(best) = contacts.next() {
+        // Each contact is sent where its REGISTER came from when that differs
+        // from the Contact (NAT), as OpenSIPS does with `received`.
+        let mut contacts = bindings.iter().map(|b| (b.contact.clone(), b.received.clone()));
+        if let Some((best, hop)) = contacts.next() {
             self.edits.set_request_uri(best);
+            self.ruri_next_hop = hop;
             self.branches.extend(contacts);
         }
         Ok(bindings.len() as u32)

@@ -80,7 +80,10 @@ impl HostRequest for HostState {
 
     fn set_ruri(&mut self, _: Resource<RequestHandle>, uri: String) -> wasmtime::Result<Result<(), String>> {
         self.tx()?;
-        Ok(check_sip_uri(&uri).map(|()| self.edits.set_request_uri(uri)))
+        Ok(check_sip_uri(&uri).map(|()| {
+            self.ruri_next_hop = None;
+            self.edits.set_request_uri(uri)
+        }))
     }
 
     fn header(&mut self, _: Resource<RequestHandle>, name: String) -> wasmtime::Result<Option<String>> {

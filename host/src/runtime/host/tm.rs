@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::runtime::bindings::tm;
+use crate::runtime::bindings::tm::{self, BranchSource, InjectFlags};
 use crate::runtime::host::message::check_sip_uri;
 use crate::runtime::state::HostState;
 use crate::sip::{HeaderName, Uri};
@@ -46,24 +46,14 @@ impl tm::Host for HostState {
 
     fn append_branch(&mut self, uri: String) -> wasmtime::Result<Result<(), String>> {
         self.tx()?;
-        Ok(check_sip_uri(&uri).map(|()| self.branches.push(uri)))
+        Ok(check_sip_uri(&uri).map(|()| self.branches.push((uri, None))))
     }
 
     fn relay(&mut self) -> wasmtime::Result<Result<(), String>> {
         let tx = self.tx()?.clone();
-        let ruri = self.edits.request_uri(tx.request()).to_string();
-        if let Err(e) = Uri::parse(&ruri) {
-            return Ok(Err(format!("cannot relay to Request-URI {ruri:?}: {e}")));
-        }
-        let mut targets = Vec::with_capacity(1 + self.branches.len());
-        targets.push(ruri);
-        targets.append(&mut self.branches);
-        let forward = Forward {
-            edits: self.edits.clone(),
-            targets,
-            record_route: self.record_route,
-            on_reply: self.on_reply.clone(),
-            on_failure: self.on_failure.clone(),
+        let forward = match self.forward(true) {
+            Ok(forward) => forward,
+            Err(e) => return Ok(Err(e)),
         };
         let result = tx.relay(forward).map_err(|e| e.to_string());
         if result.is_ok() {
@@ -88,5 +78,101 @@ impl tm::Host for HostState {
 
     fn is_myself(&mut self, uri: String) -> wasmtime::Result<bool> {
         Ok(self.tx()?.is_local_uri(&uri))
+    }
+
+    fn newtran(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.tx()?.id())
+    }
+
+    fn wait_for_new_branches(&mut self, expected: Option<u32>) -> wasmtime::Result<Result<(), String>> {
+        let tx = self.tx()?.clone();
+        // The template later injections copy: the route's edits, Record-Route
+        // and hooks as they are now, without targets.
+        let template = match self.forward(false) {
+            Ok(forward) => forward,
+            Err(e) => return Ok(Err(e)),
+        };
+        let result = tx.wait_for_new_branches(template, expected).map_err(|e| e.to_string());
+        if result.is_ok() {
+            // The transaction now lives on without the route: do not answer
+            // it 500 if this invocation fails later.
+            self.relayed = true;
+        }
+        Ok(result)
+    }
+
+    fn inject_branches(
+        &mut self,
+        tid: u64,
+        source: BranchSource,
+        flags: InjectFlags,
+    ) -> wasmtime::Result<Result<u32, String>> {
+        let (targets, next_hops) = match source {
+            BranchSource::Uris(uris) => {
+                if let Some(bad) = uris.iter().find_map(|u| check_sip_uri(u).err()) {
+                    return Ok(Err(bad));
+                }
+                let hops = vec![None; uris.len()];
+                (uris, hops)
+            }
+            BranchSource::EventContact => match self.event_contact() {
+                Ok(contact) => (vec![contact.0], vec![contact.1]),
+                Err(e) => return Ok(Err(e)),
+            },
+        };
+        let Some(core) = self.services.core.get() else {
+            return Ok(Err("the proxy core is not running".into()));
+        };
+        let Some(tx) = core.find_tx(tid) else {
+            return Ok(Err(format!("transaction {tid} does not exist (ended or never existed)")));
+        };
+        let cancel = flags.contains(InjectFlags::CANCEL_EXISTING);
+        Ok(tx.inject(targets, next_hops, cancel).map_err(|e| e.to_string()))
+    }
+}
+
+impl HostState {
+    /// The Forward for the request as the route shaped it; with `targets`,
+    /// the Request-URI and the branches (which are consumed).
+    fn forward(&mut self, targets: bool) -> Result<Forward, String> {
+        let tx = self.tx().map_err(|e| e.to_string())?.clone();
+        let mut forward = Forward {
+            edits: self.edits.clone(),
+            record_route: self.record_route,
+            on_reply: self.on_reply.clone(),
+            on_failure: self.on_failure.clone(),
+            ..Forward::default()
+        };
+        if targets {
+            let ruri = self.edits.request_uri(tx.request()).to_string();
+            if let Err(e) = Uri::parse(&ruri) {
+                return Err(format!("cannot relay to Request-URI {ruri:?}: {e}"));
+            }
+            forward.targets.push(ruri);
+            forward.next_hops.push(self.ruri_next_hop.clone());
+            for (uri, hop) in self.branches.drain(..) {
+                forward.targets.push(uri);
+                forward.next_hops.push(hop);
+            }
+        }
+        Ok(forward)
+    }
+
+    /// The contact an `E_UL_CONTACT_*` event announces: its `uri`, sent to
+    /// its `received` address when there is one ("udp:IP:PORT" or, as
+    /// OpenSIPS writes it, "sip:IP:PORT").
+    fn event_contact(&self) -> Result<(String, Option<String>), String> {
+        let event = self.event.as_ref().ok_or("no event in this invocation (use it from on-notify)")?;
+        let text = |name: &str| match event.param(name) {
+            Some(crate::events::Value::Str(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        };
+        let uri = text("uri").ok_or_else(|| format!("event {} has no uri parameter", event.name))?;
+        check_sip_uri(&uri)?;
+        let received = text("received").map(|r| match r.strip_prefix("sip:") {
+            Some(rest) => format!("udp:{rest}"),
+            None => r,
+        });
+        Ok((uri, received))
     }
 }

@@ -1,0 +1,192 @@
+//! Call pickup with event-based routing (OpenSIPS's `event_routing` README,
+//! "Call Pickup script").
+//!
+//! Alice calls Bob, a member of pickup group 1: the call rings Bob's
+//! contacts as usual and subscribes to `E_CALL_PICKUP` for group 1. Charlie,
+//! in the same group, calls the pickup service (`*8`): that call is
+//! rejected with `480 Gone` and raises `E_CALL_PICKUP {group, picker, uri,
+//! received}` with Charlie's contact. The subscription runs
+//! [`on_notify`](Route::on_notify) in a fresh instance, which injects
+//! Charlie's contact into Alice's call and cancels Bob's ringing branch:
+//! Charlie's phone rings with Alice's call.
+//!
+//! Settings (`[routes.vars]`): `pickup_group_<user> = "<group>"` per member,
+//! `pickup_code` (the service's user part, default `*8`), `pickup_timeout`
+//! (seconds a ringing call can be picked up, default 30).
+
+use sipbox_guest::events::{self, param};
+use sipbox_guest::tm::{BranchSource, InjectFlags};
+use sipbox_guest::{Event, Method, Request, Route, config, location, tm, uri};
+
+/// The custom event linking the pickup call to the ringing call.
+const PICKUP_EVENT: &str = "E_CALL_PICKUP";
+/// The notify route of ringing calls.
+const PICKUP_ROUTE: &str = "pickup";
+
+struct CallPickup;
+
+impl Route for CallPickup {
+    fn on_request(req: &Request) {
+        let method = req.method();
+        if method == Method::Register {
+            if let Err(e) = location::save() {
+                sipbox_guest::error!("REGISTER not saved: {e}");
+                let _ = tm::reply(500, "Server Internal Error");
+            }
+            return;
+        }
+        if req.is_in_dialog() {
+            route_in_dialog(req, &method);
+            return;
+        }
+        match method {
+            Method::Ack | Method::Cancel => return,
+            Method::Options if req.ruri_user().is_none() => {
+                let _ = tm::reply(200, "OK");
+                return;
+            }
+            _ => {}
+        }
+        let user = req.ruri_user();
+        let pickup_code = config::get("pickup_code").unwrap_or_else(|| "*8".to_owned());
+        if method == Method::Invite && user.as_deref() == Some(pickup_code.as_str()) {
+            pick_up(req);
+            return;
+        }
+
+        tm::record_route();
+        if location::lookup() == 0 {
+            let _ = tm::reply(404, "Not Found");
+            return;
+        }
+        if method == Method::Invite
+            && let Some(group) = user.as_deref().and_then(pickup_group)
+        {
+            // Subscribed before the relay: once the callee rings, a pickup
+            // finds this call.
+            let tid = tm::newtran();
+            let filter = format!("group={}", glob_escape(&group));
+            let timeout = config_u32("pickup_timeout", 30);
+            match events::notify_on_event(PICKUP_EVENT, &[&filter], PICKUP_ROUTE, timeout) {
+                Ok(()) => sipbox_guest::debug!("transaction {tid} can be picked up by group {group}"),
+                // The call itself still goes through, just not pickable.
+                Err(e) => sipbox_guest::warn!("no pickup for transaction {tid}: {e}"),
+            }
+        }
+        if let Err(e) = tm::relay() {
+            sipbox_guest::warn!("{method} to {} not relayed: {e}", req.ruri());
+        }
+    }
+
+    fn on_notify(route: &str, event: &Event, tid: tm::Tid) {
+        if route != PICKUP_ROUTE {
+            return;
+        }
+        let picker = event.param_str("picker").unwrap_or_default();
+        let primary = event.param_str("uri").unwrap_or_default();
+        // The picker's contact (to its NAT address when it has one), and
+        // Bob's ringing branches are cancelled once it is forked.
+        match tm::inject_branches(tid, &BranchSource::EventContact, InjectFlags::CANCEL_EXISTING) {
+            Ok(_) => sipbox_guest::info!("call {tid} picked up by {picker}: ringing {primary}"),
+            Err(e) => {
+                // Answered, cancelled or ended meanwhile.
+                sipbox_guest::info!("call {tid} cannot be picked up by {picker}: {e}");
+                return;
+            }
+        }
+        // The picker's other registered devices ring too. Only those
+        // reachable at their Contact: a contact behind a NAT needs its
+        // `received` address, which only the event's own contact carries.
+        let others: Vec<String> = location::lookup_aor(&picker)
+            .into_iter()
+            .filter(|c| c.uri != primary && c.received.is_none())
+            .map(|c| c.uri)
+            .collect();
+        if !others.is_empty()
+            && let Err(e) = tm::inject_branches(tid, &BranchSource::Uris(others), InjectFlags::empty())
+        {
+            sipbox_guest::warn!("other contacts of {picker} not injected into {tid}: {e}");
+        }
+    }
+}
+
+/// A call to the pickup service: reject it (the picked call will ring the
+/// picker instead) and raise the pickup event for the picker's group.
+fn pick_up(req: &Request) {
+    let picker = req.from_uri();
+    let Some(group) = uri::user(&picker).and_then(pickup_group) else {
+        let _ = tm::reply(403, "Not In A Pickup Group");
+        return;
+    };
+    // As OpenSIPS: the picker's own call ends here; the picked call comes
+    // to the picker as a new INVITE.
+    let _ = tm::newtran();
+    let _ = tm::reply(480, "Gone");
+
+    let (contact, received) = match location::lookup_aor(&picker).into_iter().next() {
+        Some(c) => (c.uri, c.received.unwrap_or_default()),
+        // Not registered: call back the Contact of this very request, at the
+        // address it came from.
+        None => {
+            let Some(contact) = req.header("Contact") else {
+                sipbox_guest::info!("pickup by {picker}: no registration and no Contact");
+                return;
+            };
+            let src = req.source();
+            let host = if src.ip.contains(':') { format!("[{}]", src.ip) } else { src.ip.clone() };
+            (uri::addr_spec(&contact).to_owned(), format!("{}:{host}:{}", src.transport, src.port))
+        }
+    };
+    let params = [
+        param("group", group.as_str()),
+        param("picker", picker.as_str()),
+        param("uri", contact.as_str()),
+        param("received", received),
+    ];
+    match events::raise(PICKUP_EVENT, &params) {
+        Ok(0) => sipbox_guest::info!("pickup by {picker}: no call ringing in group {group}"),
+        Ok(n) => sipbox_guest::info!("pickup by {picker} ({contact}) raised for {n} ringing call(s) of group {group}"),
+        Err(e) => sipbox_guest::error!("cannot raise {PICKUP_EVENT}: {e}"),
+    }
+}
+
+/// The pickup group of `user`, from `pickup_group_<user>`.
+fn pickup_group(user: &str) -> Option<String> {
+    config::get(&format!("pickup_group_{user}")).map(|g| g.trim().to_owned()).filter(|g| !g.is_empty())
+}
+
+/// In-dialog requests, as the default route: loose routing, or the callee's
+/// contact when a UA addresses the proxy itself.
+fn route_in_dialog(req: &Request, method: &Method) {
+    if !tm::loose_route() && tm::is_myself(&req.ruri()) && location::lookup() == 0 {
+        if *method != Method::Ack {
+            let _ = tm::reply(404, "Not Here");
+        }
+        return;
+    }
+    if let Err(e) = tm::relay() {
+        sipbox_guest::info!("in-dialog {method} not relayed: {e}");
+        if *method != Method::Ack {
+            let _ = tm::reply(404, "Not Here");
+        }
+    }
+}
+
+/// A positive integer setting, or `default` when absent or malformed.
+fn config_u32(name: &str, default: u32) -> u32 {
+    config::get(name).and_then(|v| v.trim().parse().ok()).filter(|n| *n > 0).unwrap_or(default)
+}
+
+/// `value` as a glob matching only itself (filters are shell wildcards).
+fn glob_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+sipbox_guest::route!(CallPickup);

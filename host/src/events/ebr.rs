@@ -1,0 +1,537 @@
+//! Event-based routing (OpenSIPS `event_routing`, EBR): a SIP processing
+//! subscribes to an event raised by another, unrelated one.
+//!
+//! - [`EventBus::notify_on_event`]: a multi-shot subscription that lives until
+//!   its timeout; every matching raise runs the [`NotifyHandler`] (the
+//!   runtime's `on-notify` export in a fresh instance) with the route name,
+//!   the event and the subscriber's transaction id.
+//! - [`EventBus::wait_for_event`]: a one-shot waiter; its future resolves with
+//!   the first matching event, or `None` when the host timer fires.
+//!
+//! # Internals
+//! Entries live per event name in one mutex-guarded table, separate from the
+//! EVI subscriber table so sinks and EBR never contend. `raise` calls
+//! [`Ebr::dispatch`] which, under the lock, only does matching, `oneshot`
+//! sends and bookkeeping; notify runs are spawned afterwards, capped by a
+//! semaphore (over the cap they are dropped and counted). Nothing blocks.
+//!
+//! Entries whose filters include one without wildcards (`callid=abc`) are
+//! indexed by that (key, value), so a raise finds its one waiter among
+//! 10,000 with a hash lookup; the others are scanned linearly.
+//!
+//! Expiry: every wait is bounded by its own `tokio::time::timeout`, and its
+//! future removes the waiter when it ends or is dropped (the suspended
+//! guest's call was cancelled). Notify subscriptions (and any waiter whose
+//! future leaked) are purged lazily on raise and by the registry's periodic
+//! sweep — unlike OpenSIPS, where a notify subscription lingers until the
+//! next raise.
+
+mod filter;
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, oneshot};
+use tokio::time::Instant;
+
+pub use filter::{Filters, MAX_FILTER_LEN, MAX_FILTERS};
+
+use super::{BoxFut, Event, EventBus, EventError, EventsConfig};
+
+/// Runs notification routes: the runtime implements it by calling the route
+/// component's `on-notify(route, event, tid)` export in a fresh instance.
+pub trait NotifyHandler: Send + Sync + 'static {
+    /// Runs `route` for `event` on behalf of the subscriber whose
+    /// transaction id is `tid`; the future completes when it is done.
+    fn notify(&self, route: Arc<str>, event: Event, tid: u64) -> BoxFut;
+}
+
+/// Live EBR state and counters, for statistics and the MI.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EbrStats {
+    /// `wait_for_event` waiters currently suspended.
+    pub waiters: usize,
+    /// `notify_on_event` subscriptions not yet expired (or not yet purged).
+    pub notify_subscriptions: usize,
+    /// Waiters resumed with an event.
+    pub woken: u64,
+    /// Waits that ended at their timeout.
+    pub timed_out: u64,
+    /// Waits whose future was dropped before an event or the timeout.
+    pub cancelled: u64,
+    /// Notification routes started.
+    pub notified: u64,
+    /// Notifications not run: over `ebr_max_notify_concurrency`, no handler
+    /// installed, or no runtime.
+    pub notify_dropped: u64,
+    /// Subscriptions and waits refused because `ebr_max_waiters` were live.
+    pub refused: u64,
+}
+
+impl EbrStats {
+    /// The counters as `get_statistics` pairs (`ebr_waiters`, ...).
+    pub fn to_pairs(&self) -> Vec<(String, u64)> {
+        let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        [
+            ("ebr_waiters", n(self.waiters)),
+            ("ebr_notify_subscriptions", n(self.notify_subscriptions)),
+            ("ebr_woken", self.woken),
+            ("ebr_timed_out", self.timed_out),
+            ("ebr_cancelled", self.cancelled),
+            ("ebr_notified", self.notified),
+            ("ebr_notify_dropped", self.notify_dropped),
+            ("ebr_refused", self.refused),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}
+
+/// The EBR half of an [`EventBus`] (one per bus).
+pub(crate) struct Ebr {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    table: Mutex<Table>,
+    max_entries: usize,
+    notify_slots: Arc<Semaphore>,
+    handler: RwLock<Option<Arc<dyn NotifyHandler>>>,
+    runtime: Option<tokio::runtime::Handle>,
+    woken: AtomicU64,
+    timed_out: AtomicU64,
+    cancelled: AtomicU64,
+    notified: AtomicU64,
+    notify_dropped: AtomicU64,
+    refused: AtomicU64,
+}
+
+#[derive(Default)]
+struct Table {
+    by_event: HashMap<Arc<str>, EventSubs>,
+    next_id: u64,
+    waiters: usize,
+    notifies: usize,
+}
+
+/// The EBR entries of one event.
+#[derive(Default)]
+struct EventSubs {
+    entries: HashMap<u64, Entry>,
+    /// Entries without a wildcard-free filter, in subscription order.
+    scan: BTreeSet<u64>,
+    /// lower-case key → exact value → entries (see [`Filters::index_key`]).
+    index: HashMap<Box<str>, HashMap<Box<str>, Vec<u64>>>,
+}
+
+struct Entry {
+    filters: Filters,
+    expires_at: Instant,
+    kind: Kind,
+}
+
+enum Kind {
+    Notify { route: Arc<str>, tid: u64 },
+    Wait { tx: oneshot::Sender<Event> },
+}
+
+/// A notification to start once the table lock is released.
+struct Job {
+    route: Arc<str>,
+    tid: u64,
+}
+
+impl Ebr {
+    pub(crate) fn new(cfg: &EventsConfig, runtime: Option<tokio::runtime::Handle>) -> Ebr {
+        Ebr {
+            shared: Arc::new(Shared {
+                table: Mutex::new(Table::default()),
+                max_entries: cfg.ebr_max_waiters,
+                notify_slots: Arc::new(Semaphore::new(cfg.ebr_max_notify_concurrency.clamp(1, Semaphore::MAX_PERMITS))),
+                handler: RwLock::new(None),
+                runtime,
+                woken: AtomicU64::new(0),
+                timed_out: AtomicU64::new(0),
+                cancelled: AtomicU64::new(0),
+                notified: AtomicU64::new(0),
+                notify_dropped: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Hands `event` to every matching EBR entry: waiters get it and go,
+    /// notify subscriptions start their route and stay. Expired entries met
+    /// on the way are removed. Returns how many entries matched.
+    pub(crate) fn dispatch(&self, event: &Event, now: Instant) -> usize {
+        let mut jobs = Vec::new();
+        let mut matched = 0;
+        {
+            let mut guard = self.shared.lock();
+            let table = &mut *guard;
+            let Some(subs) = table.by_event.get_mut(&*event.name) else { return 0 };
+            let (mut hits, mut dead) = (Vec::new(), Vec::new());
+            subs.candidates(event, |id, entry| {
+                if entry.expires_at <= now {
+                    dead.push(id);
+                } else if entry.filters.matches(event) {
+                    hits.push(id);
+                }
+            });
+            for id in hits {
+                match subs.entries.get(&id).map(|e| &e.kind) {
+                    Some(Kind::Notify { route, tid }) => {
+                        jobs.push(Job { route: route.clone(), tid: *tid });
+                        matched += 1;
+                    }
+                    Some(Kind::Wait { .. }) => {
+                        // A waiter fires once. A closed receiver (its future
+                        // is being dropped right now) does not count.
+                        if let Some(Entry { kind: Kind::Wait { tx }, .. }) = subs.remove(id) {
+                            table.waiters -= 1;
+                            if tx.send(event.clone()).is_ok() {
+                                matched += 1;
+                                self.shared.woken.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    None => {}
+                }
+            }
+            for id in dead {
+                match subs.remove(id).map(|e| e.kind) {
+                    Some(Kind::Wait { .. }) => table.waiters -= 1,
+                    Some(Kind::Notify { .. }) => table.notifies -= 1,
+                    None => {}
+                }
+            }
+            table.drop_if_empty(&event.name);
+        }
+        if !jobs.is_empty() {
+            self.start_notifications(jobs, event);
+        }
+        matched
+    }
+
+    fn start_notifications(&self, jobs: Vec<Job>, event: &Event) {
+        let shared = &self.shared;
+        let handler = shared.handler.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let runtime = shared.runtime.clone().or_else(|| tokio::runtime::Handle::try_current().ok());
+        let (Some(handler), Some(runtime)) = (handler, runtime) else {
+            tracing::warn!(event = %event.name, count = jobs.len(), "EBR notification dropped: no handler or runtime");
+            shared.notify_dropped.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+            return;
+        };
+        for job in jobs {
+            let Ok(permit) = shared.notify_slots.clone().try_acquire_owned() else {
+                tracing::warn!(event = %event.name, route = %job.route, "EBR notification dropped: too many running");
+                shared.notify_dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            shared.notified.fetch_add(1, Ordering::Relaxed);
+            let (handler, event) = (handler.clone(), event.clone());
+            runtime.spawn(async move {
+                handler.notify(job.route, event, job.tid).await;
+                drop(permit);
+            });
+        }
+    }
+
+    /// Whether some EBR entry for `name` is still live.
+    pub(crate) fn has_subscribers(&self, name: &str, now: Instant) -> bool {
+        let table = self.shared.lock();
+        table.by_event.get(name).is_some_and(|s| s.entries.values().any(|e| e.expires_at > now))
+    }
+
+    /// Removes every expired entry (the registry's periodic sweep).
+    pub(crate) fn purge(&self, now: Instant) {
+        let mut table = self.shared.lock();
+        let mut dead = Vec::new();
+        for (name, subs) in &table.by_event {
+            for (&id, e) in &subs.entries {
+                if e.expires_at <= now {
+                    dead.push((name.clone(), id));
+                }
+            }
+        }
+        for (name, id) in dead {
+            table.remove(&name, id);
+            table.drop_if_empty(&name);
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Ebr {
+    /// Adds an entry, or refuses it when `max_entries` are live (expired
+    /// ones are purged first, so a burst of stale entries does not refuse).
+    fn insert(&self, event: Arc<str>, entry: Entry, now: Instant) -> Result<u64, EventError> {
+        let shared = &self.shared;
+        let mut table = shared.lock();
+        if table.waiters + table.notifies >= shared.max_entries {
+            drop(table);
+            self.purge(now);
+            table = shared.lock();
+            if table.waiters + table.notifies >= shared.max_entries {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(EventError::EbrLimit(shared.max_entries));
+            }
+        }
+        let id = table.next_id;
+        table.next_id += 1;
+        match entry.kind {
+            Kind::Wait { .. } => table.waiters += 1,
+            Kind::Notify { .. } => table.notifies += 1,
+        }
+        let subs = table.by_event.entry(event).or_default();
+        match entry.filters.index_key() {
+            Some((key, value)) => subs.index.entry(key.into()).or_default().entry(value.into()).or_default().push(id),
+            None => {
+                subs.scan.insert(id);
+            }
+        }
+        subs.entries.insert(id, entry);
+        Ok(id)
+    }
+
+    /// Removes the notify subscriptions made by transaction `tid`.
+    fn cancel_notifications(&self, tid: u64) -> usize {
+        let mut table = self.shared.lock();
+        let mut gone = Vec::new();
+        for (name, subs) in &table.by_event {
+            for (&id, e) in &subs.entries {
+                if matches!(e.kind, Kind::Notify { tid: t, .. } if t == tid) {
+                    gone.push((name.clone(), id));
+                }
+            }
+        }
+        for (name, id) in &gone {
+            table.remove(name, *id);
+            table.drop_if_empty(name);
+        }
+        gone.len()
+    }
+
+    fn stats(&self) -> EbrStats {
+        let shared = &self.shared;
+        let (waiters, notify_subscriptions) = {
+            let table = shared.lock();
+            (table.waiters, table.notifies)
+        };
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        EbrStats {
+            waiters,
+            notify_subscriptions,
+            woken: get(&shared.woken),
+            timed_out: get(&shared.timed_out),
+            cancelled: get(&shared.cancelled),
+            notified: get(&shared.notified),
+            notify_dropped: get(&shared.notify_dropped),
+            refused: get(&shared.refused),
+        }
+    }
+}
+
+impl Table {
+    /// Removes one entry (if still there), keeping the counts right.
+    fn remove(&mut self, event: &str, id: u64) -> Option<Entry> {
+        let entry = self.by_event.get_mut(event)?.remove(id)?;
+        match entry.kind {
+            Kind::Wait { .. } => self.waiters -= 1,
+            Kind::Notify { .. } => self.notifies -= 1,
+        }
+        Some(entry)
+    }
+
+    fn drop_if_empty(&mut self, event: &str) {
+        if self.by_event.get(event).is_some_and(|s| s.entries.is_empty()) {
+            self.by_event.remove(event);
+        }
+    }
+}
+
+impl EventSubs {
+    /// Calls `f` for every entry that may match `event`: those indexed under
+    /// one of its (param, value) pairs, then the unindexed ones.
+    fn candidates(&self, event: &Event, mut f: impl FnMut(u64, &Entry)) {
+        let mut seen: Vec<u64> = Vec::new();
+        if !self.index.is_empty() {
+            for (name, value) in &event.params.0 {
+                let Some(name) = name.as_deref() else { continue };
+                for (key, values) in &self.index {
+                    if !name.eq_ignore_ascii_case(key) {
+                        continue;
+                    }
+                    let ids = filter::with_text(value, |text| std::str::from_utf8(text).ok().and_then(|t| values.get(t)));
+                    seen.extend_from_slice(ids.map_or(&[][..], |ids| &ids[..]));
+                }
+            }
+            // Two params with the same name and value would list an entry twice.
+            seen.sort_unstable();
+            seen.dedup();
+        }
+        for id in seen.into_iter().chain(self.scan.iter().copied()) {
+            if let Some(entry) = self.entries.get(&id) {
+                f(id, entry);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let entry = self.entries.remove(&id)?;
+        match entry.filters.index_key() {
+            Some((key, value)) => {
+                if let Some(values) = self.index.get_mut(key) {
+                    if let Some(ids) = values.get_mut(value) {
+                        ids.retain(|&i| i != id);
+                        if ids.is_empty() {
+                            values.remove(value);
+                        }
+                    }
+                    if values.is_empty() {
+                        self.index.remove(key);
+                    }
+                }
+            }
+            None => {
+                self.scan.remove(&id);
+            }
+        }
+        Some(entry)
+    }
+}
+
+/// Far enough to mean "never" without overflowing `Instant`.
+const FAR: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+fn deadline(now: Instant, timeout: Duration) -> Instant {
+    now.checked_add(timeout.min(FAR)).unwrap_or(now)
+}
+
+/// Removes a waiter whose future ended without its event or was dropped.
+struct WaitGuard {
+    shared: Arc<Shared>,
+    event: Arc<str>,
+    id: u64,
+    /// False once the entry is known gone (dispatched, purged, removed).
+    live: bool,
+}
+
+impl WaitGuard {
+    /// The entry is already gone: nothing to remove on drop.
+    fn disarm(&mut self) {
+        self.live = false;
+    }
+
+    /// Removes the entry if still there; true when it was.
+    fn remove(&mut self) -> bool {
+        if !std::mem::replace(&mut self.live, false) {
+            return false;
+        }
+        let mut table = self.shared.lock();
+        let gone = table.remove(&self.event, self.id).is_some();
+        table.drop_if_empty(&self.event);
+        gone
+    }
+}
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        if self.remove() {
+            self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl EventBus {
+    /// Installs the handler that runs notification routes (the runtime).
+    /// Without one, matching notify subscriptions are dropped and counted.
+    pub fn set_notify_handler(&self, h: Arc<dyn NotifyHandler>) {
+        *self.ebr().shared.handler.write().unwrap_or_else(|p| p.into_inner()) = Some(h);
+    }
+
+    /// OpenSIPS `notify_on_event`: until `timeout` passes, every raise of
+    /// `event` that matches `filters` calls the [`NotifyHandler`] with
+    /// `route`, the event and `tid` (zero or several times). Publishes the
+    /// event name if unknown.
+    ///
+    /// # Errors
+    /// A bad event name; [`EventError::EbrLimit`] when `ebr_max_waiters`
+    /// subscriptions and waiters are live.
+    pub fn notify_on_event(
+        &self,
+        event: &str,
+        filters: Filters,
+        route: Arc<str>,
+        tid: u64,
+        timeout: Duration,
+    ) -> Result<(), EventError> {
+        self.publish(event)?;
+        let now = Instant::now();
+        let entry = Entry { filters, expires_at: deadline(now, timeout), kind: Kind::Notify { route, tid } };
+        self.ebr().insert(Arc::from(event), entry, now).map(drop)
+    }
+
+    /// OpenSIPS `wait_for_event`: the returned future resolves with the
+    /// first raise of `event` matching `filters`, or `None` once `timeout`
+    /// passes (a host timer, whatever the waiting guest does). The waiter is
+    /// registered before this returns, so a raise right after is not missed;
+    /// dropping the future (the suspended call was cancelled) removes it at
+    /// once. Publishes the event name if unknown.
+    ///
+    /// # Errors
+    /// A bad event name; [`EventError::EbrLimit`] when `ebr_max_waiters`
+    /// subscriptions and waiters are live.
+    pub fn wait_for_event(
+        &self,
+        event: &str,
+        filters: Filters,
+        timeout: Duration,
+    ) -> Result<impl Future<Output = Option<Event>> + Send + 'static, EventError> {
+        self.publish(event)?;
+        let now = Instant::now();
+        let (tx, rx) = oneshot::channel();
+        let name: Arc<str> = Arc::from(event);
+        let ebr = self.ebr();
+        let entry = Entry { filters, expires_at: deadline(now, timeout), kind: Kind::Wait { tx } };
+        let id = ebr.insert(name.clone(), entry, now)?;
+        let mut guard = WaitGuard { shared: ebr.shared.clone(), event: name, id, live: true };
+        Ok(async move {
+            let got = tokio::time::timeout_at(deadline(now, timeout), rx).await;
+            match got {
+                Ok(Ok(event)) => {
+                    // `dispatch` removed the entry when it sent.
+                    guard.disarm();
+                    Some(event)
+                }
+                // The sender went without sending: purged as expired.
+                Ok(Err(_)) | Err(_) => {
+                    guard.remove();
+                    guard.shared.timed_out.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            }
+        })
+    }
+
+    /// Removes the notify subscriptions transaction `tid` made (call it when
+    /// the transaction completes, so a late event does not run a route for
+    /// a finished call). Returns how many there were.
+    pub fn cancel_notifications(&self, tid: u64) -> usize {
+        self.ebr().cancel_notifications(tid)
+    }
+
+    /// Live EBR subscriptions and waiters, and counters.
+    pub fn ebr_stats(&self) -> EbrStats {
+        self.ebr().stats()
+    }
+}

@@ -1,0 +1,88 @@
+//! `sipbox:route/rest`: outbound HTTP for routes (push notifications, lookups
+//! in external services). The guest's fiber is suspended while the request
+//! is in flight. Bounded: a timeout of at most [`MAX_TIMEOUT_MS`] and a
+//! response body of at most [`MAX_BODY`] bytes.
+
+use std::time::Duration;
+
+use crate::runtime::bindings::rest::{self, Header, Response};
+use crate::runtime::state::HostState;
+
+/// Longest a route may wait for one HTTP exchange.
+pub(crate) const MAX_TIMEOUT_MS: u32 = 60_000;
+/// Largest response body handed to a guest (its memory is bounded too).
+pub(crate) const MAX_BODY: usize = 1 << 20;
+
+fn check_url(url: &str) -> Result<reqwest::Url, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    match parsed.scheme() {
+        "http" | "https" => Ok(parsed),
+        other => Err(format!("unsupported URL scheme {other:?} (http or https expected)")),
+    }
+}
+
+impl HostState {
+    async fn http(
+        &mut self,
+        method: reqwest::Method,
+        url: String,
+        headers: Vec<Header>,
+        body: Option<Vec<u8>>,
+        timeout_ms: u32,
+    ) -> Result<Response, String> {
+        let url = check_url(&url)?;
+        if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
+            return Err(format!("timeout-ms must be 1..={MAX_TIMEOUT_MS}"));
+        }
+        let mut request = self.services.http.request(method, url).timeout(Duration::from_millis(timeout_ms.into()));
+        for h in headers {
+            if h.name.contains(['\r', '\n']) || h.value.contains(['\r', '\n']) {
+                return Err(format!("header {:?} contains CR or LF", h.name));
+            }
+            request = request.header(h.name, h.value);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let fetch = async {
+            let mut response = request.send().await.map_err(|e| format!("HTTP request failed: {e}"))?;
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(n, v)| Header { name: n.to_string(), value: String::from_utf8_lossy(v.as_bytes()).into_owned() })
+                .collect();
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| format!("reading the HTTP body: {e}"))? {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(format!("HTTP response body larger than {MAX_BODY} bytes"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Response { status, headers, body })
+        };
+        // reqwest's timeout covers the whole exchange, body included.
+        self.suspended(Duration::from_millis(timeout_ms.into()), fetch).await
+    }
+}
+
+impl rest::Host for HostState {
+    async fn get(
+        &mut self,
+        url: String,
+        headers: Vec<Header>,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<Response, String>> {
+        Ok(self.http(reqwest::Method::GET, url, headers, None, timeout_ms).await)
+    }
+
+    async fn post(
+        &mut self,
+        url: String,
+        headers: Vec<Header>,
+        body: Vec<u8>,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<Response, String>> {
+        Ok(self.http(reqwest::Method::POST, url, headers, Some(body), timeout_ms).await)
+    }
+}
