@@ -1,0 +1,183 @@
+//! Suspended guests at scale (issue 4): N INVITEs over real UDP to the
+//! `dtmf-detect` route, each of which answers 183 and parks in
+//! `events.wait-for-event("E_DTMF", ["callid=..."])`. Reports the RSS each
+//! parked guest costs (its instance, fiber stack and SIP transaction), then
+//! raises one `E_DTMF` per call and reports the resume latency: from the
+//! raise to the route's `403` arriving back at the caller's socket.
+//!
+//! `cargo bench -p sipbox --bench suspend [-- N]` (default 10000).
+
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sipbox::events::{Event, EventBus, EventsConfig, Params};
+use sipbox::location::{Location, LocationConfig};
+use sipbox::runtime::{Limits, RouteSource, Runtime};
+use sipbox::transaction::{Core, Timers};
+use sipbox::transport::{DeferredHandler, ListenSpec, Proto, Transports};
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn invite(i: usize, from: SocketAddr, to: SocketAddr) -> String {
+    format!(
+        "INVITE sip:pin-bob@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-bench-{i};rport\r\n\
+         From: <sip:caller@{from}>;tag=t{i}\r\nTo: <sip:pin-bob@{to}>\r\nCall-ID: bench-{i}\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:caller@{from}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// Call index and status of a response, from its Call-ID `bench-N`.
+fn parse_response(buf: &[u8]) -> Option<(usize, u16)> {
+    let text = std::str::from_utf8(buf).ok()?;
+    let status = text.get(8..11)?.parse().ok()?;
+    let start = text.find("Call-ID: bench-")? + "Call-ID: bench-".len();
+    let end = start + text[start..].find("\r\n")?;
+    Some((text[start..end].parse().ok()?, status))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    sipbox::server::init_logging("warn");
+    let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(10_000);
+    let route = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm-routes/wasm32-wasip2/release/dtmf_detect.wasm");
+    anyhow::ensure!(route.exists(), "{} missing: build the host first (cargo build)", route.display());
+
+    let location = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() })?;
+    let limits = Limits { max_instances: (n + 64) as u32, memory_mb: 4, ..Limits::default() };
+    let runtime = Runtime::new(limits, location, RouteSource::File(route))?;
+    let bus = EventBus::new(&EventsConfig { ebr_max_waiters: n + 64, ..EventsConfig::default() });
+    runtime.set_event_bus(bus.clone());
+    let mut vars = std::collections::BTreeMap::new();
+    vars.insert("dtmf_timeout".to_string(), "600".to_string());
+    runtime.set_vars(vars);
+    let deferred = DeferredHandler::new();
+    let listen = [ListenSpec { proto: Proto::Udp, addr: "127.0.0.1:0".parse()? }];
+    let transports = Transports::bind(&listen, deferred.clone()).await?;
+    let server = transports.listeners()[0].addr;
+    let core = Core::new(transports, Timers::default(), Arc::new(runtime.clone()));
+    runtime.set_core(core.clone());
+    deferred.set(Arc::new(core.clone()));
+
+    // The caller: one socket, a thread recording when each call's 183 and
+    // final response arrive.
+    let caller = UdpSocket::bind("127.0.0.1:0")?;
+    let from = caller.local_addr()?;
+    let receiver = caller.try_clone()?;
+    receiver.set_read_timeout(Some(Duration::from_millis(200)))?;
+    type Seen = Arc<Mutex<(HashSet<usize>, HashMap<usize, Instant>)>>;
+    let seen: Seen = Arc::new(Mutex::new((HashSet::with_capacity(n), HashMap::with_capacity(n))));
+    let recorder = seen.clone();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = done.clone();
+    let thread = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let Ok(len) = receiver.recv(&mut buf) else { continue };
+            if let Some((i, status)) = parse_response(&buf[..len]) {
+                let mut seen = recorder.lock().unwrap();
+                match status {
+                    183 => {
+                        seen.0.insert(i);
+                    }
+                    200..=699 => {
+                        seen.1.insert(i, Instant::now());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
+
+    // Warm up (compile caches, pool slots), then measure the base RSS.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let base_rss = rss_kib();
+    let park_start = Instant::now();
+    for i in 0..n {
+        caller.send_to(invite(i, from, server).as_bytes(), server)?;
+        // Keep at most 100 INVITEs in flight, so loopback buffers rarely drop.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen.lock().unwrap().0.len() + 100 < i && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+    // As a UAC would: retransmit INVITEs that got no 183 (a datagram was
+    // dropped); the server absorbs the retransmission and resends the 183.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let missing: Vec<usize> = {
+            let seen = seen.lock().unwrap();
+            (0..n).filter(|i| !seen.0.contains(i)).collect()
+        };
+        if missing.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        for i in missing {
+            caller.send_to(invite(i, from, server).as_bytes(), server)?;
+        }
+    }
+    let parked = seen.lock().unwrap().0.len();
+    let park_time = park_start.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let parked_rss = rss_kib();
+    let (live, size) = runtime.instances();
+
+    // Wake each call with its own event; the wrong digit makes the route
+    // answer 403 right after it resumes.
+    let mut raised = Vec::with_capacity(n);
+    let wake_start = Instant::now();
+    for i in 0..n {
+        let params = Params::new().with("callid", format!("bench-{i}")).with("digit", "9");
+        raised.push(Instant::now());
+        bus.raise(Event::new("E_DTMF", params));
+        if i % 500 == 499 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.lock().unwrap().1.len() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let wake_time = wake_start.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = thread.join();
+
+    let finals = seen.lock().unwrap();
+    let mut latencies: Vec<Duration> =
+        finals.1.iter().map(|(i, at)| at.saturating_duration_since(raised[*i])).collect();
+    latencies.sort();
+    let per_guest = (parked_rss.saturating_sub(base_rss)) as f64 / parked.max(1) as f64;
+
+    println!("| metric | value |");
+    println!("|---|---|");
+    println!("| calls sent | {n} |");
+    println!("| guests parked in wait-for-event (183 received) | {parked} |");
+    println!("| live route instances while parked | {live} of {size} |");
+    println!("| time to park all | {:.2} s |", park_time.as_secs_f64());
+    println!("| RSS before / parked | {} MiB / {} MiB |", base_rss / 1024, parked_rss / 1024);
+    println!("| RSS per parked guest (instance + stack + transaction) | {per_guest:.1} KiB |");
+    println!("| calls resumed and answered | {} |", finals.1.len());
+    println!("| time to wake all (raise loop to last answer) | {:.2} s |", wake_time.as_secs_f64());
+    println!("| resume latency p50 | {:.2} ms |", percentile(&latencies, 0.50).as_secs_f64() * 1e3);
+    println!("| resume latency p99 | {:.2} ms |", percentile(&latencies, 0.99).as_secs_f64() * 1e3);
+    anyhow::ensure!(parked == n && finals.1.len() == n, "not every call parked and resumed");
+    Ok(())
+}
