@@ -160,10 +160,17 @@ fn contact_update(
     })
 }
 
-/// `"proto:ip:port"` of the request's source when it is not where the
-/// Contact points (NAT, or a TCP connection from an ephemeral port), so
-/// requests for the binding go back the way the REGISTER came. IPv6 sources
-/// are bracketed: `udp:[2001:db8::1]:5060`.
+/// `"proto:ip:port"` of the request's source when requests for the binding
+/// must go back the way the REGISTER came rather than to the Contact:
+/// - over TCP, unless the connection came from the Contact's own address and
+///   port (UAs connect from ephemeral ports and may not listen; replies and
+///   requests reuse the connection, RFC 5923-style);
+/// - over UDP, when the source IP differs from the Contact's IP (a NAT'd
+///   private address). A different port on the same IP is a UA with several
+///   sockets or a third-party registration (RFC 3261 10.2), where the Contact
+///   is right, as OpenSIPS does without `fix_nated_register()`.
+///
+/// IPv6 sources are bracketed: `udp:[2001:db8::1]:5060`.
 pub(crate) fn received_for(contact: &Uri<'_>, src: SocketAddr, proto: Proto) -> Option<String> {
     let sips = contact.scheme.eq_ignore_ascii_case("sips");
     let transport = match contact.param("transport") {
@@ -173,11 +180,13 @@ pub(crate) fn received_for(contact: &Uri<'_>, src: SocketAddr, proto: Proto) -> 
     };
     let host = contact.host.trim_start_matches('[').trim_end_matches(']');
     let port = contact.port.unwrap_or(if sips { 5061 } else { 5060 });
-    let same = host.parse::<IpAddr>().is_ok_and(|ip| ip.to_canonical() == src.ip().to_canonical())
-        && port == src.port()
-        && transport == Some(proto);
+    let same_ip = host.parse::<IpAddr>().is_ok_and(|ip| ip.to_canonical() == src.ip().to_canonical());
+    let direct = match proto {
+        Proto::Tcp => same_ip && port == src.port() && transport == Some(proto),
+        Proto::Udp => same_ip && transport == Some(proto),
+    };
     let src = SocketAddr::new(src.ip().to_canonical(), src.port());
-    (!same).then(|| format!("{}:{src}", proto.as_str()))
+    (!direct).then(|| format!("{}:{src}", proto.as_str()))
 }
 
 /// The AOR of a SIP URI: the user part, plus `@host` with `use_domain`.

@@ -300,11 +300,18 @@ async fn received_is_stored_when_the_source_differs() {
     let tcp = bindings.iter().find(|b| b.contact.ends_with("transport=TCP")).unwrap();
     assert_eq!(tcp.received, None);
 
+    // Same IP, another port, over UDP: a third-party registration or a UA with
+    // several sockets; the Contact is where requests go.
+    let other_port: SocketAddr = "192.168.1.10:5071".parse().unwrap();
+    let msg = reg(5).user("carol").contact("<sip:carol@192.168.1.10:5070>").build();
+    loc.save(&msg, other_port, Proto::Udp);
+    assert_eq!(loc.lookup("carol")[0].received, None);
+
     // IPv6 sources are bracketed so the port stays unambiguous.
-    let v6: SocketAddr = "[2001:db8::1]:5062".parse().unwrap();
+    let v6: SocketAddr = "[2001:db8::2]:5062".parse().unwrap();
     let msg = reg(1).user("bob").contact("<sip:bob@[2001:db8::1]:5060>").build();
     loc.save(&msg, v6, Proto::Udp);
-    assert_eq!(loc.lookup("bob")[0].received.as_deref(), Some("udp:[2001:db8::1]:5062"));
+    assert_eq!(loc.lookup("bob")[0].received.as_deref(), Some("udp:[2001:db8::2]:5062"));
 }
 
 #[tokio::test]

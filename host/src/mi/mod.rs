@@ -56,7 +56,7 @@ pub const MAX_UDP_IN_FLIGHT: usize = 64;
 /// ```toml
 /// [mi]
 /// http = "127.0.0.1:8888"   # JSON-RPC over HTTP: POST /mi ("" disables)
-/// udp = "127.0.0.1:8889"    # JSON-RPC over UDP datagrams ("" disables)
+/// udp = "127.0.0.1:8080"    # JSON-RPC over UDP datagrams ("" disables)
 /// ```
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -69,13 +69,13 @@ pub struct MiConfig {
     /// `IP:PORT` of the datagram listener (opensips-cli `datagram_ip`/
     /// `datagram_port`, call-api `mi.url`); empty disables it.
     ///
-    /// Default: `"127.0.0.1:8889"`.
+    /// Default: `"127.0.0.1:8080"`.
     pub udp: String,
 }
 
 impl Default for MiConfig {
     fn default() -> Self {
-        MiConfig { http: "127.0.0.1:8888".into(), udp: "127.0.0.1:8889".into() }
+        MiConfig { http: "127.0.0.1:8888".into(), udp: "127.0.0.1:8080".into() }
     }
 }
 

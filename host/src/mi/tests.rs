@@ -363,7 +363,7 @@ async fn cli_client_builds_opensips_cli_params() {
 fn config_defaults_and_validation() {
     let cfg = MiConfig::default();
     assert_eq!(cfg.http_addr().expect("ok"), Some("127.0.0.1:8888".parse().expect("addr")));
-    assert_eq!(cfg.udp_addr().expect("ok"), Some("127.0.0.1:8889".parse().expect("addr")));
+    assert_eq!(cfg.udp_addr().expect("ok"), Some("127.0.0.1:8080".parse().expect("addr")));
     let off: MiConfig = toml::from_str("http = \"\"\nudp = \"\"").expect("parses");
     assert_eq!((off.http_addr().expect("ok"), off.udp_addr().expect("ok")), (None, None));
     let partial: MiConfig = toml::from_str("udp = \"[::1]:9000\"").expect("parses");
