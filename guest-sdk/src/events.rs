@@ -60,6 +60,19 @@ pub fn wait_for_event(event: &str, filters: &[&str], timeout_s: u32) -> Result<O
     raw::wait_for_event(event, &filters, timeout_s).map_err(Error::from)
 }
 
+/// `value` as a glob that matches only itself, for building filters from
+/// data (a Call-ID or user name may contain `*`, `?` or `[`).
+pub fn glob_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 impl crate::Event {
     /// The value of the first parameter called `name` (case-sensitive, like
     /// OpenSIPS's `$param(name)`).

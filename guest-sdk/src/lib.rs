@@ -54,6 +54,7 @@ pub mod events;
 pub mod rest;
 pub mod location;
 pub mod log;
+pub mod proxy;
 mod message;
 pub mod tm;
 pub mod uri;

@@ -16,7 +16,7 @@
 
 use sipbox_guest::events::{self, param};
 use sipbox_guest::tm::{BranchSource, InjectFlags};
-use sipbox_guest::{Event, Method, Request, Route, config, location, tm, uri};
+use sipbox_guest::{proxy, Event, Method, Request, Route, config, location, tm, uri};
 
 /// The custom event linking the pickup call to the ringing call.
 const PICKUP_EVENT: &str = "E_CALL_PICKUP";
@@ -36,7 +36,7 @@ impl Route for CallPickup {
             return;
         }
         if req.is_in_dialog() {
-            route_in_dialog(req, &method);
+            proxy::route_in_dialog(req);
             return;
         }
         match method {
@@ -65,7 +65,7 @@ impl Route for CallPickup {
             // Subscribed before the relay: once the callee rings, a pickup
             // finds this call.
             let tid = tm::newtran();
-            let filter = format!("group={}", glob_escape(&group));
+            let filter = format!("group={}", events::glob_escape(&group));
             let timeout = config_u32("pickup_timeout", 30);
             match events::notify_on_event(PICKUP_EVENT, &[&filter], PICKUP_ROUTE, timeout) {
                 Ok(()) => sipbox_guest::debug!("transaction {tid} can be picked up by group {group}"),
@@ -155,38 +155,11 @@ fn pickup_group(user: &str) -> Option<String> {
     config::get(&format!("pickup_group_{user}")).map(|g| g.trim().to_owned()).filter(|g| !g.is_empty())
 }
 
-/// In-dialog requests, as the default route: loose routing, or the callee's
-/// contact when a UA addresses the proxy itself.
-fn route_in_dialog(req: &Request, method: &Method) {
-    if !tm::loose_route() && tm::is_myself(&req.ruri()) && location::lookup() == 0 {
-        if *method != Method::Ack {
-            let _ = tm::reply(404, "Not Here");
-        }
-        return;
-    }
-    if let Err(e) = tm::relay() {
-        sipbox_guest::info!("in-dialog {method} not relayed: {e}");
-        if *method != Method::Ack {
-            let _ = tm::reply(404, "Not Here");
-        }
-    }
-}
 
 /// A positive integer setting, or `default` when absent or malformed.
 fn config_u32(name: &str, default: u32) -> u32 {
     config::get(name).and_then(|v| v.trim().parse().ok()).filter(|n| *n > 0).unwrap_or(default)
 }
 
-/// `value` as a glob matching only itself (filters are shell wildcards).
-fn glob_escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
 
 sipbox_guest::route!(CallPickup);

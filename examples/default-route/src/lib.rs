@@ -1,7 +1,7 @@
 //! The route sipbox runs by default: a registrar and stateful proxy for the
 //! users registered with it, in the spirit of OpenSIPS's default script.
 
-use sipbox_guest::{Method, Request, Route, location, tm};
+use sipbox_guest::{Method, Request, Route, location, proxy, tm};
 
 struct DefaultRoute;
 
@@ -19,24 +19,7 @@ impl Route for DefaultRoute {
         }
 
         if req.is_in_dialog() {
-            // With a route set the next hop is its top entry; without one the
-            // Request-URI is the remote target (RFC 3261 section 16.12). A UA
-            // that ignored our Record-Route (or got none) addresses the proxy
-            // itself: find the user's contact as for a new request.
-            if !tm::loose_route() && tm::is_myself(&req.ruri()) && location::lookup() == 0 {
-                if method != Method::Ack {
-                    let _ = tm::reply(404, "Not Here");
-                }
-                return;
-            }
-            if let Err(e) = tm::relay() {
-                sipbox_guest::info!("in-dialog {method} not relayed: {e}");
-                // ACK has no response; a failed reply means the host answered
-                // already (483), which is fine.
-                if method != Method::Ack {
-                    let _ = tm::reply(404, "Not Here");
-                }
-            }
+            proxy::route_in_dialog(req);
             return;
         }
 

@@ -14,7 +14,7 @@
 //! Other requests are routed like the default route.
 
 use sipbox_guest::events;
-use sipbox_guest::{Method, Request, Route, config, location, tm, uri};
+use sipbox_guest::{proxy, Method, Request, Route, config, location, tm, uri};
 
 /// The event the media server raises for each detected digit.
 const DTMF_EVENT: &str = "E_DTMF";
@@ -32,7 +32,7 @@ impl Route for DtmfDetect {
             return;
         }
         if req.is_in_dialog() {
-            route_in_dialog(req, &method);
+            proxy::route_in_dialog(req);
             return;
         }
         match method {
@@ -48,7 +48,7 @@ impl Route for DtmfDetect {
         let target = req.ruri_user().and_then(|u| u.strip_prefix(prefix.as_str()).map(str::to_owned));
         match target {
             Some(target) if method == Method::Invite && !target.is_empty() => pin_call(req, &target),
-            _ => relay_to_contacts(req, &method),
+            _ => proxy::relay_to_contacts(req),
         }
     }
 }
@@ -62,7 +62,7 @@ fn pin_call(req: &Request, target: &str) {
         return;
     }
     let timeout = config_u32("dtmf_timeout", 15);
-    let filter = format!("callid={}", glob_escape(&call_id));
+    let filter = format!("callid={}", events::glob_escape(&call_id));
     let event = match events::wait_for_event(DTMF_EVENT, &[&filter], timeout) {
         Ok(Some(event)) => event,
         Ok(None) => {
@@ -91,51 +91,15 @@ fn pin_call(req: &Request, target: &str) {
         let _ = tm::reply(404, "Not Found");
         return;
     }
-    relay_to_contacts(req, &Method::Invite);
+    proxy::relay_to_contacts(req);
 }
 
-/// As the default route: the Request-URI's contacts, or 404.
-fn relay_to_contacts(req: &Request, method: &Method) {
-    if location::lookup() == 0 {
-        let _ = tm::reply(404, "Not Found");
-    } else if let Err(e) = tm::relay() {
-        // Cancelled by the caller during the wait, or 483 sent by the host.
-        sipbox_guest::info!("{method} to {} not relayed: {e}", req.ruri());
-    }
-}
 
-/// In-dialog requests, as the default route: loose routing, or the callee's
-/// contact when a UA addresses the proxy itself.
-fn route_in_dialog(req: &Request, method: &Method) {
-    if !tm::loose_route() && tm::is_myself(&req.ruri()) && location::lookup() == 0 {
-        if *method != Method::Ack {
-            let _ = tm::reply(404, "Not Here");
-        }
-        return;
-    }
-    if let Err(e) = tm::relay() {
-        sipbox_guest::info!("in-dialog {method} not relayed: {e}");
-        if *method != Method::Ack {
-            let _ = tm::reply(404, "Not Here");
-        }
-    }
-}
 
 /// A positive integer setting, or `default` when absent or malformed.
 fn config_u32(name: &str, default: u32) -> u32 {
     config::get(name).and_then(|v| v.trim().parse().ok()).filter(|n| *n > 0).unwrap_or(default)
 }
 
-/// `value` as a glob matching only itself (filters are shell wildcards).
-fn glob_escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
 
 sipbox_guest::route!(DtmfDetect);

@@ -15,7 +15,7 @@
 
 use sipbox_guest::events;
 use sipbox_guest::tm::{BranchSource, InjectFlags};
-use sipbox_guest::{Event, Method, Reply, Request, Route, config, location, rest, tm};
+use sipbox_guest::{proxy, Event, Method, Reply, Request, Route, config, location, rest, tm};
 
 /// The registrar's event for a contact that was not registered before.
 const CONTACT_INSERT: &str = "E_UL_CONTACT_INSERT";
@@ -37,7 +37,7 @@ impl Route for PushNotification {
             return;
         }
         if req.is_in_dialog() {
-            route_in_dialog(req, &method);
+            proxy::route_in_dialog(req);
             return;
         }
         match method {
@@ -51,7 +51,7 @@ impl Route for PushNotification {
         tm::record_route();
         match req.ruri_user() {
             Some(user) if method == Method::Invite => call_with_push(req, &user),
-            _ => relay_to_contacts(req, &method),
+            _ => proxy::relay_to_contacts(req),
         }
     }
 
@@ -89,7 +89,7 @@ fn call_with_push(req: &Request, user: &str) {
     // Subscribe before pushing: the device may register faster than the
     // push request returns.
     let timeout = config_u32("push_timeout", 30);
-    let filter = format!("aor={}", glob_escape(user));
+    let filter = format!("aor={}", events::glob_escape(user));
     if let Err(e) = events::notify_on_event(CONTACT_INSERT, &[&filter], PUSH_ROUTE, timeout) {
         sipbox_guest::error!("cannot subscribe to {CONTACT_INSERT} for {user}: {e}");
         let _ = tm::reply(500, "Server Internal Error");
@@ -143,48 +143,13 @@ fn send_push(user: &str, call_id: &str) -> bool {
     }
 }
 
-/// Requests other than INVITE to a user: as the default route.
-fn relay_to_contacts(req: &Request, method: &Method) {
-    if location::lookup() == 0 {
-        let _ = tm::reply(404, "Not Found");
-    } else if let Err(e) = tm::relay() {
-        sipbox_guest::warn!("{method} to {} not relayed: {e}", req.ruri());
-    }
-}
 
-/// In-dialog requests, as the default route: loose routing, or the callee's
-/// contact when a UA addresses the proxy itself.
-fn route_in_dialog(req: &Request, method: &Method) {
-    if !tm::loose_route() && tm::is_myself(&req.ruri()) && location::lookup() == 0 {
-        if *method != Method::Ack {
-            let _ = tm::reply(404, "Not Here");
-        }
-        return;
-    }
-    if let Err(e) = tm::relay() {
-        sipbox_guest::info!("in-dialog {method} not relayed: {e}");
-        if *method != Method::Ack {
-            let _ = tm::reply(404, "Not Here");
-        }
-    }
-}
 
 /// A positive integer setting, or `default` when absent or malformed.
 fn config_u32(name: &str, default: u32) -> u32 {
     config::get(name).and_then(|v| v.trim().parse().ok()).filter(|n| *n > 0).unwrap_or(default)
 }
 
-/// `value` as a glob matching only itself (filters are shell wildcards).
-fn glob_escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
 
 /// `s` as a JSON string literal.
 fn json_string(s: &str) -> String {

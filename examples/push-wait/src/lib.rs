@@ -13,7 +13,7 @@
 //! `push_http_timeout_ms` (default 2000).
 
 use sipbox_guest::events;
-use sipbox_guest::{Method, Request, Route, config, location, rest, tm};
+use sipbox_guest::{proxy, Method, Request, Route, config, location, rest, tm};
 
 /// The registrar's event for a contact that was not registered before.
 const CONTACT_INSERT: &str = "E_UL_CONTACT_INSERT";
@@ -31,7 +31,7 @@ impl Route for PushWait {
             return;
         }
         if req.is_in_dialog() {
-            route_in_dialog(req, &method);
+            proxy::route_in_dialog(req);
             return;
         }
         match method {
@@ -69,7 +69,7 @@ fn wait_for_device(req: &Request, user: &str) {
         return;
     }
     let timeout = config_u32("push_timeout", 30);
-    let filter = format!("aor={}", glob_escape(user));
+    let filter = format!("aor={}", events::glob_escape(user));
     // The guest is suspended here; the host runs other calls meanwhile.
     match events::wait_for_event(CONTACT_INSERT, &[&filter], timeout) {
         Ok(Some(event)) => {
@@ -124,39 +124,12 @@ fn relay(req: &Request, method: &Method) {
     }
 }
 
-/// In-dialog requests, as the default route: loose routing, or the callee's
-/// contact when a UA addresses the proxy itself.
-fn route_in_dialog(req: &Request, method: &Method) {
-    if !tm::loose_route() && tm::is_myself(&req.ruri()) && location::lookup() == 0 {
-        if *method != Method::Ack {
-            let _ = tm::reply(404, "Not Here");
-        }
-        return;
-    }
-    if let Err(e) = tm::relay() {
-        sipbox_guest::info!("in-dialog {method} not relayed: {e}");
-        if *method != Method::Ack {
-            let _ = tm::reply(404, "Not Here");
-        }
-    }
-}
 
 /// A positive integer setting, or `default` when absent or malformed.
 fn config_u32(name: &str, default: u32) -> u32 {
     config::get(name).and_then(|v| v.trim().parse().ok()).filter(|n| *n > 0).unwrap_or(default)
 }
 
-/// `value` as a glob matching only itself (filters are shell wildcards).
-fn glob_escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
 
 /// `s` as a JSON string literal.
 fn json_string(s: &str) -> String {
