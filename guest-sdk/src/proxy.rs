@@ -37,3 +37,34 @@ pub fn relay_to_contacts(req: &Request) {
         crate::warn!("{} to {} not relayed: {e}", req.method(), req.ruri());
     }
 }
+
+/// The part every proxy route starts with, as the default route does it:
+/// a REGISTER is saved (the host answers it), an in-dialog request is routed
+/// with [`route_in_dialog`], a stray ACK or CANCEL is dropped, and an OPTIONS
+/// ping of the proxy itself (no user part) is answered 200. Returns true when
+/// the request was handled, false when it is a new request for the route to
+/// decide.
+pub fn handle_common(req: &Request) -> bool {
+    let method = req.method();
+    if method == Method::Register {
+        if let Err(e) = location::save() {
+            crate::error!("REGISTER not saved: {e}");
+            let _ = tm::reply(500, "Server Internal Error");
+        }
+        return true;
+    }
+    if req.is_in_dialog() {
+        route_in_dialog(req);
+        return true;
+    }
+    match method {
+        // An ACK outside a dialog, or a CANCEL matching no transaction (the
+        // host handles those that match): nothing to do.
+        Method::Ack | Method::Cancel => true,
+        Method::Options if req.ruri_user().is_none() => {
+            let _ = tm::reply(200, "OK");
+            true
+        }
+        _ => false,
+    }
+}

@@ -27,26 +27,10 @@ struct CallPickup;
 
 impl Route for CallPickup {
     fn on_request(req: &Request) {
+        if proxy::handle_common(req) {
+            return;
+        }
         let method = req.method();
-        if method == Method::Register {
-            if let Err(e) = location::save() {
-                sipbox_guest::error!("REGISTER not saved: {e}");
-                let _ = tm::reply(500, "Server Internal Error");
-            }
-            return;
-        }
-        if req.is_in_dialog() {
-            proxy::route_in_dialog(req);
-            return;
-        }
-        match method {
-            Method::Ack | Method::Cancel => return,
-            Method::Options if req.ruri_user().is_none() => {
-                let _ = tm::reply(200, "OK");
-                return;
-            }
-            _ => {}
-        }
         let user = req.ruri_user();
         let pickup_code = config::get("pickup_code").unwrap_or_else(|| "*8".to_owned());
         if method == Method::Invite && user.as_deref() == Some(pickup_code.as_str()) {

@@ -14,7 +14,7 @@
 //! Other requests are routed like the default route.
 
 use sipbox_guest::events;
-use sipbox_guest::{proxy, Method, Request, Route, config, location, tm, uri};
+use sipbox_guest::{proxy, Method, Request, Route, config, tm, uri};
 
 /// The event the media server raises for each detected digit.
 const DTMF_EVENT: &str = "E_DTMF";
@@ -23,26 +23,10 @@ struct DtmfDetect;
 
 impl Route for DtmfDetect {
     fn on_request(req: &Request) {
+        if proxy::handle_common(req) {
+            return;
+        }
         let method = req.method();
-        if method == Method::Register {
-            if let Err(e) = location::save() {
-                sipbox_guest::error!("REGISTER not saved: {e}");
-                let _ = tm::reply(500, "Server Internal Error");
-            }
-            return;
-        }
-        if req.is_in_dialog() {
-            proxy::route_in_dialog(req);
-            return;
-        }
-        match method {
-            Method::Ack | Method::Cancel => return,
-            Method::Options if req.ruri_user().is_none() => {
-                let _ = tm::reply(200, "OK");
-                return;
-            }
-            _ => {}
-        }
         tm::record_route();
         let prefix = config::get("pin_prefix").unwrap_or_else(|| "pin-".to_owned());
         let target = req.ruri_user().and_then(|u| u.strip_prefix(prefix.as_str()).map(str::to_owned));

@@ -28,26 +28,10 @@ struct PushNotification;
 
 impl Route for PushNotification {
     fn on_request(req: &Request) {
+        if proxy::handle_common(req) {
+            return;
+        }
         let method = req.method();
-        if method == Method::Register {
-            if let Err(e) = location::save() {
-                sipbox_guest::error!("REGISTER not saved: {e}");
-                let _ = tm::reply(500, "Server Internal Error");
-            }
-            return;
-        }
-        if req.is_in_dialog() {
-            proxy::route_in_dialog(req);
-            return;
-        }
-        match method {
-            Method::Ack | Method::Cancel => return,
-            Method::Options if req.ruri_user().is_none() => {
-                let _ = tm::reply(200, "OK");
-                return;
-            }
-            _ => {}
-        }
         tm::record_route();
         match req.ruri_user() {
             Some(user) if method == Method::Invite => call_with_push(req, &user),

@@ -22,26 +22,10 @@ struct PushWait;
 
 impl Route for PushWait {
     fn on_request(req: &Request) {
+        if proxy::handle_common(req) {
+            return;
+        }
         let method = req.method();
-        if method == Method::Register {
-            if let Err(e) = location::save() {
-                sipbox_guest::error!("REGISTER not saved: {e}");
-                let _ = tm::reply(500, "Server Internal Error");
-            }
-            return;
-        }
-        if req.is_in_dialog() {
-            proxy::route_in_dialog(req);
-            return;
-        }
-        match method {
-            Method::Ack | Method::Cancel => return,
-            Method::Options if req.ruri_user().is_none() => {
-                let _ = tm::reply(200, "OK");
-                return;
-            }
-            _ => {}
-        }
         tm::record_route();
         if location::lookup() > 0 {
             relay(req, &method);
