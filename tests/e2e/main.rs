@@ -17,7 +17,8 @@
 //! - [`push`]: push notifications with event-based routing (notify and wait styles), timeouts, CANCEL;
 //! - [`pickup`]: call pickup through a raised event and branch injection;
 //! - [`dtmf`]: a call waiting for a DTMF event raised over the MI;
-//! - [`ebr_trap`]: routes that trap after subscribing to or waiting for an event.
+//! - [`ebr_trap`]: routes that trap after subscribing to or waiting for an event;
+//! - [`events`]: registrar, pike and threshold events to UDP subscribers and an event route.
 
 mod harness;
 
@@ -25,6 +26,7 @@ mod call;
 mod cancel;
 mod dtmf;
 mod ebr_trap;
+mod events;
 mod fork;
 mod malformed;
 mod pickup;

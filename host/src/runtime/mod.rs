@@ -239,7 +239,7 @@ impl Runtime {
         let stats = &self.inner.stats;
         stats.invocations.fetch_add(1, Ordering::Relaxed);
         let is_request = matches!(what, Invocation::Request);
-        let Ok(_permit) = self.inner.admission.clone().try_acquire_owned() else {
+        let Ok(permit) = self.inner.admission.clone().try_acquire_owned() else {
             stats.rejected_busy.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("all route instances busy; rejecting the invocation");
             if let Some(tx) = tx.as_ref().filter(|tx| is_request && !is_ack(tx)) {
@@ -248,6 +248,16 @@ impl Runtime {
             return;
         };
         self.check_pool_pressure();
+        self.run_invocation(tx, what).await;
+        // Usage seen without this invocation: re-arms the pressure event once
+        // the pool has room again.
+        drop(permit);
+        self.check_pool_pressure();
+    }
+
+    async fn run_invocation(&self, tx: Option<ServerTx>, what: Invocation) {
+        let stats = &self.inner.stats;
+        let is_request = matches!(what, Invocation::Request);
         let started = Instant::now();
         let route = self.current();
         let mut store = self.new_store(tx.clone(), route.name.clone());

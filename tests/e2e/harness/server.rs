@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub vars: Vec<(String, String)>,
     /// `[timers] timer_c_s`: the proxy's INVITE timeout; None = the default.
     pub timer_c_s: Option<u64>,
+    /// More tables appended verbatim (e.g. `[pike]`, `[limits]`).
+    pub extra_toml: String,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +69,7 @@ impl Default for ServerConfig {
             mi: false,
             vars: Vec::new(),
             timer_c_s: None,
+            extra_toml: String::new(),
         }
     }
 }
@@ -102,11 +105,12 @@ impl ServerConfig {
         let mi_http = mi_port.map(|p| format!("{LOCALHOST}:{p}")).unwrap_or_default();
         format!(
             "[server]\nlisten = [{}]\n\n[routes]\n{routes}\n{vars}\n[location]\ndb_path = {:?}\nmin_expires = {}\nmax_expires = {}\n\n\
-             {timers}[mi]\nhttp = {mi_http:?}\nudp = \"\"\n",
+             {timers}[mi]\nhttp = {mi_http:?}\nudp = \"\"\n\n{}\n",
             listen.join(", "),
             db_path.display().to_string(),
             self.min_expires,
             self.max_expires,
+            self.extra_toml,
         )
     }
 }
