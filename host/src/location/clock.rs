@@ -47,22 +47,44 @@ impl Clock {
 /// Formats unix seconds as an RFC 1123 date in GMT, as the SIP `Date` header
 /// requires (RFC 3261 20.17): `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub(crate) fn http_date(unix: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]; // 1970-01-01 was a Thursday
-    const MONTHS: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let days = unix / 86_400;
-    let secs = unix % 86_400;
-    let (year, month, day) = civil_from_days(days);
+    let d = CivilTime::from_unix(unix);
     format!(
         "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
-        DAYS[(days % 7) as usize],
-        day,
-        MONTHS[(month - 1) as usize],
-        year,
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
+        d.weekday, d.day, d.month, d.year, d.hour, d.minute, d.second
     )
+}
+
+/// A UTC calendar time broken down for formatting (no time zone database).
+pub(crate) struct CivilTime {
+    pub(crate) year: u64,
+    /// "Jan" ..= "Dec".
+    pub(crate) month: &'static str,
+    pub(crate) day: u64,
+    /// "Sun" ..= "Sat".
+    pub(crate) weekday: &'static str,
+    pub(crate) hour: u64,
+    pub(crate) minute: u64,
+    pub(crate) second: u64,
+}
+
+impl CivilTime {
+    pub(crate) fn from_unix(unix: u64) -> CivilTime {
+        const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]; // 1970-01-01 was a Thursday
+        const MONTHS: [&str; 12] =
+            ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+        let days = unix / 86_400;
+        let secs = unix % 86_400;
+        let (year, month, day) = civil_from_days(days);
+        CivilTime {
+            year,
+            month: MONTHS[(month - 1) as usize],
+            day,
+            weekday: DAYS[(days % 7) as usize],
+            hour: secs / 3600,
+            minute: secs % 3600 / 60,
+            second: secs % 60,
+        }
+    }
 }
 
 /// Days since 1970-01-01 to (year, month 1..=12, day 1..=31) in the proleptic

@@ -23,7 +23,7 @@
 
 pub mod config;
 
-mod clock;
+pub(crate) mod clock;
 mod persist;
 mod registrar;
 mod store;

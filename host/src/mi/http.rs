@@ -23,7 +23,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::jsonrpc::{self, MiError};
 use super::{MAX_HTTP_CONNECTIONS, MAX_REQUEST_BYTES, MiContext};
@@ -44,17 +44,23 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
+/// A slot for one more request, or None once the server is told to stop:
+/// bounds the requests handled at once without outliving a shutdown.
+pub(crate) async fn permit_unless_stopped(
+    permits: &Arc<Semaphore>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<OwnedSemaphorePermit> {
+    tokio::select! {
+        permit = permits.clone().acquire_owned() => permit.ok(),
+        () = stopped(stop) => None,
+    }
+}
+
 /// The accept loop; ends when `stop` fires, closing open connections too.
 pub(crate) async fn serve(listener: TcpListener, ctx: Arc<MiContext>, mut stop: watch::Receiver<bool>) {
     let permits = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            () = stopped(&mut stop) => return,
-        };
+        let Some(permit) = permit_unless_stopped(&permits, &mut stop).await else { return };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,

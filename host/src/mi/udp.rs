@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, watch};
 
-use super::http::stopped;
+use super::http::{permit_unless_stopped, stopped};
 use super::jsonrpc::{self, MiError};
 use super::{MAX_UDP_IN_FLIGHT, MiContext};
 
@@ -27,13 +27,7 @@ pub(crate) async fn serve(socket: UdpSocket, ctx: Arc<MiContext>, mut stop: watc
     // A datagram cannot exceed 64 KiB, which is also the MI's request bound.
     let mut buf = vec![0u8; 65_536];
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            () = stopped(&mut stop) => return,
-        };
+        let Some(permit) = permit_unless_stopped(&permits, &mut stop).await else { return };
         let (len, src) = tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
                 Ok(received) => received,

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use super::{Command, Handler};
+use crate::location::clock::CivilTime;
 use crate::mi::MiContext;
 use crate::mi::jsonrpc::{Args, MiError, MiResult};
 
@@ -145,31 +146,8 @@ fn help(_ctx: &MiContext, args: &Args) -> MiResult {
 
 /// `ctime(3)` without the newline, in UTC: `Thu Aug 20 14:03:07 2026`.
 pub(crate) fn ctime(t: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    // 1970-01-01 was a Thursday.
-    let weekday = DAYS[((days + 4) % 7) as usize];
-    let month = MONTHS[(month - 1) as usize];
-    format!("{weekday} {month} {day:2} {:02}:{:02}:{:02} {year}", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// Days since 1970-01-01 → (year, month 1..=12, day 1..=31), the proleptic
-/// Gregorian calendar (H. Hinnant's `civil_from_days`, unsigned form).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    let d = CivilTime::from_unix(t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+    format!("{} {} {:2} {:02}:{:02}:{:02} {}", d.weekday, d.month, d.day, d.hour, d.minute, d.second, d.year)
 }
 
 #[cfg(test)]

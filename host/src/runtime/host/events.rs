@@ -16,14 +16,25 @@ const MAX_EVENT_NAME: usize = 64;
 /// host bounds every EBR wait with its own timer whatever the guest does.
 pub(crate) const MAX_EBR_TIMEOUT_S: u32 = 3600;
 
-fn check_ebr(event: &str, timeout_s: u32) -> Result<(), String> {
-    if event.is_empty() || event.len() > MAX_EVENT_NAME {
-        return Err(format!("event name must be 1..={MAX_EVENT_NAME} bytes"));
+impl HostState {
+    /// Checks an EBR call's arguments: the event name, the timeout (bounded
+    /// by the host whatever the guest asks) and the filters.
+    fn ebr_request(
+        &self,
+        event: &str,
+        filters: &[String],
+        timeout_s: u32,
+    ) -> Result<(&events::EventBus, Filters, Duration), String> {
+        if event.is_empty() || event.len() > MAX_EVENT_NAME {
+            return Err(format!("event name must be 1..={MAX_EVENT_NAME} bytes"));
+        }
+        if timeout_s == 0 || timeout_s > MAX_EBR_TIMEOUT_S {
+            return Err(format!("timeout-s must be 1..={MAX_EBR_TIMEOUT_S}"));
+        }
+        let bus = self.bus.as_ref().ok_or("the event interface is not running")?;
+        let filters = Filters::parse(filters).map_err(|e| e.to_string())?;
+        Ok((bus, filters, Duration::from_secs(timeout_s.into())))
     }
-    if timeout_s == 0 || timeout_s > MAX_EBR_TIMEOUT_S {
-        return Err(format!("timeout-s must be 1..={MAX_EBR_TIMEOUT_S}"));
-    }
-    Ok(())
 }
 
 fn to_host(value: Value) -> events::Value {
@@ -73,15 +84,10 @@ impl wit::Host for HostState {
         // The subscriber is the invocation's transaction: on-notify gets its
         // id back to inject branches into it.
         let tid = self.tx()?.id();
-        if let Err(e) = check_ebr(&event, timeout_s) {
-            return Ok(Err(e));
-        }
-        let Some(bus) = &self.bus else { return Ok(Err("the event interface is not running".into())) };
-        let filters = match Filters::parse(&filters) {
-            Ok(f) => f,
-            Err(e) => return Ok(Err(e.to_string())),
+        let (bus, filters, timeout) = match self.ebr_request(&event, &filters, timeout_s) {
+            Ok(request) => request,
+            Err(e) => return Ok(Err(e)),
         };
-        let timeout = Duration::from_secs(timeout_s.into());
         Ok(bus.notify_on_event(&event, filters, Arc::from(route), tid, timeout).map_err(|e| e.to_string()))
     }
 
@@ -91,15 +97,10 @@ impl wit::Host for HostState {
         filters: Vec<String>,
         timeout_s: u32,
     ) -> wasmtime::Result<Result<Option<crate::runtime::bindings::types::Event>, String>> {
-        if let Err(e) = check_ebr(&event, timeout_s) {
-            return Ok(Err(e));
-        }
-        let Some(bus) = &self.bus else { return Ok(Err("the event interface is not running".into())) };
-        let filters = match Filters::parse(&filters) {
-            Ok(f) => f,
-            Err(e) => return Ok(Err(e.to_string())),
+        let (bus, filters, timeout) = match self.ebr_request(&event, &filters, timeout_s) {
+            Ok(request) => request,
+            Err(e) => return Ok(Err(e)),
         };
-        let timeout = Duration::from_secs(timeout_s.into());
         let wait = match bus.wait_for_event(&event, filters, timeout) {
             Ok(wait) => wait,
             Err(e) => return Ok(Err(e.to_string())),
