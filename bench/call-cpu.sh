@@ -51,43 +51,9 @@ fi
 BIN="$ROOT/target/release/sipbox"
 [ -x "$BIN" ] || { echo "no $BIN (run without --no-build)" >&2; exit 1; }
 
-# A loopback port free for UDP and TCP, below the ephemeral range.
-used_ports=" "
-port_in_use() {  # port_in_use PORT: is it in the kernel's UDP or TCP tables?
-    local hex
-    hex=$(printf ':%04X ' "$1")
-    grep -q -- "$hex" /proc/net/udp /proc/net/tcp 2>/dev/null
-}
-free_port() {
-    local p tries=0
-    while [ $tries -lt 1000 ]; do
-        p=$((20000 + RANDOM % 12000))
-        tries=$((tries + 1))
-        case "$used_ports" in *" $p "*) continue ;; esac
-        port_in_use "$p" && continue
-        used_ports="$used_ports$p "
-        echo "$p"
-        return 0
-    done
-    echo "no free port" >&2
-    return 1
-}
-
-# utime + stime of PID, in clock ticks. Fields after the ")" that ends comm:
-# 1 = state (field 3), so utime (field 14) is 12 and stime (field 15) is 13.
-cpu_ticks() {
-    local stat
-    stat=$(cat "/proc/$1/stat")
-    echo "${stat##*) }" | awk '{ print $12 + $13 }'
-}
-
-# One column of the last row of a SIPp -trace_stat CSV, by header name.
-stat_col() {  # stat_col FILE NAME
-    awk -F';' -v name="$2" '
-        NR == 1 { for (i = 1; i <= NF; i++) if ($i == name) col = i; next }
-        { last = $col }
-        END { print (col ? last : "?") }' "$1"
-}
+# free_port, port_in_use, cpu_ticks, stat_col
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 SERVER_PID=""
 UAS_PID=""

@@ -46,7 +46,9 @@ pub fn raise(name: &str, params: &[Param]) -> Result<u32> {
 
 /// OpenSIPS `notify_on_event`: until `timeout_s` passes, each `event` matching
 /// every `key=glob` filter runs this module's [`Route::on_notify`](crate::Route::on_notify)
-/// with `route` and this transaction's id.
+/// with `route` and this transaction's id. The subscription goes when the
+/// transaction ends; when its last one expires, a
+/// [`tm::wait_for_new_branches`](crate::tm::wait_for_new_branches) wait ends.
 pub fn notify_on_event(event: &str, filters: &[&str], route: &str, timeout_s: u32) -> Result<()> {
     let filters: Vec<String> = filters.iter().map(|f| (*f).to_owned()).collect();
     raw::notify_on_event(event, &filters, route, timeout_s).map_err(Error::from)

@@ -78,10 +78,22 @@ pub fn newtran() -> Tid {
 
 /// OpenSIPS `t_wait_for_new_branches`: keep this INVITE transaction open with
 /// no branch, for branches injected later by [`inject_branches`]. Ends after
-/// `expected` injections, at the INVITE timeout (408, which a failure route
-/// may turn into 480), or on CANCEL.
+/// `expected` injections, on [`wait_no_more_branches`], when the last
+/// [`events::notify_on_event`](crate::events::notify_on_event) subscription of
+/// the transaction expires, at the INVITE timeout, or on CANCEL. With no
+/// branch at all the caller then gets 408, which a failure route may turn
+/// into 480.
 pub fn wait_for_new_branches(expected: Option<u32>) -> Result<()> {
     raw::wait_for_new_branches(expected).map_err(Error::from)
+}
+
+/// OpenSIPS `t_wait_no_more_branches`: transaction `tid` ([`current_tid`], or
+/// the one an `on_notify` subscription came from) stops waiting for injected
+/// branches; once its live branches ended (at once if none), the best
+/// response or failure route follows. Returns false when it was not waiting;
+/// fails when `tid` is gone.
+pub fn wait_no_more_branches(tid: Tid) -> Result<bool> {
+    raw::wait_no_more_branches(tid).map_err(Error::from)
 }
 
 /// OpenSIPS `t_inject_branches`: fork transaction `tid` to more targets,

@@ -28,6 +28,93 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// A run of adjacent mappings of the same file (or of anonymous memory):
+/// the pooling allocator's pools are one reservation each, split by guard
+/// pages into many mappings, so they show up as one region.
+#[derive(Clone, Debug)]
+struct Region {
+    start: u64,
+    end: u64,
+    name: String,
+    rss_kib: u64,
+}
+
+/// `/proc/self/smaps` folded into [`Region`]s.
+fn regions() -> Vec<Region> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let mut out: Vec<Region> = Vec::new();
+    let mut current: Option<Region> = None;
+    for line in smaps.lines() {
+        let mut parts = line.split_whitespace();
+        let Some(first) = parts.next() else { continue };
+        if let Some((a, b)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16))
+        {
+            let name = parts.nth(4).unwrap_or("").to_string();
+            match current.as_mut() {
+                Some(r) if r.end == start && r.name == name && !name.starts_with('[') => r.end = end,
+                _ => {
+                    out.extend(current.take());
+                    current = Some(Region { start, end, name, rss_kib: 0 });
+                }
+            }
+        } else if first == "Rss:"
+            && let (Some(r), Some(kib)) = (current.as_mut(), parts.next().and_then(|v| v.parse::<u64>().ok()))
+        {
+            r.rss_kib += kib;
+        }
+    }
+    out.extend(current);
+    out
+}
+
+/// What a region is, from its name and size (`slots` pool slots).
+fn classify(r: &Region, slots: u64) -> &'static str {
+    let size = r.end - r.start;
+    let per_slot = size / slots.max(1);
+    if r.name == "[heap]" {
+        return "Rust heap ([heap])";
+    }
+    if r.name.starts_with('[') {
+        return "other ([stack], [vdso], ...)";
+    }
+    if !r.name.is_empty() {
+        // Copy-on-write pages of a module's memory image, inside the
+        // linear-memory pool: the guest's data segments it wrote.
+        return if r.name.contains("memfd") { "linear memory: image pages (memfd)" } else { "files (binary, libs)" };
+    }
+    // The sizes measured with wasmtime 48 (2 memories and 4 tables per
+    // slot): the linear-memory pool is ~2 MiB per slot; the stack pool
+    // (1 MiB + guard per slot) and the table pool (~0.6 MiB per slot) are
+    // adjacent, so they fold into one region of ~1.6 MiB per slot.
+    match per_slot {
+        n if n >= 2 << 20 => "linear-memory pool (other pages)",
+        n if n >= 1 << 20 => "fiber stack + table pools",
+        _ if size >= 64 << 20 => "anon >= 64 MiB (malloc arenas)",
+        _ => "anon < 64 MiB (malloc, thread stacks)",
+    }
+}
+
+/// RSS per region class between two snapshots, in KiB.
+fn breakdown(before: &[Region], after: &[Region], slots: u64) -> Vec<(&'static str, i64, i64)> {
+    let mut classes: Vec<(&'static str, i64, i64)> = Vec::new();
+    let mut add = |class: &'static str, b: i64, a: i64| match classes.iter_mut().find(|c| c.0 == class) {
+        Some(c) => {
+            c.1 += b;
+            c.2 += a;
+        }
+        None => classes.push((class, b, a)),
+    };
+    for r in after {
+        add(classify(r, slots), 0, r.rss_kib as i64);
+    }
+    for r in before {
+        add(classify(r, slots), r.rss_kib as i64, 0);
+    }
+    classes.sort_by_key(|c| -(c.2 - c.1));
+    classes
+}
+
 fn invite(i: usize, from: SocketAddr, to: SocketAddr) -> String {
     format!(
         "INVITE sip:pin-bob@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-bench-{i};rport\r\n\
@@ -43,6 +130,12 @@ fn parse_response(buf: &[u8]) -> Option<(usize, u16)> {
     let start = text.find("Call-ID: bench-")? + "Call-ID: bench-".len();
     let end = start + text[start..].find("\r\n")?;
     Some((text[start..end].parse().ok()?, status))
+}
+
+/// Pool slots the engine sizes for `n` calls (`max_instances` + the 16
+/// slots `engine::pooling` adds).
+fn limits_slots(n: usize) -> u32 {
+    (n + 64 + 16) as u32
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -109,6 +202,7 @@ async fn main() -> anyhow::Result<()> {
     // Warm up (compile caches, pool slots), then measure the base RSS.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let base_rss = rss_kib();
+    let base_regions = regions();
     let park_start = Instant::now();
     for i in 0..n {
         caller.send_to(invite(i, from, server).as_bytes(), server)?;
@@ -138,6 +232,7 @@ async fn main() -> anyhow::Result<()> {
     let park_time = park_start.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let parked_rss = rss_kib();
+    let parked_regions = regions();
     let (live, size) = runtime.instances();
 
     // Wake each call with its own event; the wrong digit makes the route
@@ -178,6 +273,34 @@ async fn main() -> anyhow::Result<()> {
     println!("| time to wake all (raise loop to last answer) | {:.2} s |", wake_time.as_secs_f64());
     println!("| resume latency p50 | {:.2} ms |", percentile(&latencies, 0.50).as_secs_f64() * 1e3);
     println!("| resume latency p99 | {:.2} ms |", percentile(&latencies, 0.99).as_secs_f64() * 1e3);
+    // Where the parked guests' RSS is: /proc/self/smaps by region class.
+    let slots = u64::from(limits_slots(n));
+    println!();
+    println!("| RSS by mapping class | before | parked | per parked guest |");
+    println!("|---|---|---|---|");
+    for (class, before, after) in breakdown(&base_regions, &parked_regions, slots) {
+        if before == 0 && after == 0 {
+            continue;
+        }
+        let per = (after - before) as f64 / parked.max(1) as f64;
+        println!("| {class} | {} MiB | {} MiB | {per:.1} KiB |", before / 1024, after / 1024);
+    }
+    // The regions that grew most, to check the classification by size.
+    let mut grown: Vec<(i64, &Region)> = parked_regions
+        .iter()
+        .map(|r| {
+            let before = base_regions.iter().find(|b| b.start == r.start).map_or(0, |b| b.rss_kib);
+            (r.rss_kib as i64 - before as i64, r)
+        })
+        .collect();
+    grown.sort_by_key(|g| -g.0);
+    println!();
+    println!("| region (largest growth) | size | class | RSS growth |");
+    println!("|---|---|---|---|");
+    for (delta, r) in grown.iter().take(6) {
+        let size_mib = (r.end - r.start) as f64 / (1 << 20) as f64;
+        println!("| {:#x} {} | {size_mib:.0} MiB | {} | {delta} KiB |", r.start, r.name, classify(r, slots));
+    }
     anyhow::ensure!(parked == n && finals.1.len() == n, "not every call parked and resumed");
     Ok(())
 }

@@ -61,7 +61,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let bus = EventBus::try_new(&config.events).context("invalid [events] configuration")?;
     runtime.set_event_bus(bus.clone());
     runtime.set_vars(config.routes.vars.clone());
-    let _usrloc_events = usrloc::bridge(bus.clone(), location.clone());
+    usrloc::bridge(bus.clone(), &location);
 
     // The transports need the core to hand messages to, and the core needs
     // the transports to send: bind with a deferred handler, then point it at

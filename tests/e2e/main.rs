@@ -19,6 +19,7 @@
 //! - [`dtmf`]: a call waiting for a DTMF event raised over the MI;
 //! - [`ebr_trap`]: routes that trap after subscribing to or waiting for an event;
 //! - [`events`]: registrar, pike and threshold events to UDP subscribers and an event route.
+//! - [`relay`]: the fixed-next-hop relay of the benchmark, with and without Record-Route.
 
 mod harness;
 
@@ -32,5 +33,6 @@ mod malformed;
 mod pickup;
 mod push;
 mod register;
+mod relay;
 mod restart;
 mod trap;

@@ -87,21 +87,23 @@ fn push_notification_rings_the_desk_phone_and_the_device() {
     desk.wait().assert_ok("the desk phone was cancelled when the device answered");
 }
 
-/// Nobody registers: 480 once the wait is over, not before.
+/// Nobody registers: 480 once the push subscription (or wait) of
+/// `push_timeout` = 3 s is over, not before, and not at Timer C.
 fn no_registration_gets_480(name: &str, module: &'static str) {
     let env = TestEnv::new(name);
     let receiver = HttpReceiver::start(200);
-    // The notify style waits for branches up to the INVITE timeout (Timer C);
-    // the direct style waits push_timeout.
-    let config = ServerConfig { timer_c_s: Some(3), ..ServerConfig::default() }.var("push_timeout", 3);
+    // Timer C (60 s) lies beyond SIPp's own 15 s timeout, which bounds the
+    // test: a 480 in time can only come from the end of the subscription
+    // (notify style) or of the wait (direct style).
+    let config = ServerConfig { timer_c_s: Some(60), ..ServerConfig::default() }.var("push_timeout", 3);
     let server = push_server(&env, module, &receiver, config);
 
     let outcome = uac(&env, &server, "uac_expect_480.xml", "frank").key("from_user", "caller").run();
-    outcome.assert_ok("no registration within the timeout gets 480");
+    outcome.assert_ok("no registration within the push timeout gets 480");
     assert!(receiver.next_within(PUSH_WITHIN).is_some(), "the route did not push before giving up");
     assert!(
         (Duration::from_millis(2500)..Duration::from_secs(10)).contains(&outcome.waited),
-        "480 after {:?}: expected after the 3 s wait\n{outcome}",
+        "480 after {:?}: expected just after the 3 s push timeout, long before Timer C (60 s)\n{outcome}",
         outcome.waited
     );
 }

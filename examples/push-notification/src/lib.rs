@@ -6,8 +6,10 @@
 //! push to the provider (`config push_url`) and rings the contacts already
 //! registered (a desk phone). When the woken-up device registers, the
 //! registrar's event runs [`on_notify`](Route::on_notify) in a fresh instance,
-//! which injects the new contact into the ringing call. When nobody answers
-//! before the INVITE timeout, the caller gets `480`.
+//! which injects the new contact into the ringing call. When no device
+//! registered before the subscription expires (`push_timeout`), the host ends
+//! the wait for new branches; once the branches already ringing have ended,
+//! the caller gets `480` (at the INVITE timeout at the latest).
 //!
 //! Settings (`[routes.vars]`): `push_url` (where the push is POSTed, JSON
 //! `{"aor":..,"call_id":..}`), `push_timeout` (seconds the subscription
@@ -56,7 +58,8 @@ impl Route for PushNotification {
     }
 
     fn on_failure(route: &str, _req: &Request, reply: &Reply) {
-        // 408: nothing answered before the INVITE timeout, no device woke up.
+        // 408: no device registered before the subscription expired (or
+        // nothing answered before the INVITE timeout).
         if route == NOANSWER_ROUTE && reply.status() == 408 {
             let _ = tm::reply(480, "Temporarily Unavailable");
         }
@@ -95,7 +98,8 @@ fn call_with_push(req: &Request, user: &str) {
         return;
     }
     // Keep the transaction open for the contact the push brings, even if
-    // the desk phone declines, until the INVITE timeout.
+    // the desk phone declines, until the subscription expires (the host then
+    // stops the wait, as `tm::wait_no_more_branches` would).
     match tm::wait_for_new_branches(None) {
         Ok(()) => sipbox_guest::info!("call {} to {user} waits for new contacts (transaction {tid})", req.call_id()),
         Err(e) => {

@@ -24,9 +24,14 @@
 //! guest's call was cancelled). Notify subscriptions (and any waiter whose
 //! future leaked) are purged lazily on raise and by the registry's periodic
 //! sweep — unlike OpenSIPS, where a notify subscription lingers until the
-//! next raise.
+//! next raise. The notify subscriptions of one transaction are also indexed
+//! by its id (`by_tid`): they go at once when it ends, and a transaction can
+//! have a host timer tell it when its last one expired.
 
+mod by_tid;
 mod filter;
+#[cfg(test)]
+mod tests_tid;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -113,9 +118,21 @@ struct Shared {
 #[derive(Default)]
 struct Table {
     by_event: HashMap<Arc<str>, EventSubs>,
+    /// Transaction id → its notify subscriptions (see [`by_tid`]).
+    by_tid: HashMap<u64, by_tid::TidSubs>,
+    /// Expiry hooks that came due under the lock; run once it is released.
+    due: Vec<by_tid::ExpiryHook>,
     next_id: u64,
     waiters: usize,
     notifies: usize,
+}
+
+/// Why an entry leaves the table: only an expiry runs a transaction's
+/// expiry hook.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Gone {
+    Expired,
+    Removed,
 }
 
 /// The EBR entries of one event.
@@ -203,13 +220,10 @@ impl Ebr {
                 }
             }
             for id in dead {
-                match subs.remove(id).map(|e| e.kind) {
-                    Some(Kind::Wait { .. }) => table.waiters -= 1,
-                    Some(Kind::Notify { .. }) => table.notifies -= 1,
-                    None => {}
-                }
+                table.remove(&event.name, id, Gone::Expired);
             }
             table.drop_if_empty(&event.name);
+            self.shared.unlock_and_run_due(guard);
         }
         if !jobs.is_empty() {
             self.start_notifications(jobs, event);
@@ -259,15 +273,26 @@ impl Ebr {
             }
         }
         for (name, id) in dead {
-            table.remove(&name, id);
+            table.remove(&name, id, Gone::Expired);
             table.drop_if_empty(&name);
         }
+        self.shared.unlock_and_run_due(table);
     }
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Releases the lock, then runs the expiry hooks that came due under it
+    /// (a hook reaches into the transaction layer, which must not wait on us).
+    fn unlock_and_run_due(&self, mut table: MutexGuard<'_, Table>) {
+        let due = std::mem::take(&mut table.due);
+        drop(table);
+        for hook in due {
+            hook();
+        }
     }
 }
 
@@ -290,7 +315,10 @@ impl Ebr {
         table.next_id += 1;
         match entry.kind {
             Kind::Wait { .. } => table.waiters += 1,
-            Kind::Notify { .. } => table.notifies += 1,
+            Kind::Notify { tid, .. } => {
+                table.notifies += 1;
+                table.link_tid(tid, event.clone(), id);
+            }
         }
         let subs = table.by_event.entry(event).or_default();
         match entry.filters.index_key() {
@@ -301,24 +329,6 @@ impl Ebr {
         }
         subs.entries.insert(id, entry);
         Ok(id)
-    }
-
-    /// Removes the notify subscriptions made by transaction `tid`.
-    fn cancel_notifications(&self, tid: u64) -> usize {
-        let mut table = self.shared.lock();
-        let mut gone = Vec::new();
-        for (name, subs) in &table.by_event {
-            for (&id, e) in &subs.entries {
-                if matches!(e.kind, Kind::Notify { tid: t, .. } if t == tid) {
-                    gone.push((name.clone(), id));
-                }
-            }
-        }
-        for (name, id) in &gone {
-            table.remove(name, *id);
-            table.drop_if_empty(name);
-        }
-        gone.len()
     }
 
     fn stats(&self) -> EbrStats {
@@ -342,12 +352,16 @@ impl Ebr {
 }
 
 impl Table {
-    /// Removes one entry (if still there), keeping the counts right.
-    fn remove(&mut self, event: &str, id: u64) -> Option<Entry> {
+    /// Removes one entry (if still there), keeping the counts and the
+    /// transaction index right.
+    fn remove(&mut self, event: &str, id: u64, gone: Gone) -> Option<Entry> {
         let entry = self.by_event.get_mut(event)?.remove(id)?;
         match entry.kind {
             Kind::Wait { .. } => self.waiters -= 1,
-            Kind::Notify { .. } => self.notifies -= 1,
+            Kind::Notify { tid, .. } => {
+                self.notifies -= 1;
+                self.unlink_tid(tid, id, gone);
+            }
         }
         Some(entry)
     }
@@ -438,7 +452,7 @@ impl WaitGuard {
             return false;
         }
         let mut table = self.shared.lock();
-        let gone = table.remove(&self.event, self.id).is_some();
+        let gone = table.remove(&self.event, self.id, Gone::Removed).is_some();
         table.drop_if_empty(&self.event);
         gone
     }
@@ -521,13 +535,6 @@ impl EventBus {
                 }
             }
         })
-    }
-
-    /// Removes the notify subscriptions transaction `tid` made (call it when
-    /// the transaction completes, so a late event does not run a route for
-    /// a finished call). Returns how many there were.
-    pub fn cancel_notifications(&self, tid: u64) -> usize {
-        self.ebr().cancel_notifications(tid)
     }
 
     /// Live EBR subscriptions and waiters, and counters.

@@ -293,7 +293,7 @@ async fn usrloc_bridge_raises_contact_insert_for_a_register() {
     bus.subscribe(usrloc::E_UL_CONTACT_INSERT, "route:ul", None).unwrap();
     bus.subscribe(usrloc::E_UL_CONTACT_UPDATE, "route:ul", None).unwrap();
     let loc = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() }).unwrap();
-    let _bridge = usrloc::bridge(bus.clone(), loc.clone());
+    assert!(usrloc::bridge(bus.clone(), &loc));
 
     let register = |cseq: u32| {
         Message::parse(Bytes::from(format!(

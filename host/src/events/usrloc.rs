@@ -1,5 +1,5 @@
 //! The registrar's `E_UL_*` events (OpenSIPS usrloc `ul_evi.c`), raised from
-//! the location service's change broadcast.
+//! the location service's change listener, as each change is made.
 //!
 //! Mapping of [`LocationEvent`]s, with OpenSIPS's parameter names and order:
 //! - `AorInserted` / `AorDeleted` → `E_UL_AOR_INSERT` / `E_UL_AOR_DELETE` {`domain`, `aor`};
@@ -17,9 +17,6 @@
 //! `Q_UNSPECIFIED`), `user_agent`, `socket` (empty: the binding does not
 //! record the listener), `bflags` (0), `expires` (unix seconds), `callid`,
 //! `cseq`, `attr` (empty), `latency` (0: no pinging), `shtag` (empty).
-
-use tokio::sync::broadcast::error::RecvError;
-use tokio::task::JoinHandle;
 
 use super::{Event, EventBus, Params};
 use crate::location::{Binding, Location, LocationEvent};
@@ -40,28 +37,13 @@ pub const E_UL_CONTACT_REFRESH: &str = "E_UL_CONTACT_REFRESH";
 /// The usrloc table name OpenSIPS puts in `domain`.
 const DOMAIN: &str = "location";
 
-/// Starts a task raising `E_UL_*` on `bus` for every change of `location`.
-/// It holds only the broadcast receiver (not the location), and ends when
-/// the location service is dropped. If it falls more than
-/// [`EVENT_CAPACITY`](crate::location::EVENT_CAPACITY) changes behind, the
-/// oldest are lost (logged).
-///
-/// # Panics
-/// Outside a tokio runtime (as `tokio::spawn`).
-pub fn bridge(bus: EventBus, location: Location) -> JoinHandle<()> {
-    let mut rx = location.subscribe();
-    drop(location);
-    tokio::spawn(async move {
-        loop {
-            match rx.recv().await {
-                Ok(change) => raise(&bus, &change),
-                Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "usrloc event bridge fell behind; registrar events lost");
-                }
-                Err(RecvError::Closed) => return,
-            }
-        }
-    })
+/// Raises `E_UL_*` on `bus` for every change of `location`, synchronously as
+/// the registrar makes it (a location listener), so no change is lost under
+/// load: a lost E_UL_CONTACT_INSERT would leave a call waiting for its
+/// callee's device until it times out. Returns false if `location` already
+/// had a listener.
+pub fn bridge(bus: EventBus, location: &Location) -> bool {
+    location.set_listener(Box::new(move |change| raise(&bus, change)))
 }
 
 /// Raises the event for one location change, if anyone listens.

@@ -47,6 +47,9 @@ use store::{Change, Store};
 /// 1024 covers a burst of ~300 REGISTERs between two polls.
 pub const EVENT_CAPACITY: usize = 1024;
 
+/// The synchronous change listener ([`Location::set_listener`]).
+pub type Listener = Box<dyn Fn(&LocationEvent) + Send + Sync>;
+
 /// One registered contact of an address-of-record.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Binding {
@@ -121,6 +124,9 @@ struct Shared {
     clock: Clock,
     state: Mutex<State>,
     events: broadcast::Sender<LocationEvent>,
+    /// Called with every change, in order, by the task that made it (see
+    /// [`Location::set_listener`]).
+    listener: std::sync::OnceLock<Listener>,
     /// Wakes the purge task: an earlier expiry appeared, or shutdown.
     purge_wake: Notify,
     persist: Option<Persist>,
@@ -189,6 +195,7 @@ impl Location {
                 clock,
                 state: Mutex::new(State { store, shutdown: false }),
                 events: broadcast::channel(EVENT_CAPACITY).0,
+                listener: std::sync::OnceLock::new(),
                 purge_wake: Notify::new(),
                 persist,
             }
@@ -220,6 +227,16 @@ impl Location {
             Some(None) => return 0,
         };
         self.shared.mutate(|store, _now, changes| store.remove(&aor, key.as_deref(), changes))
+    }
+
+    /// Installs the one synchronous listener: it is called with each change
+    /// right after the mutation that made it, outside the lock, by the task
+    /// that made it. Unlike [`subscribe`](Self::subscribe) it cannot fall
+    /// behind and lose changes under load (the registrar's E_UL_* events,
+    /// which resume calls waiting for a device to register, go this way).
+    /// It must not block. A second call is ignored and returns false.
+    pub fn set_listener(&self, listener: Listener) -> bool {
+        self.shared.listener.set(listener).is_ok()
     }
 
     /// Subscribes to [`LocationEvent`]s from now on. The channel holds
@@ -262,12 +279,13 @@ impl Shared {
     /// task if the earliest expiry moved earlier.
     fn mutate<R>(&self, f: impl FnOnce(&mut Store, u64, &mut Vec<Change>) -> R) -> R {
         let mut changes = Vec::new();
+        let published;
         let now = self.clock.now_unix();
         let (result, wake) = {
             let mut state = self.lock();
             let before = state.store.next_expiry();
             let result = f(&mut state.store, now, &mut changes);
-            self.publish(changes);
+            published = self.publish(changes);
             let after = state.store.next_expiry();
             let wake = match (before, after) {
                 (Some(b), Some(a)) => a < b,
@@ -280,10 +298,18 @@ impl Shared {
         if wake {
             self.purge_wake.notify_one();
         }
+        // Outside the lock: the listener may raise events whose handlers look
+        // the location up.
+        if let Some(listener) = self.listener.get() {
+            published.iter().for_each(|event| listener(event));
+        }
         result
     }
 
-    fn publish(&self, changes: Vec<Change>) {
+    /// Persists and broadcasts `changes`; returns them as events for the
+    /// listener.
+    fn publish(&self, changes: Vec<Change>) -> Vec<LocationEvent> {
+        let mut published = Vec::with_capacity(changes.len());
         for change in changes {
             let event = match change {
                 Change::AorInserted(aor) => LocationEvent::AorInserted(aor),
@@ -308,9 +334,13 @@ impl Shared {
                     LocationEvent::ContactDeleted(b)
                 }
             };
+            if self.listener.get().is_some() {
+                published.push(event.clone());
+            }
             // An error only means nobody is subscribed right now.
             let _ = self.events.send(event);
         }
+        published
     }
 
     fn persist_put(&self, b: &Binding) {

@@ -14,6 +14,7 @@
 //! limiter) or a wall-clock overrun ends that invocation only; the request it
 //! was routing is answered 500.
 
+pub mod bench_hooks;
 mod bindings;
 mod engine;
 mod host;

@@ -53,8 +53,10 @@ pub struct HostState {
     pub(crate) cpu_ticks_left: u64,
     pub(crate) limits: StoreLimits,
     // WASI with nothing granted: no files, no sockets, no environment, no
-    // inherited stdio. Language runtimes need the interfaces to link.
-    wasi: WasiCtx,
+    // inherited stdio. Language runtimes need the interfaces to link. Made on
+    // the guest's first WASI call: building one seeds two random generators
+    // and boxes a dozen objects, and a Rust route usually never calls WASI.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
 }
 
@@ -87,7 +89,7 @@ impl HostState {
             module,
             cpu_ticks_left: cpu_ticks,
             limits,
-            wasi: WasiCtx::builder().build(),
+            wasi: None,
             table: ResourceTable::new(),
         }
     }
@@ -125,6 +127,6 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView { ctx: self.wasi.get_or_insert_with(WasiCtx::default), table: &mut self.table }
     }
 }

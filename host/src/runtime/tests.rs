@@ -63,3 +63,12 @@ async fn bad_modules_are_refused_with_the_reason_and_the_old_one_keeps_serving()
     assert_eq!(rt.current().generation, 1, "the embedded route still serves");
     assert!(rt.current().name.contains("default-route"));
 }
+
+#[test]
+fn a_pool_larger_than_the_mapping_limit_is_refused_with_the_sysctl_named() {
+    let limits = Limits { max_instances: 200_000, ..Limits::default() };
+    let err = limits.validate().expect_err("200k slots need ~1.2M mappings").to_string();
+    assert!(err.contains("vm.max_map_count"), "{err}");
+    assert!(err.contains("lower max_instances to"), "{err}");
+    Limits::default().validate().expect("the defaults fit the default mapping limit");
+}

@@ -2,7 +2,9 @@
 //! call pickup): [`ServerTx::wait_for_new_branches`] (`t_wait_for_new_branches`) keeps an
 //! INVITE transaction open without branches, [`ServerTx::inject`] (`t_inject_branches`)
 //! forks it later from an unrelated route (found with [`Core::find_tx`](super::Core::find_tx)),
-//! and [`ServerTx::stop_waiting`] (`t_wait_no_more_branches`) ends the wait.
+//! and [`ServerTx::stop_waiting`] (`t_wait_no_more_branches`) ends the wait: called by the
+//! route, or by the runtime when the transaction's last EBR notify subscription expires.
+//! [`ServerTx::on_end`] lets those subscriptions go with the transaction.
 //!
 //! The wait is a "phony branch" of the response context (`fork`): bounded by Timer C from
 //! the call, so a misbehaving route cannot keep a transaction forever.
@@ -173,5 +175,21 @@ impl ServerTx {
     /// answer or CANCEL)?
     pub fn is_waiting(&self) -> bool {
         self.tu().wait.is_some()
+    }
+
+    /// Runs `hook` with the transaction id once the transaction is gone (terminated and
+    /// removed from the core's tables, so [`Core::find_tx`](super::Core::find_tx) no longer
+    /// finds it): e.g. to drop the EBR notify subscriptions it made. Returns false, and
+    /// drops `hook`, when there is no transaction (an ACK) or it is already gone.
+    pub fn on_end(&self, hook: impl FnOnce(u64) + Send + 'static) -> bool {
+        if !self.has_transaction() {
+            return false;
+        }
+        let mut tu = self.tu();
+        if tu.ended {
+            return false;
+        }
+        tu.on_end.push(Box::new(hook));
+        true
     }
 }

@@ -67,6 +67,9 @@ pub(crate) struct TuState {
     pub(crate) last_relay: Option<Box<Forward>>,
     /// (Request-URI, next hop) of every branch forked, so an injection skips duplicates.
     pub(crate) forked: Vec<(String, Option<String>)>,
+    /// Run with the id once the transaction is gone (`ServerTx::on_end`); `ended` after.
+    pub(crate) on_end: Vec<Box<dyn FnOnce(u64) + Send>>,
+    pub(crate) ended: bool,
 }
 
 /// The TU side of a `wait_for_new_branches`.
@@ -449,6 +452,14 @@ async fn run(inner: Arc<ServerTxInner>, mut rx: mpsc::Receiver<ServerEvent>) {
         inner.core.by_id.remove_if(&inner.id, |v| Arc::ptr_eq(v, &inner));
     }
     inner.core.live_servers.fetch_sub(1, Ordering::Relaxed);
+    let hooks = {
+        let mut tu = inner.tu();
+        tu.ended = true;
+        std::mem::take(&mut tu.on_end)
+    };
+    for hook in hooks {
+        hook(inner.id);
+    }
 }
 
 /// Sleeps until the deadline, or forever without one.

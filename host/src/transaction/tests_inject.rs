@@ -319,3 +319,85 @@ fn next_hop_forms() {
         assert!(parse_next_hop(bad).is_err(), "{bad:?} accepted");
     }
 }
+
+/// Counts the EBR notifications that ran, per transaction id.
+struct Notified(Arc<Mutex<Vec<u64>>>);
+
+impl crate::events::ebr::NotifyHandler for Notified {
+    fn notify(&self, _route: Arc<str>, _event: crate::events::Event, tid: u64) -> crate::events::BoxFut {
+        self.0.lock().expect("lock").push(tid);
+        Box::pin(async {})
+    }
+}
+
+fn ebr_bus() -> (crate::events::EventBus, Arc<Mutex<Vec<u64>>>) {
+    let bus = crate::events::EventBus::try_new(&crate::events::EventsConfig::default()).expect("bus");
+    let ran: Arc<Mutex<Vec<u64>>> = Arc::default();
+    bus.set_notify_handler(Arc::new(Notified(ran.clone())));
+    (bus, ran)
+}
+
+fn subscribe(bus: &crate::events::EventBus, tid: u64, timeout: Duration) {
+    let filters = crate::events::ebr::Filters::parse(&[]).expect("filters");
+    bus.notify_on_event("E_UL_CONTACT_INSERT", filters, "push".into(), tid, timeout).expect("subscribe");
+}
+
+#[tokio::test]
+async fn expired_notify_subscription_ends_the_wait_before_timer_c() {
+    // Timer C is 180 s: only the subscription's expiry (1 s) can end the wait in time.
+    let net = Net::new(fast_timers()).await;
+    let (bus, _ran) = ebr_bus();
+    let b = bus.clone();
+    let core = net.core.clone();
+    let held = hold(&net, move |tx| {
+        wait_all(tx);
+        subscribe(&b, tx.id(), Duration::from_secs(1));
+        // What the runtime does for a route's notify-on-event.
+        let (core, tid) = (core.clone(), tx.id());
+        assert!(b.on_notifications_expired(tid, move || {
+            core.find_tx(tid).map(|tx| tx.stop_waiting());
+        }));
+    });
+    net.uac.send(net.proxy, &net.invite("ne1", "call-ne1")).await;
+    assert_eq!(net.uac.recv().await.status(), Some(100));
+    let tx = held_tx(&held).await;
+    assert!(tx.is_waiting());
+    // No branch is live: the 408 goes up as soon as the subscription expired.
+    assert_eq!(net.uac.recv().await.status(), Some(408));
+    assert!(!tx.is_waiting());
+    assert_eq!(bus.notify_count(tx.id()), 0);
+}
+
+#[tokio::test]
+async fn a_finished_transaction_runs_no_late_notification() {
+    let net = Net::new(fast_timers()).await;
+    let (bus, ran) = ebr_bus();
+    let b = bus.clone();
+    let held = hold(&net, move |tx| {
+        wait_all(tx);
+        subscribe(&b, tx.id(), Duration::from_secs(60));
+        let b = b.clone();
+        assert!(tx.on_end(move |tid| {
+            b.cancel_notifications(tid);
+        }));
+    });
+    net.uac.send(net.proxy, &net.invite("ne2", "call-ne2")).await;
+    let tx = held_tx(&held).await;
+    let tid = tx.id();
+    // While the call lives, the event reaches its subscription.
+    let insert = || crate::events::Event::new("E_UL_CONTACT_INSERT", crate::events::Params::new());
+    assert_eq!(bus.raise(insert()), 1);
+    until(|| ran.lock().expect("lock").len() == 1).await;
+
+    assert!(tx.stop_waiting());
+    assert_eq!(net.uac.recv_skip_100().await.status(), Some(408));
+    let ack = request("ACK", &format!("sip:bob@{}", net.proxy), net.uac.addr, "ne2", "call-ne2", 1, "");
+    net.uac.send(net.proxy, &ack).await;
+    // Timer I (T4 = 50 ms) ends the transaction; its subscription goes with it.
+    until(|| net.core.find_tx(tid).is_none()).await;
+    until(|| bus.notify_count(tid) == 0).await;
+    assert!(!tx.on_end(|_| {}), "a hook added after the end would never run");
+    assert_eq!(bus.raise(insert()), 0, "a late event reached the finished call");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(*ran.lock().expect("lock"), vec![tid]);
+}

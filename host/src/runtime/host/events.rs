@@ -9,6 +9,7 @@ use crate::events::{self, Event, Params};
 use crate::runtime::bindings::events as wit;
 use crate::runtime::bindings::types::{Param, Value};
 use crate::runtime::state::HostState;
+use crate::transaction::{Core, ServerTx};
 
 /// OpenSIPS's MAX_EVENT_NAME.
 const MAX_EVENT_NAME: usize = 64;
@@ -34,6 +35,38 @@ impl HostState {
         let bus = self.bus.as_ref().ok_or("the event interface is not running")?;
         let filters = Filters::parse(filters).map_err(|e| e.to_string())?;
         Ok((bus, filters, Duration::from_secs(timeout_s.into())))
+    }
+}
+
+/// Ties a transaction's notify subscriptions to its life (OpenSIPS master's
+/// `EBR_SUBS_EXPIRE_NOTIFY` for push notifications): when the last of them
+/// expires, the transaction stops waiting for injected branches, so a caller
+/// whose callee never registered gets the final response (408, or the 480 of
+/// an `on-failure` route) at the subscription's timeout rather than at Timer
+/// C; when the transaction ends, they go with it, so a late event runs no
+/// `on-notify` for a finished call.
+fn tie_to_transaction(bus: &events::EventBus, tx: &ServerTx, core: Option<&Core>) {
+    let tid = tx.id();
+    if let Some(core) = core {
+        let core = core.clone();
+        bus.on_notifications_expired(tid, move || {
+            if core.find_tx(tid).is_some_and(|tx| tx.stop_waiting()) {
+                tracing::debug!(tid, "notify subscriptions expired: no more branches awaited");
+            }
+        });
+    }
+    // One hook per transaction is enough (it cancels them all); a later
+    // subscription finds it there already.
+    if bus.notify_count(tid) == 1 {
+        let owner = bus.clone();
+        let hooked = tx.on_end(move |tid| {
+            owner.cancel_notifications(tid);
+        });
+        // It ended meanwhile. (An ACK has no transaction: its subscriptions
+        // just live until their timeout.)
+        if !hooked && tx.has_transaction() {
+            bus.cancel_notifications(tid);
+        }
     }
 }
 
@@ -83,12 +116,17 @@ impl wit::Host for HostState {
     ) -> wasmtime::Result<Result<(), String>> {
         // The subscriber is the invocation's transaction: on-notify gets its
         // id back to inject branches into it.
-        let tid = self.tx()?.id();
+        let tx = self.tx()?.clone();
+        let tid = tx.id();
         let (bus, filters, timeout) = match self.ebr_request(&event, &filters, timeout_s) {
             Ok(request) => request,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(bus.notify_on_event(&event, filters, Arc::from(route), tid, timeout).map_err(|e| e.to_string()))
+        if let Err(e) = bus.notify_on_event(&event, filters, Arc::from(route), tid, timeout) {
+            return Ok(Err(e.to_string()));
+        }
+        tie_to_transaction(bus, &tx, self.services.core.get());
+        Ok(Ok(()))
     }
 
     async fn wait_for_event(

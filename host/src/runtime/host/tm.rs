@@ -8,7 +8,7 @@ use crate::runtime::bindings::tm::{self, BranchSource, InjectFlags};
 use crate::runtime::host::message::check_sip_uri;
 use crate::runtime::state::HostState;
 use crate::sip::{HeaderName, Uri};
-use crate::transaction::Forward;
+use crate::transaction::{Forward, ServerTx};
 
 impl tm::Host for HostState {
     fn reply(&mut self, code: u16, reason: String) -> wasmtime::Result<Result<(), String>> {
@@ -101,6 +101,10 @@ impl tm::Host for HostState {
         Ok(result)
     }
 
+    fn wait_no_more_branches(&mut self, tid: u64) -> wasmtime::Result<Result<bool, String>> {
+        Ok(self.find_tx(tid).map(|tx| tx.stop_waiting()))
+    }
+
     fn inject_branches(
         &mut self,
         tid: u64,
@@ -120,11 +124,9 @@ impl tm::Host for HostState {
                 Err(e) => return Ok(Err(e)),
             },
         };
-        let Some(core) = self.services.core.get() else {
-            return Ok(Err("the proxy core is not running".into()));
-        };
-        let Some(tx) = core.find_tx(tid) else {
-            return Ok(Err(format!("transaction {tid} does not exist (ended or never existed)")));
+        let tx = match self.find_tx(tid) {
+            Ok(tx) => tx,
+            Err(e) => return Ok(Err(e)),
         };
         let cancel = flags.contains(InjectFlags::CANCEL_EXISTING);
         Ok(tx.inject(targets, next_hops, cancel).map_err(|e| e.to_string()))
@@ -132,6 +134,12 @@ impl tm::Host for HostState {
 }
 
 impl HostState {
+    /// A live transaction by id (this invocation's or another's).
+    fn find_tx(&self, tid: u64) -> Result<ServerTx, String> {
+        let core = self.services.core.get().ok_or("the proxy core is not running")?;
+        core.find_tx(tid).ok_or_else(|| format!("transaction {tid} does not exist (ended or never existed)"))
+    }
+
     /// The Forward for the request as the route shaped it; with `targets`,
     /// the Request-URI and the branches (which are consumed).
     fn forward(&mut self, targets: bool) -> Result<Forward, String> {
