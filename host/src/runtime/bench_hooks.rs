@@ -19,12 +19,5 @@ pub fn new_store_and_drop(rt: &Runtime) {
 /// both: an invocation's fixed cost without the export call.
 #[doc(hidden)]
 pub async fn instantiate_and_drop(rt: &Runtime) -> anyhow::Result<()> {
-    let route = rt.current();
-    let mut store = rt.new_store(None, route.name.clone());
-    route
-        .pre
-        .instantiate_async(&mut store)
-        .await
-        .map_err(|e| anyhow::anyhow!("route module {} failed to instantiate: {e:#}", route.name))?;
-    Ok(())
+    rt.smoke_test(&rt.current()).await
 }
