@@ -14,9 +14,9 @@
 //! [`Location`] is a cheap-clone handle (`Arc<Shared>`, the mini-redis `Db`
 //! pattern). The index sits behind a std `Mutex`: every critical section is
 //! short, never awaits, and never touches the disk, so an async mutex would
-//! only add cost. Inside the lock a change is also published (broadcast event,
-//! persistence op), both non-blocking, so subscribers and the database see
-//! changes in the order they happened. One background task purges expired
+//! only add cost. Inside the lock a change is queued for persistence
+//! (non-blocking), so the database sees changes in the order they happened;
+//! right after the lock the change listener gets them in the same order. One background task purges expired
 //! bindings, sleeping until the earliest expiry or until a `Notify` says an
 //! earlier one appeared. When the last clone of the handle is dropped, a guard
 //! stops that task and the writer thread (after committing what is queued).
@@ -34,18 +34,13 @@ mod tests;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::Notify;
 
 pub use config::LocationConfig;
 
 use clock::Clock;
 use persist::Persist;
 use store::{Change, Store};
-
-/// Events a slow subscriber may fall behind by before it loses the oldest
-/// ones (it then sees `RecvError::Lagged(n)` and carries on with the newest).
-/// 1024 covers a burst of ~300 REGISTERs between two polls.
-pub const EVENT_CAPACITY: usize = 1024;
 
 /// The synchronous change listener ([`Location::set_listener`]).
 pub type Listener = Box<dyn Fn(&LocationEvent) + Send + Sync>;
@@ -74,7 +69,7 @@ pub struct Binding {
     pub last_modified: u64,
 }
 
-/// A change to the location table, as broadcast to [`Location::subscribe`]rs.
+/// A change to the location table, as given to the [`Location::set_listener`].
 ///
 /// For one REGISTER the order is: `ContactDeleted`s, then `ContactInserted`/
 /// `Updated`/`Refreshed` in Contact order; `AorInserted` comes right before
@@ -123,7 +118,6 @@ struct Shared {
     cfg: LocationConfig,
     clock: Clock,
     state: Mutex<State>,
-    events: broadcast::Sender<LocationEvent>,
     /// Called with every change, in order, by the task that made it (see
     /// [`Location::set_listener`]).
     listener: std::sync::OnceLock<Listener>,
@@ -194,7 +188,6 @@ impl Location {
                 cfg: cfg.clone(),
                 clock,
                 state: Mutex::new(State { store, shutdown: false }),
-                events: broadcast::channel(EVENT_CAPACITY).0,
                 listener: std::sync::OnceLock::new(),
                 purge_wake: Notify::new(),
                 persist,
@@ -229,21 +222,14 @@ impl Location {
         self.shared.mutate(|store, _now, changes| store.remove(&aor, key.as_deref(), changes))
     }
 
-    /// Installs the one synchronous listener: it is called with each change
-    /// right after the mutation that made it, outside the lock, by the task
-    /// that made it. Unlike [`subscribe`](Self::subscribe) it cannot fall
-    /// behind and lose changes under load (the registrar's E_UL_* events,
-    /// which resume calls waiting for a device to register, go this way).
-    /// It must not block. A second call is ignored and returns false.
+    /// Installs the one change listener: it is called with each change right
+    /// after the mutation that made it, outside the lock, by the task that
+    /// made it, so it cannot fall behind and lose changes under load (the
+    /// registrar's E_UL_* events, which resume calls waiting for a device to
+    /// register, go this way). It must not block. A second call is ignored
+    /// and returns false.
     pub fn set_listener(&self, listener: Listener) -> bool {
         self.shared.listener.set(listener).is_ok()
-    }
-
-    /// Subscribes to [`LocationEvent`]s from now on. The channel holds
-    /// [`EVENT_CAPACITY`] events; a subscriber that falls further behind loses
-    /// the oldest and sees `RecvError::Lagged`.
-    pub fn subscribe(&self) -> broadcast::Receiver<LocationEvent> {
-        self.shared.events.subscribe()
     }
 
     /// Every live binding, AORs in name order.
@@ -298,15 +284,19 @@ impl Shared {
         if wake {
             self.purge_wake.notify_one();
         }
-        // Outside the lock: the listener may raise events whose handlers look
-        // the location up.
-        if let Some(listener) = self.listener.get() {
-            published.iter().for_each(|event| listener(event));
-        }
+        self.tell_listener(&published);
         result
     }
 
-    /// Persists and broadcasts `changes`; returns them as events for the
+    /// Gives published changes to the listener. Call it outside the lock: the
+    /// listener may raise events whose handlers look the location up.
+    fn tell_listener(&self, published: &[LocationEvent]) {
+        if let Some(listener) = self.listener.get() {
+            published.iter().for_each(|event| listener(event));
+        }
+    }
+
+    /// Queues `changes` for persistence; returns them as events for the
     /// listener.
     fn publish(&self, changes: Vec<Change>) -> Vec<LocationEvent> {
         let mut published = Vec::with_capacity(changes.len());
@@ -334,11 +324,7 @@ impl Shared {
                     LocationEvent::ContactDeleted(b)
                 }
             };
-            if self.listener.get().is_some() {
-                published.push(event.clone());
-            }
-            // An error only means nobody is subscribed right now.
-            let _ = self.events.send(event);
+            published.push(event);
         }
         published
     }
@@ -360,7 +346,7 @@ impl Shared {
 /// until woken because an earlier one appeared (or shutdown).
 async fn purge_expired_task(shared: Arc<Shared>) {
     loop {
-        let next = {
+        let (next, published) = {
             let now = shared.clock.now_unix();
             let mut changes = Vec::new();
             let mut state = shared.lock();
@@ -368,9 +354,9 @@ async fn purge_expired_task(shared: Arc<Shared>) {
                 return;
             }
             state.store.purge_expired(now, &mut changes);
-            shared.publish(changes);
-            state.store.next_expiry()
+            (state.store.next_expiry(), shared.publish(changes))
         };
+        shared.tell_listener(&published);
         match next {
             Some(at) => {
                 tokio::select! {
