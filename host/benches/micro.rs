@@ -20,6 +20,10 @@
 //! and the harness's own UDP reads. Replies still go out over loopback UDP,
 //! read back (untimed) so every iteration starts with the proxy idle.
 
+/// The allocator the server runs with (see `main.rs`), so heap figures match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -7,6 +7,10 @@
 //!
 //! `cargo bench -p sipbox --bench suspend [-- N]` (default 10000).
 
+/// The allocator the server runs with (see `main.rs`), so heap figures match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;

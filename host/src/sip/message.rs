@@ -1,10 +1,12 @@
 //! [`Message`]: one received SIP message as its raw bytes plus a validated index of
 //! ranges (start line, one entry per header line, body). Accessors slice the bytes;
-//! typed views ([`Via`], [`NameAddr`], [`CSeq`], ...) are parsed on each call.
+//! the top Via, From, To and CSeq are parsed once (they are validated anyway) and
+//! rebuilt from ranges; the other typed views are parsed on each call.
 
 use bytes::Bytes;
 
 use super::header::{self, NAME_COUNT};
+use super::parsed::{NameAddrSpans, Parsed, ViaSpans, span_of};
 use super::scan::{self, RawHeader};
 use super::typed::{self, CSeq, Contacts, NameAddr, Via};
 use super::{Header, HeaderName, MAX_MESSAGE_SIZE, Method, ParseError};
@@ -17,7 +19,7 @@ pub(crate) struct Span {
 }
 
 impl Span {
-    fn new((start, end): (usize, usize)) -> Span {
+    pub(crate) fn new((start, end): (usize, usize)) -> Span {
         // Offsets are bounded by MAX_MESSAGE_SIZE (checked before scanning).
         Span { start: u32::try_from(start).unwrap_or(u32::MAX), end: u32::try_from(end).unwrap_or(u32::MAX) }
     }
@@ -59,6 +61,8 @@ pub struct Message {
     first: [Option<u16>; NAME_COUNT],
     /// The Content-Length header's value, if present.
     content_length: Option<usize>,
+    /// The top Via, From, To and CSeq, parsed by `validate`.
+    parsed: Parsed,
 }
 
 /// Headers that may appear at most once (a second Content-Length could smuggle a message).
@@ -125,9 +129,10 @@ impl Message {
             headers,
             first,
             content_length: None,
+            parsed: Parsed::default(),
             raw,
         };
-        msg.validate()?;
+        msg.parsed = msg.validate()?;
         if let Some(declared) = msg.content_length()? {
             let available = msg.raw.len() - head.body;
             if declared > available {
@@ -139,8 +144,9 @@ impl Message {
         Ok(msg)
     }
 
-    /// The checks a proxy relies on before it touches the message.
-    fn validate(&self) -> Result<(), ParseError> {
+    /// The checks a proxy relies on before it touches the message; returns
+    /// the headers it parsed on the way.
+    fn validate(&self) -> Result<Parsed, ParseError> {
         for (name, label) in [
             (HeaderName::Via, "Via"),
             (HeaderName::From, "From"),
@@ -152,19 +158,31 @@ impl Message {
                 return Err(ParseError::Missing(label));
             }
         }
-        let cseq = self.cseq()?;
+        let value = |name| self.header(name).unwrap_or("");
+        let cseq_value = value(HeaderName::CSeq);
+        let cseq = CSeq::parse(cseq_value)?;
         if let Kind::Request { method, .. } = &self.kind
             && cseq.method_str != method.as_str()
         {
             return Err(ParseError::CSeqMismatch { cseq: cseq.method_str.to_string(), method: method.as_str().to_string() });
         }
         self.call_id()?;
-        self.from()?;
-        self.to()?;
-        self.top_via()?;
+        let from_value = value(HeaderName::From);
+        let from = NameAddr::parse_header(from_value, "From")?;
+        let to_value = value(HeaderName::To);
+        let to = NameAddr::parse_header(to_value, "To")?;
+        let via_value = value(HeaderName::Via);
+        let top = header::list_values(via_value).next().ok_or(ParseError::bad("Via", "empty value"))?;
+        let top_via = Via::parse(top)?;
         self.max_forwards()?;
         self.content_length()?;
-        Ok(())
+        Ok(Parsed {
+            top_via: ViaSpans::of(via_value, &top_via),
+            from: NameAddrSpans::of(from_value, &from),
+            to: NameAddrSpans::of(to_value, &to),
+            cseq_seq: cseq.seq,
+            cseq_method: span_of(cseq_value, cseq.method_str),
+        })
     }
 
     fn text(&self, span: Span) -> &str {
@@ -284,8 +302,7 @@ impl Message {
     /// The topmost Via value.
     pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
         let v = self.header(HeaderName::Via).ok_or(ParseError::Missing("Via"))?;
-        let first = header::list_values(v).next().ok_or(ParseError::bad("Via", "empty value"))?;
-        Via::parse(first)
+        Ok(self.parsed.top_via.view(v))
     }
 
     /// Every Via value, top first.
@@ -296,13 +313,13 @@ impl Message {
     /// The From header.
     pub fn from(&self) -> Result<NameAddr<'_>, ParseError> {
         let v = self.header(HeaderName::From).ok_or(ParseError::Missing("From"))?;
-        NameAddr::parse_header(v, "From")
+        Ok(self.parsed.from.view(v))
     }
 
     /// The To header.
     pub fn to(&self) -> Result<NameAddr<'_>, ParseError> {
         let v = self.header(HeaderName::To).ok_or(ParseError::Missing("To"))?;
-        NameAddr::parse_header(v, "To")
+        Ok(self.parsed.to.view(v))
     }
 
     /// The Call-ID (non-empty, no whitespace).
@@ -316,7 +333,8 @@ impl Message {
 
     /// The CSeq header.
     pub fn cseq(&self) -> Result<CSeq<'_>, ParseError> {
-        CSeq::parse(self.header(HeaderName::CSeq).ok_or(ParseError::Missing("CSeq"))?)
+        let v = self.header(HeaderName::CSeq).ok_or(ParseError::Missing("CSeq"))?;
+        Ok(self.parsed.cseq(v))
     }
 
     /// The Contact header(s): `*`, or every contact in order (empty list when absent).

@@ -5,6 +5,7 @@
 //! - [`message`]: [`Message`], the validated index over one received message's bytes;
 //! - [`header`]: header names (full and compact forms), [`Method`], comma/parameter splitting;
 //! - [`typed`]: lazily parsed views that borrow the message ([`Via`], [`NameAddr`], [`Uri`], [`CSeq`]);
+//! - `parsed`: the top Via, From, To and CSeq as ranges, parsed once by [`Message::parse`];
 //! - [`edit`]: [`Edits`] and [`serialize`], the only way a forwarded message differs from the received one;
 //! - [`response`]: [`response`], [`reply_to_malformed`], [`reason_phrase`];
 //! - [`framing`]: [`frame_len`] and [`skip_keepalive`] for stream transports.
@@ -13,7 +14,9 @@
 //! A [`Message`] keeps the received [`Bytes`] and an index of ranges: the start-line
 //! parts, one entry per header line (folded continuation lines belong to the line they
 //! continue, RFC 3261 section 7.3.1) and the body. Nothing is copied at parse time;
-//! typed views are parsed on each call and borrow the message. [`Message::parse`]
+//! typed views borrow the message: the four that validation parses anyway (top Via,
+//! From, To, CSeq) are kept as ranges and rebuilt without scanning, the others are
+//! parsed on each call. [`Message::parse`]
 //! validates exactly what a proxy relies on (start line, the mandatory headers, CSeq,
 //! Content-Length, Max-Forwards, the top Via, From and To) and accepts unknown headers
 //! and methods. Header values are returned raw: a folded value still contains its
@@ -33,6 +36,7 @@ mod error;
 mod framing;
 mod header;
 mod message;
+mod parsed;
 mod response;
 mod scan;
 mod typed;

@@ -381,3 +381,29 @@ fn reason_phrases() {
     assert_eq!(reason_phrase(499), "Client Error");
     assert_eq!(reason_phrase(42), "Unknown");
 }
+
+/// The top Via, From, To and CSeq are kept as ranges by `Message::parse`;
+/// rebuilt from them they must equal a fresh parse of the header value, in
+/// every form the parser accepts (display names, addr-spec with parameters,
+/// compact names, folded lines, several Vias on one line, IPv6, rport).
+#[test]
+fn cached_views_equal_a_fresh_parse() {
+    let messages = [
+        INVITE.to_string(),
+        "OPTIONS sip:a@b SIP/2.0\nv: SIP/2.0/udp [::1]:5070;rport=5;received=10.0.0.1;branch=z9hG4bKx, SIP/2.0/TCP h2\n\
+         t:\n sip:a@b;tag=7\nf: Al <sip:a@b;transport=tcp>\n  ;tag=9;x\ni: x\nCSeq:\t42\n OPTIONS\n\n"
+            .to_string(),
+        "SIP/2.0 180 Ringing\nVia: SIP/2.0/TLS h;branch=z9hG4bK1;received=1.2.3.4\nFrom: \"A \\\"q\\\"\" <sips:a@b>;tag=1\n\
+         To: <tel:+123>;tag=2\nCall-ID: y\nCSeq: 1 FOO\n\n"
+            .to_string(),
+    ];
+    for text in &messages {
+        let m = parse(text).unwrap();
+        let value = |name| m.header(name).unwrap();
+        let top = header::list_values(value(HeaderName::Via)).next().unwrap();
+        assert_eq!(m.top_via().unwrap(), typed::Via::parse(top).unwrap(), "{text}");
+        assert_eq!(m.from().unwrap(), NameAddr::parse_header(value(HeaderName::From), "From").unwrap(), "{text}");
+        assert_eq!(m.to().unwrap(), NameAddr::parse_header(value(HeaderName::To), "To").unwrap(), "{text}");
+        assert_eq!(m.cseq().unwrap(), CSeq::parse(value(HeaderName::CSeq)).unwrap(), "{text}");
+    }
+}
