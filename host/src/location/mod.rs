@@ -15,10 +15,12 @@
 //! pattern). The index sits behind a std `Mutex`: every critical section is
 //! short, never awaits, and never touches the disk, so an async mutex would
 //! only add cost. Inside the lock a change is queued for persistence
-//! (non-blocking), so the database sees changes in the order they happened;
-//! right after the lock the change listener gets them in the same order. One background task purges expired
-//! bindings, sleeping until the earliest expiry or until a `Notify` says an
-//! earlier one appeared. When the last clone of the handle is dropped, a guard
+//! (non-blocking), so the database sees changes in the order they happened.
+//! Right after the lock the change listener gets the changes of that one
+//! mutation, in order; two mutations racing on different threads may reach
+//! it in either order. One background task purges expired bindings,
+//! sleeping until the earliest expiry or until a `Notify` says an earlier one
+//! appeared. When the last clone of the handle is dropped, a guard
 //! stops that task and the writer thread (after committing what is queued).
 
 pub mod config;
@@ -226,8 +228,9 @@ impl Location {
     /// after the mutation that made it, outside the lock, by the task that
     /// made it, so it cannot fall behind and lose changes under load (the
     /// registrar's E_UL_* events, which resume calls waiting for a device to
-    /// register, go this way). It must not block. A second call is ignored
-    /// and returns false.
+    /// register, go this way). The changes of one mutation arrive in order;
+    /// those of concurrent mutations are not ordered between them. It must
+    /// not block. A second call is ignored and returns false.
     pub fn set_listener(&self, listener: Listener) -> bool {
         self.shared.listener.set(listener).is_ok()
     }
@@ -260,25 +263,24 @@ impl Shared {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs a mutation under the lock, publishes its changes (events and
-    /// persistence ops, in order, still under the lock) and wakes the purge
-    /// task if the earliest expiry moved earlier.
+    /// Runs a mutation under the lock, queues its persistence ops (in order,
+    /// still under the lock), then gives its changes to the listener and wakes
+    /// the purge task if the earliest expiry moved earlier.
     fn mutate<R>(&self, f: impl FnOnce(&mut Store, u64, &mut Vec<Change>) -> R) -> R {
         let mut changes = Vec::new();
-        let published;
         let now = self.clock.now_unix();
-        let (result, wake) = {
+        let (result, wake, published) = {
             let mut state = self.lock();
             let before = state.store.next_expiry();
             let result = f(&mut state.store, now, &mut changes);
-            published = self.publish(changes);
+            let published = self.publish(changes);
             let after = state.store.next_expiry();
             let wake = match (before, after) {
                 (Some(b), Some(a)) => a < b,
                 (None, Some(_)) => true,
                 _ => false,
             };
-            (result, wake)
+            (result, wake, published)
         };
         // Notify after releasing the lock so the task does not wake into a held mutex.
         if wake {
