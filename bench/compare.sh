@@ -20,12 +20,15 @@
 # usage: bench/compare.sh [--scenarios A,B,C,D] [--rates 200,500,1000,2000]
 #                         [--runs 3] [--seconds 10] [--quick] [--no-build]
 #                         [--proxies kamailio,sipbox] [--kamailio-args ARGS]
+#                         [--instance-reuse N]
 #   --seconds N  calls per point = rate x N
 #   --quick      one run, rates 200,1000, 5 s (a smoke run, a few minutes)
 #   --no-build   use the existing target/release/sipbox and route modules
 #   --proxies    measure only one of them (default both)
 #   --kamailio-args  more kamailio options, e.g. "-x tlsf -X tlsf" (its
 #                faster allocators; the default is the Debian build's qm)
+#   --instance-reuse N  sipbox's [limits] instance_reuse (default 1: a fresh
+#                route instance per invocation, sipbox's default)
 # Output: a table on stdout; raw logs, SIPp CSVs, configs, results.csv and
 # compare.png in bench/out/<time>/; the section between the compare markers
 # of bench/RESULTS.md is regenerated.
@@ -43,6 +46,7 @@ SECS=10
 BUILD=1
 PROXIES=kamailio,sipbox
 KAM_ARGS=""
+REUSE=1
 ARGS="$*"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -54,12 +58,13 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0; shift ;;
         --proxies) PROXIES=$2; shift 2 ;;
         --kamailio-args) KAM_ARGS=$2; shift 2 ;;
+        --instance-reuse) REUSE=$2; shift 2 ;;
         -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-for v in "$RUNS" "$SECS"; do
-    case "$v" in ''|*[!0-9]*|0) echo "--runs and --seconds take a positive integer" >&2; exit 2 ;; esac
+for v in "$RUNS" "$SECS" "$REUSE"; do
+    case "$v" in ''|*[!0-9]*|0) echo "--runs, --seconds and --instance-reuse take a positive integer" >&2; exit 2 ;; esac
 done
 case "$SCENARIOS" in *[!ABCD,]*|'') echo "--scenarios: a comma-separated subset of A,B,C,D" >&2; exit 2 ;; esac
 case ",$PROXIES," in
@@ -168,6 +173,7 @@ max_expires = 3600
 # instance about 4 more, and Linux's vm.max_map_count is 65530 (30000
 # slots ran out of mappings with 4000 calls held: ENOMEM traps, then abort).
 max_instances = 8000
+instance_reuse = $REUSE
 
 [mi]
 # Off: nothing to manage during a measurement, and no fixed ports taken.
@@ -358,6 +364,7 @@ done
     echo "sipbox=$("$BIN" --version 2>/dev/null || echo '?') ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'))"
     echo "command=bench/compare.sh $ARGS"
     echo "kamailio_cmd=kamailio -DD -E -f CFG -m 512 -M 32${KAM_ARGS:+ $KAM_ARGS}"
+    echo "sipbox_limits=instance_reuse = $REUSE"
     echo "runs=$RUNS"
     echo "seconds=$SECS"
 } > "$OUT/meta.txt"

@@ -117,7 +117,8 @@ def markdown(meta, header, lines, clean):
            f"- command: `{meta.get('command', '?')}` ({meta.get('runs')} run(s) per point, "
            f"rate x {meta.get('seconds')} s calls per point, medians shown)",
            f"- versions: Kamailio {meta.get('kamailio', '?')}, SIPp {meta.get('sipp', '?')}, "
-           f"{meta.get('sipbox', '?')}; Kamailio started as `{meta.get('kamailio_cmd', '?')}`",
+           f"{meta.get('sipbox', '?')} with `{meta.get('sipbox_limits', 'instance_reuse = 1')}`; "
+           f"Kamailio started as `{meta.get('kamailio_cmd', '?')}`",
            "- proxy pinned to core 0, every SIPp process (and D's push receiver) to core 1; the two "
            "proxies alternate for each point, each run on a fresh process; CPU = utime+stime of all "
            "proxy processes (Kamailio: main + forked children) / successful calls.",

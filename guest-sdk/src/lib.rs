@@ -37,8 +37,11 @@
 //! - [`uri`]: small helpers to pick SIP URIs apart.
 //! - [`bindings`]: the raw generated bindings, for anything the wrappers lack.
 //!
-//! Every invocation runs in a fresh instance: a route keeps no state between
-//! calls (statics reset), anything lasting lives in the host.
+//! By default every invocation runs in a fresh instance: a route keeps no
+//! state between calls (statics reset), anything lasting lives in the host.
+//! With the operator's `[limits] instance_reuse` above 1 an instance may
+//! serve several invocations and statics carry over, so do not rely on
+//! either.
 //!
 //! The crate also compiles for native targets so that workspaces and tests
 //! can build it, but calling into the host there panics: only pure helpers
@@ -105,7 +108,8 @@ pub type Result<T, E = Error> = core::result::Result<T, E>;
 /// [`tm::on_failure`].
 ///
 /// Implement it on a unit type and export it with [`route!`]. The functions
-/// take no `self`: each invocation runs in a fresh instance.
+/// take no `self`: an invocation has no instance state of its own (see the
+/// crate docs on `instance_reuse`).
 pub trait Route {
     /// A new request (not a retransmission; not an ACK or CANCEL the
     /// transaction layer absorbs). Answer it with [`tm::reply`], forward it

@@ -5,6 +5,8 @@
 //! - `route`: the embedded default route, per invocation: a whole `on-request`
 //!   (404 for an unknown user, relay to a registered one), a Store alone,
 //!   instantiate + drop, and instantiate + a no-op `on-event` + drop;
+//! - `route_reused`: the same invocations with `[limits] instance_reuse`, on
+//!   a warm instance (no instantiation, no slot reset);
 //! - `events`: `raise` to a `udp:` subscriber's datagram arriving on a
 //!   loopback socket, one at a time and in batches of 64;
 //! - `resume`: a `dtmf-detect` guest parked in `wait-for-event`, from the
@@ -173,12 +175,12 @@ struct Proxy {
 }
 
 impl Proxy {
-    fn start(source: RouteSource, vars: &[(&str, &str)]) -> anyhow::Result<Proxy> {
+    fn start(source: RouteSource, vars: &[(&str, &str)], limits: Limits) -> anyhow::Result<Proxy> {
         let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         // The location store and the runtime start background tasks.
         let _guard = tokio.enter();
         let location = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() })?;
-        let runtime = Runtime::new(Limits::default(), location, source)?;
+        let runtime = Runtime::new(limits, location, source)?;
         runtime.set_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
         let (tx, done) = std::sync::mpsc::channel();
         let timed = Arc::new(Timed { runtime: runtime.clone(), done: tx });
@@ -277,10 +279,18 @@ impl Drop for Phone {
 // ------------------------------------------------------------------ route
 
 fn bench_route(c: &mut Criterion) {
-    if !wanted("route") {
-        return;
+    if wanted("route") {
+        route_group(c, "route", Limits::default());
     }
-    let proxy = Proxy::start(RouteSource::Embedded, &[]).unwrap_or_else(|e| panic!("proxy: {e:#}"));
+    // The same invocations on warm instances (`[limits] instance_reuse`):
+    // what is left of an invocation once instantiation is amortised.
+    if wanted("route_reused") {
+        route_group(c, "route_reused", Limits { instance_reuse: 1000, ..Limits::default() });
+    }
+}
+
+fn route_group(c: &mut Criterion, group: &str, limits: Limits) {
+    let proxy = Proxy::start(RouteSource::Embedded, &[], limits).unwrap_or_else(|e| panic!("proxy: {e:#}"));
     let from = proxy.caller_addr();
     let phone = Phone::start().unwrap_or_else(|e| panic!("phone: {e:#}"));
     let host = proxy.listener;
@@ -293,7 +303,7 @@ fn bench_route(c: &mut Criterion) {
     proxy.invocation();
     assert_eq!(proxy.response(200).status(), Some(200), "REGISTER of bob");
 
-    let mut g = c.benchmark_group("route");
+    let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Elements(1));
 
     // (a) on-request of the default route, timed around Runtime::on_request:
@@ -319,20 +329,23 @@ fn bench_route(c: &mut Criterion) {
 
     // (b) the fixed parts of an invocation, through the bench hooks.
     let rt = proxy.runtime.clone();
-    g.bench_function("new_store_drop", |b| b.iter(|| bench_hooks::new_store_and_drop(&rt)));
-    g.bench_function("instantiate_drop", |b| {
-        b.iter_custom(|iters| {
-            proxy.tokio.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    if let Err(e) = bench_hooks::instantiate_and_drop(&rt).await {
-                        panic!("{e:#}");
+    // (Without reuse only: with it there is no per-invocation Store.)
+    if group == "route" {
+        g.bench_function("new_store_drop", |b| b.iter(|| bench_hooks::new_store_and_drop(&rt)));
+        g.bench_function("instantiate_drop", |b| {
+            b.iter_custom(|iters| {
+                proxy.tokio.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        if let Err(e) = bench_hooks::instantiate_and_drop(&rt).await {
+                            panic!("{e:#}");
+                        }
                     }
-                }
-                start.elapsed()
+                    start.elapsed()
+                })
             })
-        })
-    });
+        });
+    }
 
     // (c) instantiate + on-event (the default route's is a no-op) + drop,
     // through the public event-route entry point.
@@ -438,7 +451,7 @@ fn bench_resume(c: &mut Criterion) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../target/wasm-routes/wasm32-wasip2/release/dtmf_detect.wasm");
     assert!(path.exists(), "{} missing: build the host first (cargo build)", path.display());
-    let proxy = Proxy::start(RouteSource::File(path), &[("dtmf_timeout", "60")])
+    let proxy = Proxy::start(RouteSource::File(path), &[("dtmf_timeout", "60")], Limits::default())
         .unwrap_or_else(|e| panic!("proxy: {e:#}"));
     let from = proxy.caller_addr();
     let ruri = format!("sip:pin-bob@{}", proxy.listener);
@@ -500,7 +513,7 @@ fn bench_resume(c: &mut Criterion) {
 /// set-up: compiling a route module costs seconds, minutes under valgrind.
 /// A filter that does not start with a group name may match any group.
 fn wanted(group: &str) -> bool {
-    const GROUPS: [&str; 4] = ["sip", "route", "events", "resume"];
+    const GROUPS: [&str; 5] = ["sip", "route", "route_reused", "events", "resume"];
     const WITH_VALUE: [&str; 9] = [
         "--profile-time", "--sample-size", "--measurement-time", "--warm-up-time", "--save-baseline",
         "--baseline", "--color", "--output-format", "--noise-threshold",

@@ -12,16 +12,14 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
+use std::net::UdpSocket;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sipbox::events::{Event, EventBus, EventsConfig, Params};
-use sipbox::location::{Location, LocationConfig};
-use sipbox::runtime::{Limits, RouteSource, Runtime};
-use sipbox::transaction::{Core, Timers};
-use sipbox::transport::{DeferredHandler, ListenSpec, Proto, Transports};
+use sipbox::events::{Event, Params};
+
+#[path = "common/parked_calls.rs"]
+mod parked_calls;
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -119,29 +117,6 @@ fn breakdown(before: &[Region], after: &[Region], slots: u64) -> Vec<(&'static s
     classes
 }
 
-fn invite(i: usize, from: SocketAddr, to: SocketAddr) -> String {
-    format!(
-        "INVITE sip:pin-bob@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-bench-{i};rport\r\n\
-         From: <sip:caller@{from}>;tag=t{i}\r\nTo: <sip:pin-bob@{to}>\r\nCall-ID: bench-{i}\r\n\
-         CSeq: 1 INVITE\r\nContact: <sip:caller@{from}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-    )
-}
-
-/// Call index and status of a response, from its Call-ID `bench-N`.
-fn parse_response(buf: &[u8]) -> Option<(usize, u16)> {
-    let text = std::str::from_utf8(buf).ok()?;
-    let status = text.get(8..11)?.parse().ok()?;
-    let start = text.find("Call-ID: bench-")? + "Call-ID: bench-".len();
-    let end = start + text[start..].find("\r\n")?;
-    Some((text[start..end].parse().ok()?, status))
-}
-
-/// Pool slots the engine sizes for `n` calls (`max_instances` + the 16
-/// slots `engine::pooling` adds).
-fn limits_slots(n: usize) -> u32 {
-    (n + 64 + 16) as u32
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -153,25 +128,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn main() -> anyhow::Result<()> {
     sipbox::server::init_logging("warn");
     let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(10_000);
-    let route = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm-routes/wasm32-wasip2/release/dtmf_detect.wasm");
-    anyhow::ensure!(route.exists(), "{} missing: build the host first (cargo build)", route.display());
-
-    let location = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() })?;
-    let limits = Limits { max_instances: (n + 64) as u32, memory_mb: 4, ..Limits::default() };
-    let runtime = Runtime::new(limits, location, RouteSource::File(route))?;
-    let bus = EventBus::new(&EventsConfig { ebr_max_waiters: n + 64, ..EventsConfig::default() });
-    runtime.set_event_bus(bus.clone());
-    let mut vars = std::collections::BTreeMap::new();
-    vars.insert("dtmf_timeout".to_string(), "600".to_string());
-    runtime.set_vars(vars);
-    let deferred = DeferredHandler::new();
-    let listen = [ListenSpec { proto: Proto::Udp, addr: "127.0.0.1:0".parse()? }];
-    let transports = Transports::bind(&listen, deferred.clone()).await?;
-    let server = transports.listeners()[0].addr;
-    let core = Core::new(transports, Timers::default(), Arc::new(runtime.clone()));
-    runtime.set_core(core.clone());
-    deferred.set(Arc::new(core.clone()));
+    let parked = parked_calls::start(n).await?;
+    let (runtime, bus, server) = (&parked.runtime, &parked.bus, parked.addr);
 
     // The caller: one socket, a thread recording when each call's 183 and
     // final response arrive.
@@ -188,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
         let mut buf = vec![0u8; 65536];
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             let Ok(len) = receiver.recv(&mut buf) else { continue };
-            if let Some((i, status)) = parse_response(&buf[..len]) {
+            if let Some((i, status)) = parked_calls::parse_response(&buf[..len]) {
                 let mut seen = recorder.lock().unwrap();
                 match status {
                     183 => {
@@ -209,7 +167,7 @@ async fn main() -> anyhow::Result<()> {
     let base_regions = regions();
     let park_start = Instant::now();
     for i in 0..n {
-        caller.send_to(invite(i, from, server).as_bytes(), server)?;
+        caller.send_to(parked_calls::invite(i, from, server).as_bytes(), server)?;
         // Keep at most 100 INVITEs in flight, so loopback buffers rarely drop.
         let deadline = Instant::now() + Duration::from_secs(5);
         while seen.lock().unwrap().0.len() + 100 < i && Instant::now() < deadline {
@@ -229,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
         for i in missing {
-            caller.send_to(invite(i, from, server).as_bytes(), server)?;
+            caller.send_to(parked_calls::invite(i, from, server).as_bytes(), server)?;
         }
     }
     let parked = seen.lock().unwrap().0.len();
@@ -278,7 +236,7 @@ async fn main() -> anyhow::Result<()> {
     println!("| resume latency p50 | {:.2} ms |", percentile(&latencies, 0.50).as_secs_f64() * 1e3);
     println!("| resume latency p99 | {:.2} ms |", percentile(&latencies, 0.99).as_secs_f64() * 1e3);
     // Where the parked guests' RSS is: /proc/self/smaps by region class.
-    let slots = u64::from(limits_slots(n));
+    let slots = u64::from(parked_calls::pool_slots(n));
     println!();
     println!("| RSS by mapping class | before | parked | per parked guest |");
     println!("|---|---|---|---|");

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{RawUdp, Route, Server, ServerConfig, TestEnv, free_ports, register, uac, uas};
+use crate::harness::{RawUdp, Route, Server, ServerConfig, TestEnv, free_ports, mi_call, register, uac, uas};
 
 fn trap_server(env: &TestEnv) -> Server {
     Server::start(env, ServerConfig { route: Route::Example("trap_route.wasm"), ..ServerConfig::default() })
@@ -44,4 +44,39 @@ fn runaway_route_is_stopped_with_500() {
     let mut others = Vec::new();
     assert!(RawUdp::new().options(server.addr(), Duration::from_secs(5), &mut others).is_some(), "server stopped answering");
     assert!(server.is_running(), "the server exited\n{}", server.log());
+}
+
+/// With `instance_reuse`, instances whose invocation returned are reused, and
+/// one that trapped, hit its CPU deadline or ran out of memory is not: the
+/// calls after each failure go through (a reused trapped instance could not
+/// be entered again, so its next request would get 500).
+#[test]
+fn reused_instances_are_replaced_after_a_trap() {
+    let env = TestEnv::new("trap_reuse");
+    let config = ServerConfig {
+        route: Route::Example("trap_route.wasm"),
+        mi: true,
+        extra_toml: "[limits]\ninstance_reuse = 1000\n".into(),
+        ..ServerConfig::default()
+    };
+    let server = Server::start(&env, config);
+    let [uas_port] = free_ports();
+    register(&env, &server, &["erin"], uas_port, 600);
+
+    for user in ["trap", "oom", "loop"] {
+        uac(&env, &server, "uac_expect_500.xml", user).run().assert_ok(&format!("a failing route ({user}) gets 500"));
+        let callee = uas(&env, "uas_rr.xml", uas_port);
+        uac(&env, &server, "uac_call.xml", "erin").run().assert_ok(&format!("the call after {user} goes through"));
+        callee.wait().assert_ok(&format!("the UAS took the call after {user}"));
+    }
+
+    let stats = mi_call(server.mi_addr(), "get_statistics", serde_json::json!([["runtime:"]]));
+    let stat = |name: &str| stats["result"][name].as_u64().unwrap_or_else(|| panic!("{name} in {stats}"));
+    let (invocations, instantiations) = (stat("runtime:invocations"), stat("runtime:instantiations"));
+    assert_eq!(stat("runtime:traps") + stat("runtime:timeouts"), 3, "{stats}");
+    // Each failure costs its instance; the rest mostly reuse (a few more
+    // instances appear when invocations overlap, e.g. a reply hook while the
+    // request's invocation still runs).
+    assert!(instantiations >= 3, "{stats}");
+    assert!(instantiations * 2 < invocations, "instances were not reused: {stats}");
 }

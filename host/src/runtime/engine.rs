@@ -31,6 +31,15 @@ pub struct Limits {
     pub cpu_ms: u64,
     /// Wall-clock bound on one invocation, in ms, including host calls.
     pub wall_ms: u64,
+    /// Invocations one route instance serves before it is replaced. 1 (the
+    /// default) gives every invocation a fresh instance: nothing a guest
+    /// keeps in memory survives its invocation. Larger values keep an
+    /// instance whose invocation returned normally warm for the next one,
+    /// which saves the instantiation (about half an invocation's fixed
+    /// cost) but lets guest globals and heap carry over, as a Kamailio
+    /// worker's script state does. An instance that trapped or timed out is
+    /// never reused either way.
+    pub instance_reuse: u32,
     /// Raise E_CORE_THRESHOLD when routing one message takes longer than
     /// this many microseconds (OpenSIPS `exec_msg_threshold`); 0 = off.
     pub exec_msg_threshold_us: u64,
@@ -47,6 +56,7 @@ impl Default for Limits {
             memory_mb: 16,
             cpu_ms: 100,
             wall_ms: 10_000,
+            instance_reuse: 1,
             exec_msg_threshold_us: 0,
             pool_threshold_percent: 0,
         }
@@ -83,6 +93,10 @@ impl Limits {
         );
         anyhow::ensure!(self.cpu_ms >= 1, "limits.cpu_ms must be at least 1");
         anyhow::ensure!(self.wall_ms >= self.cpu_ms, "limits.wall_ms must be at least limits.cpu_ms");
+        anyhow::ensure!(
+            self.instance_reuse >= 1,
+            "limits.instance_reuse must be at least 1 (1 = a fresh instance per invocation)"
+        );
         anyhow::ensure!(
             self.pool_threshold_percent <= 100,
             "limits.pool_threshold_percent must be between 0 and 100"

@@ -1,12 +1,14 @@
 //! The WebAssembly runtime: one wasmtime `Engine` and `Linker` per process,
-//! the current route module (swappable at run time), and one fresh `Store` and
-//! instance per invocation.
+//! the current route module (swappable at run time), and a `Store` and
+//! instance per invocation: a fresh one, or with `[limits] instance_reuse`
+//! a warm one an earlier invocation of the same module returned normally from.
 //!
 //! - `engine.rs`: engine settings, pooling allocator, epoch ticker, `[limits]`;
 //! - `bindings.rs`: the `bindgen!` for `wit/`;
 //! - `state.rs`: `HostState`, what one invocation can reach;
 //! - `host/`: the host side of each WIT interface;
 //! - `modules.rs`: loading, validating and hot-swapping route modules;
+//! - `warm.rs`: idle instances kept for reuse;
 //! - this file: [`Runtime`], which runs invocations for the proxy core.
 //!
 //! Isolation: a guest gets only its imports (WASI is linked with nothing
@@ -20,6 +22,7 @@ mod engine;
 mod host;
 mod modules;
 mod state;
+mod warm;
 #[cfg(test)]
 mod tests;
 
@@ -43,11 +46,14 @@ use crate::transaction::{BoxFut, Core, Router, ServerTx};
 use bindings::Route;
 use host::message::{REPLY_REP, REQUEST_REP};
 use state::HostState;
+use warm::RouteInstance;
 
 /// Counters of what the runtime did, for statistics.
 #[derive(Default, Debug)]
 pub struct RuntimeStats {
     pub invocations: AtomicU64,
+    /// Instances created (one per invocation unless `instance_reuse` > 1).
+    pub instantiations: AtomicU64,
     pub traps: AtomicU64,
     pub timeouts: AtomicU64,
     pub rejected_busy: AtomicU64,
@@ -92,8 +98,10 @@ struct Inner {
 /// What an invocation is for.
 enum Invocation {
     Request,
-    Reply { hook: Arc<str>, reply: sip::Message },
-    Failure { hook: Arc<str>, best: sip::Message },
+    // Boxed, as is everything large here: this enum and the invocation's
+    // future live for as long as a guest is parked in `wait-for-event`.
+    Reply { hook: Arc<str>, reply: Box<sip::Message> },
+    Failure { hook: Arc<str>, best: Box<sip::Message> },
     /// An event for an event route (`route:NAME` subscription).
     Event { route: Arc<str>, event: Event },
     /// An EBR notification for the subscription `route` of transaction `tid`.
@@ -153,7 +161,8 @@ impl Runtime {
         .await??;
         self.smoke_test(&loaded).await?;
         let loaded = Arc::new(loaded);
-        self.inner.current.store(loaded.clone());
+        let previous = self.inner.current.swap(loaded.clone());
+        previous.warm.clear();
         self.inner.stats.reloads.fetch_add(1, Ordering::Relaxed);
         tracing::info!(module = %loaded.name, generation, "route module loaded");
         Ok(loaded)
@@ -239,63 +248,107 @@ impl Runtime {
     async fn invoke(&self, tx: Option<ServerTx>, what: Invocation) {
         let stats = &self.inner.stats;
         stats.invocations.fetch_add(1, Ordering::Relaxed);
-        let is_request = matches!(what, Invocation::Request);
-        let Ok(permit) = self.inner.admission.clone().try_acquire_owned() else {
-            stats.rejected_busy.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("all route instances busy; rejecting the invocation");
-            if let Some(tx) = tx.as_ref().filter(|tx| is_request && !is_ack(tx)) {
-                let _ = tx.reply(503, "Service Unavailable", &[("Retry-After", "5")], None);
+        let route = self.current();
+        let instance = match route.warm.take() {
+            Some(warm) => warm,
+            None => {
+                let Ok(permit) = self.inner.admission.clone().try_acquire_owned() else {
+                    stats.rejected_busy.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("all route instances busy; rejecting the invocation");
+                    let is_request = matches!(what, Invocation::Request);
+                    if let Some(tx) = tx.as_ref().filter(|tx| is_request && !is_ack(tx)) {
+                        let _ = tx.reply(503, "Service Unavailable", &[("Retry-After", "5")], None);
+                    }
+                    return;
+                };
+                self.check_pool_pressure();
+                let store = self.new_store(None, route.name.clone());
+                RouteInstance { store, exports: None, uses: 0, _permit: permit }
             }
-            return;
         };
-        self.check_pool_pressure();
-        self.run_invocation(tx, what).await;
+        if let Some(mut instance) = self.run_invocation(&route, instance, tx, what).await {
+            instance.store.data_mut().end();
+            // Kept warm only while its module is the current one: a reload
+            // clears the old module's idle instances, and this check keeps
+            // one finishing after the reload from joining them.
+            let current = self.inner.current.load().generation == route.generation;
+            if current && instance.uses < self.inner.limits.instance_reuse {
+                route.warm.put(instance);
+            }
+        }
         // Usage seen without this invocation: re-arms the pressure event once
         // the pool has room again.
-        drop(permit);
         self.check_pool_pressure();
     }
 
-    async fn run_invocation(&self, tx: Option<ServerTx>, what: Invocation) {
+    /// Runs one invocation in `instance`, instantiating the module first if
+    /// the instance is new. Returns the instance when its invocation
+    /// returned normally, so it may be reused; an instance that trapped, ran
+    /// out of time or was interrupted is dropped here.
+    async fn run_invocation(
+        &self,
+        route: &LoadedRoute,
+        mut instance: RouteInstance,
+        tx: Option<ServerTx>,
+        what: Invocation,
+    ) -> Option<RouteInstance> {
         let stats = &self.inner.stats;
         let is_request = matches!(what, Invocation::Request);
         let started = Instant::now();
-        let route = self.current();
-        let mut store = self.new_store(tx.clone(), route.name.clone());
+        let store = &mut instance.store;
+        store.data_mut().begin(tx.clone(), self.inner.limits.cpu_ticks(), self.inner.bus.get());
+        store.set_epoch_deadline(1);
+        instance.uses += 1;
         let wall = Duration::from_millis(self.inner.limits.wall_ms);
         let suspended = store.data().suspended_ms.clone();
         if let Invocation::Event { event, .. } | Invocation::Notify { event, .. } = &what {
             store.data_mut().event = Some(event.clone());
         }
-        let run = async {
-            let instance = route.pre.instantiate_async(&mut store).await?;
-            let request = || Resource::new_borrow(REQUEST_REP);
-            match what {
-                Invocation::Request => instance.call_on_request(&mut store, request()).await,
-                Invocation::Reply { hook, reply } => {
-                    store.data_mut().reply = Some(reply);
-                    let reply = Resource::new_borrow(REPLY_REP);
-                    instance.call_on_reply(&mut store, &hook, request(), reply).await
+        let exports = instance.exports.take();
+        let outcome = {
+            let run = std::pin::pin!(async {
+                let exports = match exports {
+                    Some(exports) => exports,
+                    None => {
+                        stats.instantiations.fetch_add(1, Ordering::Relaxed);
+                        // Boxed: instantiation's future is large and lives only
+                        // until the call starts, while a parked guest holds this
+                        // future for as long as it waits.
+                        Box::pin(route.pre.instantiate_async(&mut *store)).await?
+                    }
+                };
+                let request = || Resource::new_borrow(REQUEST_REP);
+                match what {
+                    Invocation::Request => exports.call_on_request(&mut *store, request()).await,
+                    Invocation::Reply { hook, reply } => {
+                        store.data_mut().reply = Some(reply);
+                        let reply = Resource::new_borrow(REPLY_REP);
+                        exports.call_on_reply(&mut *store, &hook, request(), reply).await
+                    }
+                    Invocation::Failure { hook, best } => {
+                        store.data_mut().reply = Some(best);
+                        let reply = Resource::new_borrow(REPLY_REP);
+                        exports.call_on_failure(&mut *store, &hook, request(), reply).await
+                    }
+                    Invocation::Event { route, event } => {
+                        let event = host::events::event_to_guest(&event);
+                        exports.call_on_event(&mut *store, &route, &event).await
+                    }
+                    Invocation::Notify { route, event, tid } => {
+                        let event = host::events::event_to_guest(&event);
+                        exports.call_on_notify(&mut *store, &route, &event, tid).await
+                    }
                 }
-                Invocation::Failure { hook, best } => {
-                    store.data_mut().reply = Some(best);
-                    let reply = Resource::new_borrow(REPLY_REP);
-                    instance.call_on_failure(&mut store, &hook, request(), reply).await
-                }
-                Invocation::Event { route, event } => {
-                    let event = host::events::event_to_guest(&event);
-                    instance.call_on_event(&mut store, &route, &event).await
-                }
-                Invocation::Notify { route, event, tid } => {
-                    let event = host::events::event_to_guest(&event);
-                    instance.call_on_notify(&mut store, &route, &event, tid).await
-                }
-            }
+                .map(|()| exports)
+            });
+            within_wall_clock(run, started, wall, &suspended).await
         };
-        let outcome = within_wall_clock(run, started, wall, &suspended).await;
         self.check_threshold(started, tx.as_ref());
         let failure = match outcome {
-            Ok(Ok(())) => return,
+            Ok(Ok(exports)) => {
+                instance.exports = Some(exports);
+                return Some(instance);
+            }
             Ok(Err(trap)) => {
                 stats.traps.fetch_add(1, Ordering::Relaxed);
                 format!("route trapped: {trap:?}")
@@ -307,16 +360,17 @@ impl Runtime {
         };
         let Some(tx) = tx else {
             tracing::error!(module = %route.name, "{failure}");
-            return;
+            return None;
         };
         let call_id = tx.request().call_id().unwrap_or("-").to_string();
         tracing::error!(module = %route.name, tid = tx.id(), call_id, "{failure}");
         // A failed request invocation that neither answered nor forwarded the
         // request answers it here; after a relay the branches carry on.
-        let relayed = store.data().relayed;
+        let relayed = instance.store.data().relayed;
         if is_request && !relayed && !tx.is_answered() && !is_ack(&tx) {
             let _ = tx.reply(500, "Server Internal Error", &[], None);
         }
+        None
     }
 
     /// E_CORE_THRESHOLD (OpenSIPS `exec_msg_threshold`): a message whose
@@ -372,14 +426,15 @@ impl Runtime {
 /// running, not the time it is suspended waiting for an event or an HTTP
 /// reply (those waits have their own host-side timeouts): the deadline moves
 /// by the suspended time the imports report. `Err(())` when it passes.
+///
+/// `run` is pinned by the caller rather than moved in: a moved future would
+/// take room twice in the caller's own future.
 async fn within_wall_clock<F: std::future::Future>(
-    run: F,
+    mut run: std::pin::Pin<&mut F>,
     started: Instant,
     wall: Duration,
     suspended_ms: &AtomicU64,
 ) -> Result<F::Output, ()> {
-    let run = std::pin::pin!(run);
-    let mut run = run;
     let start = tokio::time::Instant::from_std(started);
     let sleep = tokio::time::sleep_until(start + wall);
     tokio::pin!(sleep);
@@ -409,12 +464,12 @@ impl Router for Runtime {
 
     fn on_reply(&self, tx: ServerTx, hook: Arc<str>, reply: sip::Message) -> BoxFut {
         let rt = self.clone();
-        Box::pin(async move { rt.invoke(Some(tx), Invocation::Reply { hook, reply }).await })
+        Box::pin(async move { rt.invoke(Some(tx), Invocation::Reply { hook, reply: Box::new(reply) }).await })
     }
 
     fn on_failure(&self, tx: ServerTx, hook: Arc<str>, best: sip::Message) -> BoxFut {
         let rt = self.clone();
-        Box::pin(async move { rt.invoke(Some(tx), Invocation::Failure { hook, best }).await })
+        Box::pin(async move { rt.invoke(Some(tx), Invocation::Failure { hook, best: Box::new(best) }).await })
     }
 }
 

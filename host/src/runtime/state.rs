@@ -1,6 +1,8 @@
-//! `HostState`: everything one route invocation can reach. A fresh one is made
+//! `HostState`: everything one route invocation can reach. It lives in the
+//! instance's Store: with the default `instance_reuse = 1` a fresh one is made
 //! for every invocation and dropped with its Store, so nothing a guest does
-//! outlives its invocation except through the host's own services.
+//! outlives its invocation except through the host's own services; a reused
+//! instance has its per-invocation fields reset by [`HostState::begin`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +17,8 @@ use crate::sip::{self, Edits};
 use crate::transaction::ServerTx;
 use crate::transport::Proto;
 
-/// Per-invocation state of a route instance.
+/// The state of a route instance: per-invocation fields (reset by `begin`)
+/// and per-instance ones (WASI, resource table, limits).
 pub struct HostState {
     /// The request being routed and its server transaction; `None` while a
     /// module is smoke-instantiated on load (no request exists then).
@@ -40,8 +43,9 @@ pub struct HostState {
     pub(crate) record_route: bool,
     pub(crate) on_reply: Option<Arc<str>>,
     pub(crate) on_failure: Option<Arc<str>>,
-    /// The reply given to `on-reply` / `on-failure`.
-    pub(crate) reply: Option<sip::Message>,
+    /// The reply given to `on-reply` / `on-failure` (boxed: most invocations
+    /// have none, and every instance's state holds room for it).
+    pub(crate) reply: Option<Box<sip::Message>>,
     /// Where that reply came from, when known.
     pub(crate) reply_source: Option<(Proto, SocketAddr)>,
     pub(crate) location: Location,
@@ -55,8 +59,9 @@ pub struct HostState {
     // WASI with nothing granted: no files, no sockets, no environment, no
     // inherited stdio. Language runtimes need the interfaces to link. Made on
     // the guest's first WASI call: building one seeds two random generators
-    // and boxes a dozen objects, and a Rust route usually never calls WASI.
-    wasi: Option<WasiCtx>,
+    // and boxes a dozen objects, and a Rust route usually never calls WASI
+    // (boxed for the same reason: an empty slot costs 8 bytes, not ~300).
+    wasi: Option<Box<WasiCtx>>,
     table: ResourceTable,
 }
 
@@ -96,6 +101,38 @@ impl HostState {
 }
 
 impl HostState {
+    /// Readies a (possibly reused) state for a new invocation: everything the
+    /// previous invocation set is cleared, the CPU budget is refilled, and the
+    /// transaction is set. What persists is what belongs to the instance:
+    /// its WASI context and resource table, its memory limits, the services.
+    pub(crate) fn begin(&mut self, tx: Option<ServerTx>, cpu_ticks: u64, bus: Option<&EventBus>) {
+        self.end();
+        self.tx = tx;
+        self.cpu_ticks_left = cpu_ticks;
+        if self.bus.is_none() {
+            self.bus = bus.cloned();
+        }
+    }
+
+    /// Drops what the finished invocation held, so an idle warm instance
+    /// keeps no transaction, request or event alive.
+    pub(crate) fn end(&mut self) {
+        self.tx = None;
+        self.relayed = false;
+        self.edits = Edits::default();
+        self.branches.clear();
+        self.ruri_next_hop = None;
+        self.event = None;
+        self.suspended_ms.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.record_route = false;
+        self.on_reply = None;
+        self.on_failure = None;
+        self.reply = None;
+        self.reply_source = None;
+    }
+}
+
+impl HostState {
     /// Runs `wait`, a host-side wait bounded by `max`, counting it as
     /// suspended time: the whole of `max` is counted while it runs (so the
     /// wall-clock limit cannot fire in the middle of a legitimate wait) and
@@ -127,6 +164,6 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: self.wasi.get_or_insert_with(WasiCtx::default), table: &mut self.table }
+        WasiCtxView { ctx: self.wasi.get_or_insert_with(Box::default), table: &mut self.table }
     }
 }

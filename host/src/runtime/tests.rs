@@ -72,3 +72,57 @@ fn a_pool_larger_than_the_mapping_limit_is_refused_with_the_sysctl_named() {
     assert!(err.contains("lower max_instances to"), "{err}");
     Limits::default().validate().expect("the defaults fit the default mapping limit");
 }
+
+/// Runs `count` `on-event` invocations of the current module one after another.
+async fn run_events(rt: &Runtime, count: usize) {
+    use crate::events::{Event, EventRouteHandler, Params};
+    for _ in 0..count {
+        let event = Event::new("E_TEST", Params::new().with("n", 1i64));
+        rt.run_event_route("test".into(), event).await;
+    }
+}
+
+fn counter(rt: &Runtime, which: fn(&super::RuntimeStats) -> &std::sync::atomic::AtomicU64) -> u64 {
+    which(rt.stats()).load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn a_fresh_instance_serves_every_invocation_by_default() {
+    let rt = runtime();
+    rt.reload(example("event-logger")).await.expect("event-logger loads");
+    run_events(&rt, 4).await;
+    assert_eq!(counter(&rt, |s| &s.invocations), 4);
+    assert_eq!(counter(&rt, |s| &s.instantiations), 4);
+    assert_eq!(rt.current().warm.idle(), 0, "nothing kept warm with instance_reuse = 1");
+    assert_eq!(rt.instances().0, 0, "every pool slot released");
+}
+
+#[tokio::test]
+async fn reused_instances_serve_instance_reuse_invocations_then_are_replaced() {
+    let location = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() })
+        .expect("memory location store");
+    let limits = Limits { max_instances: 8, instance_reuse: 3, ..Limits::default() };
+    let rt = Runtime::new(limits, location, RouteSource::Embedded).expect("embedded route loads");
+    rt.reload(example("event-logger")).await.expect("event-logger loads");
+
+    run_events(&rt, 7).await;
+    assert_eq!(counter(&rt, |s| &s.invocations), 7);
+    // Uses 1-3 on the first instance, 4-6 on the second, 7 on a third.
+    assert_eq!(counter(&rt, |s| &s.instantiations), 3);
+    let old = rt.current();
+    assert_eq!(old.warm.idle(), 1, "the third instance is kept warm");
+    assert_eq!(rt.instances().0, 1, "a warm instance holds its pool slot");
+
+    // A reload drops the old module's warm instances and frees their slots.
+    rt.reload(example("event-logger")).await.expect("event-logger reloads");
+    assert_eq!(old.warm.idle(), 0);
+    assert_eq!(rt.instances().0, 0);
+    run_events(&rt, 1).await;
+    assert_eq!(counter(&rt, |s| &s.instantiations), 4, "the new module got its own instance");
+}
+
+#[test]
+fn instance_reuse_of_zero_is_refused() {
+    let err = Limits { instance_reuse: 0, ..Limits::default() }.validate().unwrap_err().to_string();
+    assert!(err.contains("limits.instance_reuse"), "{err}");
+}

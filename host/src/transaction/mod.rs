@@ -14,6 +14,7 @@
 //! - `key`: matching keys (17.1.3, 17.2.3) and the sharded transaction table;
 //! - `proxy`: [`Core`], inbound dispatch (retransmissions, ACK, CANCEL, loops, malformed);
 //! - `servertx`: [`ServerTx`], replies and the server transaction driver;
+//! - `inbox`: the server transaction driver's queue, which owns no memory while empty;
 //! - `relay`: building forwarded requests (Via, Record-Route, Max-Forwards, next hop);
 //! - `fork`: the response context of a relayed request (forking, Timer C, CANCEL, 16.7);
 //! - `inject`: OpenSIPS's `t_wait_for_new_branches` / `t_inject_branches` (branches added
@@ -27,6 +28,7 @@ mod client;
 mod client_invite;
 mod clienttx;
 mod fork;
+mod inbox;
 mod inject;
 mod key;
 mod proxy;

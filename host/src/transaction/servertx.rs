@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use super::fork::ProxyEvent;
+use super::inbox::{Inbox, PushError};
 use super::key::ServerKey;
 use super::proxy::CoreInner;
 use super::timers::{Timer, TimerSet};
@@ -38,7 +38,9 @@ pub(crate) struct ServerTxInner {
     pub(crate) is_invite: bool,
     /// `None` for a transaction-less request (ACK to a 2xx).
     key: Option<ServerKey>,
-    inbox: Option<mpsc::Sender<ServerEvent>>,
+    /// The driver's queue, in the transaction itself (no allocation while empty: a
+    /// parked call holds its transaction for minutes).
+    inbox: Option<Inbox<ServerEvent>>,
     to_tag: OnceLock<String>,
     tu: Mutex<TuState>,
 }
@@ -57,7 +59,7 @@ pub(crate) struct TuState {
     /// Branch indexes handed out (unique branch parameters across stages).
     pub(crate) next_branch: usize,
     /// The response context, once relayed (or waiting for branches).
-    pub(crate) proxy: Option<mpsc::Sender<ProxyEvent>>,
+    pub(crate) proxy: Option<tokio::sync::mpsc::Sender<ProxyEvent>>,
     /// `wait_for_new_branches` is in force: the response context holds a phony branch.
     pub(crate) wait: Option<WaitTu>,
     /// What `wait_for_new_branches` was given (edits, Record-Route, hooks) for injected
@@ -95,13 +97,12 @@ impl ServerTx {
     /// Creates, registers and starts a server transaction; returns the existing one if the
     /// key is already taken.
     pub(crate) fn create(core: Arc<CoreInner>, inb: Inbound, key: ServerKey) -> Result<ServerTx, Arc<ServerTxInner>> {
-        let (tx, rx) = mpsc::channel(INBOX_LEN);
-        let inner = Arc::new(ServerTxInner::new(core.clone(), inb, Some(key.clone()), Some(tx)));
+        let inner = Arc::new(ServerTxInner::new(core.clone(), inb, Some(key.clone()), Some(Inbox::new(INBOX_LEN))));
         core.servers.insert_new(key, inner.clone())?;
         // Ids are unique, so this insert cannot collide.
         let _ = core.by_id.insert_new(inner.id, inner.clone());
         core.live_servers.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(run(inner.clone(), rx));
+        tokio::spawn(run(inner.clone()));
         Ok(ServerTx { inner })
     }
 
@@ -263,7 +264,7 @@ impl ServerTx {
 }
 
 impl ServerTxInner {
-    fn new(core: Arc<CoreInner>, inb: Inbound, key: Option<ServerKey>, inbox: Option<mpsc::Sender<ServerEvent>>) -> ServerTxInner {
+    fn new(core: Arc<CoreInner>, inb: Inbound, key: Option<ServerKey>, inbox: Option<Inbox<ServerEvent>>) -> ServerTxInner {
         let reply_dst = build::reply_destination(inb.msg.top_via().ok().as_ref(), inb.proto, inb.src);
         ServerTxInner {
             id: core.next_id.fetch_add(1, Ordering::Relaxed),
@@ -300,15 +301,15 @@ impl ServerTxInner {
     /// Queues a network input (retransmission, ACK); dropped when the inbox is full.
     pub(crate) fn post_input(&self, ev: ServerEvent) {
         if let Some(inbox) = &self.inbox {
-            let _ = inbox.try_send(ev);
+            let _ = inbox.push(ev);
         }
     }
 
     fn post(&self, ev: ServerEvent) -> Result<(), TmError> {
         let Some(inbox) = &self.inbox else { return Err(TmError::Completed) };
-        inbox.try_send(ev).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => TmError::Transport("transaction inbox full".into()),
-            mpsc::error::TrySendError::Closed(_) => TmError::Completed,
+        inbox.push(ev).map_err(|e| match e {
+            PushError::Full(_) => TmError::Transport("transaction inbox full".into()),
+            PushError::Closed(_) => TmError::Completed,
         })
     }
 
@@ -316,13 +317,13 @@ impl ServerTxInner {
     /// retransmission after Timer L), it goes straight to the transport.
     fn post_tu(&self, code: u16, bytes: Bytes) -> Result<(), TmError> {
         let Some(inbox) = &self.inbox else { return Err(TmError::Completed) };
-        match inbox.try_send(ServerEvent::Tu { code, bytes }) {
+        match inbox.push(ServerEvent::Tu { code, bytes }) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(TmError::Transport("transaction inbox full".into())),
-            Err(mpsc::error::TrySendError::Closed(ServerEvent::Tu { bytes, .. })) => {
+            Err(PushError::Full(_)) => Err(TmError::Transport("transaction inbox full".into())),
+            Err(PushError::Closed(ServerEvent::Tu { bytes, .. })) => {
                 self.core.transports.send(self.proto, self.reply_dst, bytes).map_err(|e| TmError::Transport(e.to_string()))
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(TmError::Completed),
+            Err(PushError::Closed(_)) => Err(TmError::Completed),
         }
     }
 }
@@ -392,61 +393,42 @@ fn step(fsm: Fsm, input: Input, cfg: &Cfg) -> (Fsm, Vec<Action>) {
 }
 
 /// The driver: one task per server transaction, until its machine terminates.
-async fn run(inner: Arc<ServerTxInner>, mut rx: mpsc::Receiver<ServerEvent>) {
-    let cfg = Cfg { reliable: inner.proto.is_reliable(), timers: inner.core.timers.clone() };
-    let mut fsm = if inner.is_invite { Fsm::Invite(server_invite::start()) } else { Fsm::NonInvite(server::start()) };
-    let mut timers = TimerSet::default();
-    let mut last: Option<Bytes> = None;
-    let transports = inner.core.transports.clone();
-    while !fsm.terminated() {
-        let next = timers.next();
-        let (input, mut current, mut ack) = tokio::select! {
-            ev = rx.recv() => match ev {
-                Some(ServerEvent::Request) => (Input::Request, None, None),
-                Some(ServerEvent::Ack(inb)) => (Input::Ack, None, Some(inb)),
-                Some(ServerEvent::Tu { code, bytes }) => (Input::Tu(code), Some(bytes), None),
-                Some(ServerEvent::Dropped) => (Input::Dropped, None, None),
-                None => break,
-            },
+async fn run(inner: Arc<ServerTxInner>) {
+    // Only transactions made by `create` have a driver, and those have an inbox.
+    let Some(inbox) = inner.inbox.as_ref() else { return };
+    let mut driver = Driver {
+        cfg: Cfg { reliable: inner.proto.is_reliable(), timers: inner.core.timers.clone() },
+        fsm: if inner.is_invite { Fsm::Invite(server_invite::start()) } else { Fsm::NonInvite(server::start()) },
+        timers: TimerSet::default(),
+        last: None,
+    };
+    while !driver.fsm.terminated() {
+        let next = driver.timers.next();
+        tokio::select! {
+            batch = inbox.recv_all() => {
+                // Events behind the one that terminates the machine are dropped, as
+                // they would be by any closed queue.
+                for ev in batch {
+                    if driver.fsm.terminated() {
+                        break;
+                    }
+                    match ev {
+                        ServerEvent::Request => driver.feed(&inner, Input::Request, None, None),
+                        ServerEvent::Ack(inb) => driver.feed(&inner, Input::Ack, None, Some(inb)),
+                        ServerEvent::Tu { code, bytes } => driver.feed(&inner, Input::Tu(code), Some(bytes), None),
+                        ServerEvent::Dropped => driver.feed(&inner, Input::Dropped, None, None),
+                    }
+                }
+            }
             () = sleep_until(next) => {
                 let Some((_, t)) = next else { continue };
-                timers.clear(t);
-                (Input::Timer(t), None, None)
-            }
-        };
-        let mut input = Some(input);
-        while let Some(i) = input.take() {
-            let (next_fsm, actions) = step(fsm, i, &cfg);
-            fsm = next_fsm;
-            for a in actions {
-                match a {
-                    Action::SendResponse => {
-                        if let Some(b) = current.take() {
-                            if let Err(e) = transports.send(inner.proto, inner.reply_dst, b.clone()) {
-                                tracing::debug!(dst = %inner.reply_dst, error = %e, "response send failed");
-                                input = Some(Input::TransportErr);
-                            }
-                            last = Some(b);
-                        }
-                    }
-                    Action::Retransmit => {
-                        if let Some(b) = &last {
-                            let _ = transports.send(inner.proto, inner.reply_dst, b.clone());
-                        }
-                    }
-                    Action::Timer(op) => timers.apply(op),
-                    Action::PassAck => {
-                        if let Some(inb) = ack.take() {
-                            inner.core.route_ack(*inb);
-                        }
-                    }
-                    Action::Timeout => tracing::debug!(id = inner.id, "no ACK for the final response (Timer H)"),
-                    Action::TransportError => tracing::debug!(id = inner.id, "server transaction transport error"),
-                    Action::SendRequest | Action::PassUp | Action::SendAck => {}
-                }
+                driver.timers.clear(t);
+                driver.feed(&inner, Input::Timer(t), None, None);
             }
         }
     }
+    // From here on responses go straight to the transport (`post_tu`).
+    inbox.close();
     if let Some(key) = &inner.key {
         inner.core.servers.remove_if(key, |v| Arc::ptr_eq(v, &inner));
         inner.core.by_id.remove_if(&inner.id, |v| Arc::ptr_eq(v, &inner));
@@ -459,6 +441,55 @@ async fn run(inner: Arc<ServerTxInner>, mut rx: mpsc::Receiver<ServerEvent>) {
     };
     for hook in hooks {
         hook(inner.id);
+    }
+}
+
+/// The state of a server transaction driver between inputs.
+struct Driver {
+    cfg: Cfg,
+    fsm: Fsm,
+    timers: TimerSet,
+    /// The last response sent, for retransmissions.
+    last: Option<Bytes>,
+}
+
+impl Driver {
+    /// Steps the machine with `input` and executes its actions, feeding a transport
+    /// error back in; `current` is the response a `Tu` input carries, `ack` the ACK.
+    fn feed(&mut self, inner: &ServerTxInner, input: Input, mut current: Option<Bytes>, mut ack: Option<Box<Inbound>>) {
+        let transports = &inner.core.transports;
+        let mut input = Some(input);
+        while let Some(i) = input.take() {
+            let (next_fsm, actions) = step(self.fsm, i, &self.cfg);
+            self.fsm = next_fsm;
+            for a in actions {
+                match a {
+                    Action::SendResponse => {
+                        if let Some(b) = current.take() {
+                            if let Err(e) = transports.send(inner.proto, inner.reply_dst, b.clone()) {
+                                tracing::debug!(dst = %inner.reply_dst, error = %e, "response send failed");
+                                input = Some(Input::TransportErr);
+                            }
+                            self.last = Some(b);
+                        }
+                    }
+                    Action::Retransmit => {
+                        if let Some(b) = &self.last {
+                            let _ = transports.send(inner.proto, inner.reply_dst, b.clone());
+                        }
+                    }
+                    Action::Timer(op) => self.timers.apply(op),
+                    Action::PassAck => {
+                        if let Some(inb) = ack.take() {
+                            inner.core.route_ack(*inb);
+                        }
+                    }
+                    Action::Timeout => tracing::debug!(id = inner.id, "no ACK for the final response (Timer H)"),
+                    Action::TransportError => tracing::debug!(id = inner.id, "server transaction transport error"),
+                    Action::SendRequest | Action::PassUp | Action::SendAck => {}
+                }
+            }
+        }
     }
 }
 

@@ -53,6 +53,7 @@ fn collect(ctx: &MiContext) -> Vec<Stat> {
     if let Some(runtime) = &ctx.runtime {
         let rt = runtime.stats();
         out.push(Stat::new("runtime", "invocations", rt.invocations.load(Relaxed)));
+        out.push(Stat::new("runtime", "instantiations", rt.instantiations.load(Relaxed)));
         out.push(Stat::new("runtime", "traps", rt.traps.load(Relaxed)));
         out.push(Stat::new("runtime", "timeouts", rt.timeouts.load(Relaxed)));
         out.push(Stat::new("runtime", "rejected_busy", rt.rejected_busy.load(Relaxed)));

@@ -150,7 +150,7 @@ impl HostRequest for HostState {
 
 impl HostState {
     fn reply_msg(&self) -> wasmtime::Result<&Message> {
-        self.reply.as_ref().ok_or_else(|| wasmtime::format_err!("no reply in this invocation"))
+        self.reply.as_deref().ok_or_else(|| wasmtime::format_err!("no reply in this invocation"))
     }
 }
 
