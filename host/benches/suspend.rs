@@ -21,14 +21,6 @@ use sipbox::events::{Event, Params};
 #[path = "common/parked_calls.rs"]
 mod parked_calls;
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 /// A run of adjacent mappings of the same file (or of anonymous memory):
 /// the pooling allocator's pools are one reservation each, split by guard
@@ -39,13 +31,24 @@ struct Region {
     end: u64,
     name: String,
     rss_kib: u64,
+    /// The part of `rss_kib` in single mappings of 64 MiB or more: in the
+    /// stack + table region, the table pool is one mapping while the stacks
+    /// are 1 MiB mappings between guard pages, so this tells them apart.
+    rss_in_large_mappings_kib: u64,
+    /// Anonymous memory right after a module's memory image: the rest of a
+    /// linear-memory slot (the image splits the pool into per-slot pieces).
+    follows_image: bool,
 }
+
+/// A mapping at least this large is a pool or arena on its own.
+const LARGE_MAPPING: u64 = 64 << 20;
 
 /// `/proc/self/smaps` folded into [`Region`]s.
 fn regions() -> Vec<Region> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
     let mut out: Vec<Region> = Vec::new();
     let mut current: Option<Region> = None;
+    let mut mapping_is_large = false;
     for line in smaps.lines() {
         let mut parts = line.split_whitespace();
         let Some(first) = parts.next() else { continue };
@@ -53,22 +56,31 @@ fn regions() -> Vec<Region> {
             && let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16))
         {
             let name = parts.nth(4).unwrap_or("").to_string();
+            mapping_is_large = end - start >= LARGE_MAPPING;
             match current.as_mut() {
                 Some(r) if r.end == start && r.name == name && !name.starts_with('[') => r.end = end,
                 _ => {
+                    let follows_image = name.is_empty()
+                        && current.as_ref().is_some_and(|r| r.end == start && r.name.contains("wasm-memory-image"));
                     out.extend(current.take());
-                    current = Some(Region { start, end, name, rss_kib: 0 });
+                    current =
+                        Some(Region { start, end, name, rss_kib: 0, rss_in_large_mappings_kib: 0, follows_image });
                 }
             }
         } else if first == "Rss:"
             && let (Some(r), Some(kib)) = (current.as_mut(), parts.next().and_then(|v| v.parse::<u64>().ok()))
         {
             r.rss_kib += kib;
+            if mapping_is_large {
+                r.rss_in_large_mappings_kib += kib;
+            }
         }
     }
     out.extend(current);
     out
 }
+
+const STACKS_AND_TABLES: &str = "fiber stack + table pools";
 
 /// What a region is, from its name and size (`slots` pool slots).
 fn classify(r: &Region, slots: u64) -> &'static str {
@@ -85,13 +97,16 @@ fn classify(r: &Region, slots: u64) -> &'static str {
         // linear-memory pool: the guest's data segments it wrote.
         return if r.name.contains("memfd") { "linear memory: image pages (memfd)" } else { "files (binary, libs)" };
     }
+    if r.follows_image {
+        return "linear memory: other pages (stack, heap)";
+    }
     // The sizes measured with wasmtime 48 (2 memories and 4 tables per
     // slot): the linear-memory pool is ~2 MiB per slot; the stack pool
     // (1 MiB + guard per slot) and the table pool (~0.6 MiB per slot) are
     // adjacent, so they fold into one region of ~1.6 MiB per slot.
     match per_slot {
         n if n >= 2 << 20 => "linear-memory pool (other pages)",
-        n if n >= 1 << 20 => "fiber stack + table pools",
+        n if n >= 1 << 20 => STACKS_AND_TABLES,
         _ if size >= 64 << 20 => "anon >= 64 MiB (malloc arenas)",
         _ => "anon < 64 MiB (malloc, thread stacks)",
     }
@@ -107,11 +122,26 @@ fn breakdown(before: &[Region], after: &[Region], slots: u64) -> Vec<(&'static s
         }
         None => classes.push((class, b, a)),
     };
+    // The stack + table region is split by mapping size (see `Region`).
+    let parts = |r: &Region| -> [(&'static str, i64); 2] {
+        let class = classify(r, slots);
+        let large = r.rss_in_large_mappings_kib as i64;
+        let small = r.rss_kib as i64 - large;
+        if class == STACKS_AND_TABLES {
+            [("fiber stacks (1 MiB mappings)", small), ("table pool (one mapping)", large)]
+        } else {
+            [(class, small), (class, large)]
+        }
+    };
     for r in after {
-        add(classify(r, slots), 0, r.rss_kib as i64);
+        for (class, kib) in parts(r) {
+            add(class, 0, kib);
+        }
     }
     for r in before {
-        add(classify(r, slots), r.rss_kib as i64, 0);
+        for (class, kib) in parts(r) {
+            add(class, kib, 0);
+        }
     }
     classes.sort_by_key(|c| -(c.2 - c.1));
     classes
@@ -163,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Warm up (compile caches, pool slots), then measure the base RSS.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let base_rss = rss_kib();
+    let base_rss = parked_calls::rss_kib();
     let base_regions = regions();
     let park_start = Instant::now();
     for i in 0..n {
@@ -193,7 +223,7 @@ async fn main() -> anyhow::Result<()> {
     let parked = seen.lock().unwrap().0.len();
     let park_time = park_start.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let parked_rss = rss_kib();
+    let parked_rss = parked_calls::rss_kib();
     let parked_regions = regions();
     let (live, size) = runtime.instances();
 

@@ -1,6 +1,9 @@
-//! The server both parked-call benches run (`suspend.rs`, `suspend_heap.rs`):
-//! the `dtmf-detect` route on one UDP listener, sized for `n` calls parked in
-//! `wait-for-event` at once, and the INVITE and response helpers of its caller.
+//! The server the parked-call benches run (`suspend.rs`, `suspend_heap.rs`,
+//! `park_notify.rs`): a route module on one UDP listener, sized for `n` calls
+//! parked at once, and the INVITE, response and RSS helpers of its caller.
+
+// Each bench uses a part of this file.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,8 +21,7 @@ const HEADROOM: usize = 64;
 /// A running server with room for `n` parked calls.
 pub struct ParkedCallServer {
     pub runtime: Runtime,
-    #[allow(dead_code)] // suspend_heap.rs never wakes its calls
-    pub bus: EventBus,
+        pub bus: EventBus,
     /// Its UDP listener.
     pub addr: SocketAddr,
     // Kept alive for the bench's lifetime.
@@ -28,16 +30,20 @@ pub struct ParkedCallServer {
 
 /// Pool slots the engine sizes for `n` calls (`max_instances` + the 16
 /// slots `engine::pooling` adds).
-#[allow(dead_code)] // used by suspend.rs only
 pub fn pool_slots(n: usize) -> u32 {
     (n + HEADROOM + 16) as u32
 }
 
-/// Starts the `dtmf-detect` route (built by `cargo build`) with a 600 s DTMF
-/// wait, so parked calls stay parked until the bench raises their event.
+/// Starts the `dtmf-detect` route with a 600 s DTMF wait, so parked calls
+/// stay parked until the bench raises their event.
 pub async fn start(n: usize) -> anyhow::Result<ParkedCallServer> {
+    start_route(n, "dtmf_detect", &[("dtmf_timeout", "600")]).await
+}
+
+/// Starts example route `module` (built by `cargo build`) with `vars`.
+pub async fn start_route(n: usize, module: &str, vars: &[(&str, &str)]) -> anyhow::Result<ParkedCallServer> {
     let route = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm-routes/wasm32-wasip2/release/dtmf_detect.wasm");
+        .join(format!("../target/wasm-routes/wasm32-wasip2/release/{module}.wasm"));
     anyhow::ensure!(route.exists(), "{} missing: build the host first (cargo build)", route.display());
 
     let location = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() })?;
@@ -45,9 +51,7 @@ pub async fn start(n: usize) -> anyhow::Result<ParkedCallServer> {
     let runtime = Runtime::new(limits, location, RouteSource::File(route))?;
     let bus = EventBus::new(&EventsConfig { ebr_max_waiters: n + HEADROOM, ..EventsConfig::default() });
     runtime.set_event_bus(bus.clone());
-    let mut vars = std::collections::BTreeMap::new();
-    vars.insert("dtmf_timeout".to_string(), "600".to_string());
-    runtime.set_vars(vars);
+    runtime.set_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
     let deferred = DeferredHandler::new();
     let listen = [ListenSpec { proto: Proto::Udp, addr: "127.0.0.1:0".parse()? }];
     let transports = Transports::bind(&listen, deferred.clone()).await?;
@@ -58,11 +62,27 @@ pub async fn start(n: usize) -> anyhow::Result<ParkedCallServer> {
     Ok(ParkedCallServer { runtime, bus, addr, _core: core })
 }
 
-/// Call `i`'s INVITE (Call-ID `bench-i`) to the parking route's user.
+/// The process's resident set, in KiB.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Call `i`'s INVITE (Call-ID `bench-i`) to `pin-bob`, whom `dtmf-detect`
+/// parks.
 pub fn invite(i: usize, from: SocketAddr, to: SocketAddr) -> String {
+    invite_to("pin-bob", i, from, to)
+}
+
+/// Call `i`'s INVITE (Call-ID `bench-i`) to `user`.
+pub fn invite_to(user: &str, i: usize, from: SocketAddr, to: SocketAddr) -> String {
     format!(
-        "INVITE sip:pin-bob@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-bench-{i};rport\r\n\
-         From: <sip:caller@{from}>;tag=t{i}\r\nTo: <sip:pin-bob@{to}>\r\nCall-ID: bench-{i}\r\n\
+        "INVITE sip:{user}@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-bench-{i};rport\r\n\
+         From: <sip:caller@{from}>;tag=t{i}\r\nTo: <sip:{user}@{to}>\r\nCall-ID: bench-{i}\r\n\
          CSeq: 1 INVITE\r\nContact: <sip:caller@{from}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     )
 }
