@@ -1,5 +1,6 @@
 //! Requests the proxy originates (CANCEL, RFC 3261 section 9.1; ACK for a non-2xx, section
-//! 17.1.1.3), response destinations (section 18.2.2, RFC 3581) and small helpers.
+//! 17.1.1.3), the source stamp of a received request's Via (18.2.1, RFC 3581), response
+//! destinations (section 18.2.2, RFC 3581) and small helpers.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -53,6 +54,61 @@ fn hop_request(fwd: &Message, via: &str, method: &str, to: &str, reason: Option<
         call_id.trim()
     );
     Bytes::from(s)
+}
+
+/// The received request with its top Via stamped with where it came from, or `None` when it
+/// needs no stamp (or cannot take one). RFC 3261 18.2.1: `received=IP` when the sent-by host
+/// is a name or another address than the source; RFC 3581: a bare `rport` gets the source
+/// port, and then `received` is added even when it matches. The stamp travels with the
+/// request: responses the proxy makes copy the Via, relayed requests carry it downstream and
+/// relayed responses bring it back, so a phone behind NAT learns its public address.
+pub(crate) fn stamp_top_via(msg: &Message, src: SocketAddr) -> Option<Message> {
+    let via = msg.top_via().ok()?;
+    let bare_rport = via.rport == Some(None);
+    let sent_by_is_src = literal_addr(via.host, 0).is_some_and(|a| a.ip() == src.ip());
+    let add_received = via.received.is_none() && (bare_rport || !sent_by_is_src);
+    if !add_received && !bare_rport {
+        return None;
+    }
+    let raw = msg.raw();
+    // `params` is a slice of the received bytes (the parsed Via keeps ranges into them).
+    let params_at = (via.params.as_ptr() as usize).checked_sub(raw.as_ptr() as usize)?;
+    let params_end = params_at + via.params.len();
+    if raw.get(params_at..params_end)? != via.params.as_bytes() {
+        return None;
+    }
+    // (offset, text) insertions, in order.
+    let mut inserts: Vec<(usize, String)> = Vec::with_capacity(2);
+    if bare_rport {
+        inserts.push((params_at + bare_param_end(via.params, "rport")?, format!("={}", src.port())));
+    }
+    if add_received {
+        inserts.push((params_end, format!(";received={}", src.ip())));
+    }
+    let mut out = Vec::with_capacity(raw.len() + 48);
+    let mut at = 0;
+    for (offset, text) in &inserts {
+        out.extend_from_slice(raw.get(at..*offset)?);
+        out.extend_from_slice(text.as_bytes());
+        at = *offset;
+    }
+    out.extend_from_slice(raw.get(at..)?);
+    Message::parse(Bytes::from(out)).ok()
+}
+
+/// The end (offset in `params`) of parameter `name` written without a value (`;rport`).
+fn bare_param_end(params: &str, name: &str) -> Option<usize> {
+    let mut start = 0;
+    for part in params.split(';') {
+        let end = start + part.len();
+        let token = part.trim_matches([' ', '\t']);
+        if token.eq_ignore_ascii_case(name) {
+            let lead = part.len() - part.trim_start_matches([' ', '\t']).len();
+            return Some(start + lead + token.len());
+        }
+        start = end + 1;
+    }
+    None
 }
 
 /// Where a response to a request received from `src` goes (18.2.2, RFC 3581): over TCP back
@@ -144,6 +200,46 @@ mod tests {
         assert_eq!(a.cseq().expect("cseq").method, crate::sip::Method::Ack);
         assert_eq!(a.to().expect("to").tag(), Some("t9"));
         assert_eq!(a.top_via().expect("via").branch, Some("z9hG4bKme"));
+    }
+
+    fn stamped(via: &str, src: &str) -> Option<String> {
+        let req = format!(
+            "OPTIONS sip:bob@example.com SIP/2.0\r\nVia: {via}\r\nFrom: <sip:a@x>;tag=1\r\n\
+             To: <sip:bob@example.com>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        let msg = Message::parse(Bytes::from(req)).expect("request");
+        let out = stamp_top_via(&msg, src.parse().expect("src"))?;
+        Some(out.header(HeaderName::Via).expect("via").to_owned())
+    }
+
+    #[test]
+    fn top_via_is_stamped_with_the_source() {
+        // RFC 3581: a bare rport gets the port, and received is added even when it matches.
+        assert_eq!(
+            stamped("SIP/2.0/UDP 10.0.0.5:5060;rport;branch=z9hG4bKa", "10.0.0.5:40000").as_deref(),
+            Some("SIP/2.0/UDP 10.0.0.5:5060;rport=40000;branch=z9hG4bKa;received=10.0.0.5")
+        );
+        assert_eq!(
+            stamped("SIP/2.0/UDP 192.168.1.2:5060;branch=z9hG4bKa;RPORT", "203.0.113.7:1024").as_deref(),
+            Some("SIP/2.0/UDP 192.168.1.2:5060;branch=z9hG4bKa;RPORT=1024;received=203.0.113.7")
+        );
+        // 18.2.1: a name, or another address, gets received; the second Via is untouched.
+        assert_eq!(
+            stamped("SIP/2.0/UDP pc33.example.com;branch=z9hG4bKa, SIP/2.0/UDP 10.9.9.9;branch=z9hG4bKb", "192.0.2.4:5060")
+                .as_deref(),
+            Some("SIP/2.0/UDP pc33.example.com;branch=z9hG4bKa;received=192.0.2.4, SIP/2.0/UDP 10.9.9.9;branch=z9hG4bKb")
+        );
+        assert_eq!(
+            stamped("SIP/2.0/TCP [2001:db8::1]:5060;branch=z9hG4bKa", "[2001:db8::9]:5070").as_deref(),
+            Some("SIP/2.0/TCP [2001:db8::1]:5060;branch=z9hG4bKa;received=2001:db8::9")
+        );
+        // Nothing to add: the sent-by is the source, no rport; or both are there already.
+        assert_eq!(stamped("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKa", "10.0.0.5:5060"), None);
+        assert_eq!(stamped("SIP/2.0/UDP h.example;branch=z9hG4bKa;received=10.0.0.5;rport=4", "10.0.0.5:9"), None);
+        // A stamped request still parses as the same transaction's request.
+        let v = stamped("SIP/2.0/UDP 10.0.0.5;rport;branch=z9hG4bKa", "10.0.0.6:7").expect("stamped");
+        let via = Via::parse(&v).expect("via");
+        assert_eq!((via.branch, via.rport, via.received), (Some("z9hG4bKa"), Some(Some(7)), Some("10.0.0.6")));
     }
 
     #[test]

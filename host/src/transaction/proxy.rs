@@ -115,7 +115,7 @@ impl InboundHandler for Core {
 }
 
 impl CoreInner {
-    fn on_request(self: &Arc<Self>, inb: Inbound) {
+    fn on_request(self: &Arc<Self>, mut inb: Inbound) {
         let key = match ServerKey::of(&inb.msg) {
             Ok(k) => k,
             Err(err) => {
@@ -126,6 +126,11 @@ impl CoreInner {
                 return;
             }
         };
+        // 18.2.1 / RFC 3581, before anything answers or relays it. The key does not change:
+        // only parameters other than the branch are added.
+        if let Some(stamped) = build::stamp_top_via(&inb.msg, inb.src) {
+            inb.msg = stamped;
+        }
         match inb.msg.method() {
             Some(Method::Ack) => self.on_ack(inb, key),
             Some(Method::Cancel) => self.on_cancel(inb, key),

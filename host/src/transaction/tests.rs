@@ -199,6 +199,13 @@ async fn invite_relayed_with_via_and_responses_come_back() {
 
     let trying = net.uac.recv().await;
     assert_eq!(trying.status(), Some(100));
+    // RFC 3581: the UAC's bare rport comes back filled in, with received.
+    let stamped = |m: &Message| {
+        let v = m.top_via().expect("via");
+        (v.rport, v.received.map(str::to_owned))
+    };
+    let source = (Some(Some(net.uac.addr.port())), Some(net.uac.addr.ip().to_string()));
+    assert_eq!(stamped(&trying), source);
 
     let fwd = net.uas.recv().await;
     assert_eq!(fwd.method(), Some(&Method::Invite));
@@ -210,11 +217,13 @@ async fn invite_relayed_with_via_and_responses_come_back() {
     assert!(vias[0].branch.expect("branch").starts_with("z9hG4bK"));
     assert!(vias[0].rport.is_some());
     assert_eq!(vias[1].branch, Some("z9hG4bKinv1"));
+    assert_eq!((vias[1].rport, vias[1].received.map(str::to_owned)), source, "stamp relayed downstream");
 
     net.uas.send(net.proxy, &response_to(&fwd, 180, "b1")).await;
     let ringing = net.uac.recv_skip_100().await;
     assert_eq!(ringing.status(), Some(180));
     assert_eq!(ringing.vias().expect("vias").len(), 1, "our Via popped");
+    assert_eq!(stamped(&ringing), source, "stamp relayed back upstream");
     assert_eq!(ringing.to().expect("to").tag(), Some("b1"));
 
     net.uas.send(net.proxy, &response_to(&fwd, 200, "b1")).await;
