@@ -32,6 +32,8 @@ pub(crate) enum ClientEvent {
     Response(Message),
     /// The TU gives up (Timer C without a provisional, or no final after CANCEL).
     Abandon,
+    /// The TCP connection the request was queued on could not be opened.
+    ConnectFailed,
 }
 
 impl ClientHandle {
@@ -69,7 +71,7 @@ pub(crate) fn spawn(core: &Arc<CoreInner>, spec: ClientSpec) -> Option<ClientHan
         return None;
     }
     core.live_clients.fetch_add(1, Ordering::Relaxed);
-    tokio::spawn(run(core.clone(), spec, handle.id, rx));
+    tokio::spawn(run(core.clone(), spec, handle.clone(), rx));
     Some(handle)
 }
 
@@ -130,7 +132,7 @@ fn step(fsm: Fsm, input: Input, cfg: &Cfg) -> (Fsm, Vec<Action>) {
     }
 }
 
-async fn run(core: Arc<CoreInner>, spec: ClientSpec, id: u64, mut rx: mpsc::Receiver<ClientEvent>) {
+async fn run(core: Arc<CoreInner>, spec: ClientSpec, handle: ClientHandle, mut rx: mpsc::Receiver<ClientEvent>) {
     let cfg = Cfg { reliable: spec.proto.is_reliable(), timers: core.timers.clone() };
     let is_invite = spec.key.method == crate::sip::Method::Invite;
     let (mut fsm, first) = if is_invite {
@@ -147,7 +149,7 @@ async fn run(core: Arc<CoreInner>, spec: ClientSpec, id: u64, mut rx: mpsc::Rece
         // Execute actions; a failed send feeds TransportErr back into the machine.
         while let Some(actions) = pending.take() {
             for a in actions {
-                if let Some(err_actions) = execute(&core, &spec, &mut timers, current.as_ref(), a).await {
+                if let Some(err_actions) = execute(&core, &spec, &handle, &mut timers, current.as_ref(), a).await {
                     let (s, more) = step(fsm, err_actions, &cfg);
                     fsm = s;
                     pending = Some(more);
@@ -166,6 +168,7 @@ async fn run(core: Arc<CoreInner>, spec: ClientSpec, id: u64, mut rx: mpsc::Rece
                     Input::Resp(code)
                 }
                 Some(ClientEvent::Abandon) => Input::Abandon,
+                Some(ClientEvent::ConnectFailed) => Input::TransportErr,
                 None => break,
             },
             () = sleep_until(next) => {
@@ -178,7 +181,7 @@ async fn run(core: Arc<CoreInner>, spec: ClientSpec, id: u64, mut rx: mpsc::Rece
         fsm = s;
         pending = Some(actions);
     }
-    core.clients.remove_if(&spec.key, |h| h.id == id);
+    core.clients.remove_if(&spec.key, |h| h.id == handle.id);
     core.live_clients.fetch_sub(1, Ordering::Relaxed);
     if let Some((tu, branch)) = &spec.tu {
         let _ = tu.send(ProxyEvent::ClientDone { branch: *branch }).await;
@@ -186,10 +189,21 @@ async fn run(core: Arc<CoreInner>, spec: ClientSpec, id: u64, mut rx: mpsc::Rece
 }
 
 /// Runs one action; returns `Some(TransportErr)` when a send failed.
-async fn execute(core: &CoreInner, spec: &ClientSpec, timers: &mut TimerSet, current: Option<&Message>, a: Action) -> Option<Input> {
+async fn execute(
+    core: &CoreInner,
+    spec: &ClientSpec,
+    handle: &ClientHandle,
+    timers: &mut TimerSet,
+    current: Option<&Message>,
+    a: Action,
+) -> Option<Input> {
     match a {
         Action::SendRequest | Action::Retransmit => {
-            if let Err(e) = core.transports.send(spec.proto, spec.dst, spec.bytes.clone()) {
+            let inbox = handle.inbox.clone();
+            let on_failure = move || {
+                let _ = inbox.try_send(ClientEvent::ConnectFailed);
+            };
+            if let Err(e) = core.transports.send_or_report(spec.proto, spec.dst, spec.bytes.clone(), on_failure) {
                 tracing::debug!(dst = %spec.dst, error = %e, "request send failed");
                 return Some(Input::TransportErr);
             }

@@ -248,6 +248,20 @@ async fn transport_error_counts_as_503_sent_as_500() {
 }
 
 #[tokio::test]
+async fn refused_tcp_connect_is_a_transport_error_not_a_timeout() {
+    // RFC 3261 timers (Timer F = 32 s): within the 5 s bound only the connect failure's
+    // report can end the branch; before it was reported the caller waited for the 408.
+    let net = Net::with_listeners(Timers::default(), &["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    net.relay_to(vec![format!("sip:x@{closed};transport=tcp")], false);
+    for (i, method) in ["OPTIONS", "INVITE"].iter().enumerate() {
+        let req = request(method, "sip:bob@example.com", net.uac.addr, &format!("rc{i}"), &format!("call-rc{i}"), 1, "");
+        net.uac.send(net.proxy, &req).await;
+        assert_eq!(net.uac.recv_skip_100().await.status(), Some(500), "{method}");
+    }
+}
+
+#[tokio::test]
 async fn bad_target_is_refused_without_side_effects() {
     let net = Net::new(fast_timers()).await;
     let results: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();

@@ -293,9 +293,26 @@ impl Transports {
                 sock.send(dst, &bytes, &self.inner.counters)
             }
             Proto::Tcp => match &self.inner.tcp {
-                Some(tcp) => tcp.send(dst, bytes),
+                Some(tcp) => tcp.send(dst, bytes, None),
                 None => Err(SendError::NoListener(Proto::Tcp)),
             },
+        }
+    }
+
+    /// [`send`](Self::send), and over TCP `on_failure` runs if the connection the message
+    /// was queued on fails to open (a refused or timed-out connect), which `send` cannot
+    /// report: it returns before the connect ends. A client transaction turns that into a
+    /// transport error (RFC 3261 17.1.4) instead of waiting for its timeout.
+    pub fn send_or_report(
+        &self,
+        proto: Proto,
+        dst: SocketAddr,
+        bytes: Bytes,
+        on_failure: impl FnOnce() + Send + 'static,
+    ) -> Result<(), SendError> {
+        match (proto, &self.inner.tcp) {
+            (Proto::Tcp, Some(tcp)) => tcp.send(dst, bytes, Some(Box::new(on_failure))),
+            _ => self.send(proto, dst, bytes),
         }
     }
 

@@ -57,7 +57,13 @@ struct ConnEntry {
     /// never removes its successor's entry.
     id: u64,
     tx: mpsc::Sender<Bytes>,
+    /// While an outbound connect is in progress: who to tell if it fails (the messages
+    /// they queued are then lost). `None` once connected, and for accepted connections.
+    connecting: Option<Vec<ConnectFailed>>,
 }
+
+/// Called when the connect a message was queued behind fails or times out.
+pub type ConnectFailed = Box<dyn FnOnce() + Send>;
 
 impl TcpSide {
     pub(super) fn new(handler: Arc<dyn InboundHandler>, counters: Arc<Counters>) -> TcpSide {
@@ -104,13 +110,19 @@ impl TcpSide {
         });
     }
 
-    /// Queues `bytes` on the connection to `dst`, opening one if there is none.
-    pub(super) fn send(&self, dst: SocketAddr, bytes: Bytes) -> Result<(), SendError> {
+    /// Queues `bytes` on the connection to `dst`, opening one if there is none. When the
+    /// connection is still being opened, `on_failure` runs if that fails.
+    pub(super) fn send(&self, dst: SocketAddr, bytes: Bytes, on_failure: Option<ConnectFailed>) -> Result<(), SendError> {
         let shared = &self.shared;
         let mut conns = shared.conns.lock().map_err(|_| SendError::Io { addr: dst, reason: "connection table poisoned".into() })?;
-        let bytes = match conns.get(&dst) {
+        let bytes = match conns.get_mut(&dst) {
             Some(entry) => match entry.tx.try_send(bytes) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if let (Some(waiting), Some(f)) = (entry.connecting.as_mut(), on_failure) {
+                        waiting.push(f);
+                    }
+                    return Ok(());
+                }
                 Err(mpsc::error::TrySendError::Full(_)) => return Err(SendError::QueueFull(dst)),
                 // The connection is closing; open a new one below.
                 Err(mpsc::error::TrySendError::Closed(b)) => {
@@ -125,7 +137,7 @@ impl TcpSide {
         // Cannot fail: the channel is new and empty.
         let _ = tx.try_send(bytes);
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        conns.insert(dst, ConnEntry { id, tx });
+        conns.insert(dst, ConnEntry { id, tx, connecting: Some(on_failure.into_iter().collect()) });
         drop(conns);
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -133,15 +145,16 @@ impl TcpSide {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     tracing::debug!(peer = %dst, "TCP connection opened");
+                    shared.connected(dst, id);
                     run_connection(shared, stream, dst, id, rx, permit).await;
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(peer = %dst, error = %e, "TCP connect failed: queued messages dropped");
-                    shared.remove(dst, id);
+                    shared.connect_failed(dst, id);
                 }
                 Err(_) => {
                     tracing::debug!(peer = %dst, "TCP connect timed out: queued messages dropped");
-                    shared.remove(dst, id);
+                    shared.connect_failed(dst, id);
                 }
             }
         });
@@ -153,9 +166,32 @@ impl Shared {
     fn insert(&self, peer: SocketAddr, tx: mpsc::Sender<Bytes>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut conns) = self.conns.lock() {
-            conns.insert(peer, ConnEntry { id, tx });
+            conns.insert(peer, ConnEntry { id, tx, connecting: None });
         }
         id
+    }
+
+    /// The connect succeeded: nobody needs to hear of a failure any more.
+    fn connected(&self, peer: SocketAddr, id: u64) {
+        let waiting = match self.conns.lock() {
+            Ok(mut conns) => conns.get_mut(&peer).filter(|e| e.id == id).and_then(|e| e.connecting.take()),
+            Err(_) => None,
+        };
+        drop(waiting);
+    }
+
+    /// The connect failed: the entry goes and whoever queued behind it hears of it (outside
+    /// the lock, as they may send again).
+    fn connect_failed(&self, peer: SocketAddr, id: u64) {
+        let waiting = match self.conns.lock() {
+            Ok(mut conns) if conns.get(&peer).is_some_and(|e| e.id == id) => {
+                conns.remove(&peer).and_then(|e| e.connecting)
+            }
+            _ => None,
+        };
+        for on_failure in waiting.into_iter().flatten() {
+            on_failure();
+        }
     }
 
     fn remove(&self, peer: SocketAddr, id: u64) {

@@ -190,6 +190,28 @@ async fn tcp_send_opens_a_connection() {
 }
 
 #[tokio::test]
+async fn refused_tcp_connect_is_reported_to_every_sender_queued_behind_it() {
+    let (t, _rx) = bind(&["tcp:127.0.0.1:0"]).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let (failed, mut reports) = mpsc::unbounded_channel();
+    for id in ["o1", "o2"] {
+        let failed = failed.clone();
+        t.send_or_report(Proto::Tcp, closed, Bytes::from(options(id)), move || {
+            let _ = failed.send(id);
+        })
+        .expect("queued while connecting");
+    }
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(tokio::time::timeout(WAIT, reports.recv()).await.expect("reported in time").expect("report"));
+    }
+    got.sort();
+    assert_eq!(got, ["o1", "o2"]);
+    // The failed connection is gone: a later send opens a new one.
+    assert_eq!(t.stats().tcp_connections, 0);
+}
+
+#[tokio::test]
 async fn tcp_oversized_message_closes_the_connection() {
     let (t, _rx) = bind(&["tcp:127.0.0.1:0"]).await;
     let mut c = TcpStream::connect(t.listeners()[0].addr).await.expect("connect");
