@@ -305,6 +305,40 @@ impl Message {
         Ok(self.parsed.top_via.view(v))
     }
 
+    /// This message with its top Via stamped by the server that received it (RFC 3261
+    /// 18.2.1, RFC 3581): a bare `rport` given the value `rport`, and `;received=IP`
+    /// appended to the parameters. `None` when neither applies (no `rport` value, or no
+    /// bare `rport` to give it to; no `received`) or the stamped message does not parse.
+    pub fn with_top_via_stamp(&self, rport: Option<u16>, received: Option<std::net::IpAddr>) -> Option<Message> {
+        let entry = self.headers.get(usize::from(self.first[HeaderName::Via.index()]?))?;
+        let value = self.text(entry.value);
+        let via = self.parsed.top_via.view(value);
+        // Offsets in `raw` of places in the top Via's value.
+        let at = |part: &str| entry.value.start as usize + span_of(value, part).end as usize;
+        let mut inserts: Vec<(usize, String)> = Vec::with_capacity(2);
+        if let Some(port) = rport
+            && let Some((name, _)) =
+                header::iter_params(via.params).find(|(n, v)| v.is_none() && n.eq_ignore_ascii_case("rport"))
+        {
+            inserts.push((at(name), format!("={port}")));
+        }
+        if let Some(ip) = received {
+            inserts.push((at(via.params), format!(";received={ip}")));
+        }
+        if inserts.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(self.raw.len() + 48);
+        let mut from = 0;
+        for (offset, text) in &inserts {
+            out.extend_from_slice(self.raw.get(from..*offset)?);
+            out.extend_from_slice(text.as_bytes());
+            from = *offset;
+        }
+        out.extend_from_slice(self.raw.get(from..)?);
+        Message::parse(Bytes::from(out)).ok()
+    }
+
     /// Every Via value, top first.
     pub fn vias(&self) -> Result<Vec<Via<'_>>, ParseError> {
         self.values(HeaderName::Via).into_iter().map(Via::parse).collect()

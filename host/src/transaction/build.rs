@@ -67,48 +67,7 @@ pub(crate) fn stamp_top_via(msg: &Message, src: SocketAddr) -> Option<Message> {
     let bare_rport = via.rport == Some(None);
     let sent_by_is_src = literal_addr(via.host, 0).is_some_and(|a| a.ip() == src.ip());
     let add_received = via.received.is_none() && (bare_rport || !sent_by_is_src);
-    if !add_received && !bare_rport {
-        return None;
-    }
-    let raw = msg.raw();
-    // `params` is a slice of the received bytes (the parsed Via keeps ranges into them).
-    let params_at = (via.params.as_ptr() as usize).checked_sub(raw.as_ptr() as usize)?;
-    let params_end = params_at + via.params.len();
-    if raw.get(params_at..params_end)? != via.params.as_bytes() {
-        return None;
-    }
-    // (offset, text) insertions, in order.
-    let mut inserts: Vec<(usize, String)> = Vec::with_capacity(2);
-    if bare_rport {
-        inserts.push((params_at + bare_param_end(via.params, "rport")?, format!("={}", src.port())));
-    }
-    if add_received {
-        inserts.push((params_end, format!(";received={}", src.ip())));
-    }
-    let mut out = Vec::with_capacity(raw.len() + 48);
-    let mut at = 0;
-    for (offset, text) in &inserts {
-        out.extend_from_slice(raw.get(at..*offset)?);
-        out.extend_from_slice(text.as_bytes());
-        at = *offset;
-    }
-    out.extend_from_slice(raw.get(at..)?);
-    Message::parse(Bytes::from(out)).ok()
-}
-
-/// The end (offset in `params`) of parameter `name` written without a value (`;rport`).
-fn bare_param_end(params: &str, name: &str) -> Option<usize> {
-    let mut start = 0;
-    for part in params.split(';') {
-        let end = start + part.len();
-        let token = part.trim_matches([' ', '\t']);
-        if token.eq_ignore_ascii_case(name) {
-            let lead = part.len() - part.trim_start_matches([' ', '\t']).len();
-            return Some(start + lead + token.len());
-        }
-        start = end + 1;
-    }
-    None
+    msg.with_top_via_stamp(bare_rport.then_some(src.port()), add_received.then_some(src.ip()))
 }
 
 /// Where a response to a request received from `src` goes (18.2.2, RFC 3581): over TCP back
