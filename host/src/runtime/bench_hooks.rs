@@ -11,7 +11,7 @@ use super::Runtime;
 #[doc(hidden)]
 pub fn new_store_and_drop(rt: &Runtime) {
     let route = rt.current();
-    let store = rt.new_store(None, route.name.clone());
+    let store = rt.new_store(route.name.clone());
     drop(store);
 }
 

@@ -171,7 +171,7 @@ impl Runtime {
     /// Instantiates a module once without a request, so a module whose
     /// start-up traps is refused before it serves traffic.
     async fn smoke_test(&self, route: &LoadedRoute) -> anyhow::Result<()> {
-        let mut store = self.new_store(None, route.name.clone());
+        let mut store = self.new_store(route.name.clone());
         route
             .pre
             .instantiate_async(&mut store)
@@ -210,7 +210,7 @@ impl Runtime {
         &self.inner.stats
     }
 
-    fn new_store(&self, tx: Option<ServerTx>, module: Arc<str>) -> Store<HostState> {
+    fn new_store(&self, module: Arc<str>) -> Store<HostState> {
         let limits = &self.inner.limits;
         let store_limits = StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes())
@@ -220,7 +220,6 @@ impl Runtime {
             .trap_on_grow_failure(true)
             .build();
         let state = HostState::new(
-            tx,
             self.inner.location.clone(),
             self.inner.bus.get().cloned(),
             self.inner.services.clone(),
@@ -262,7 +261,7 @@ impl Runtime {
                     return;
                 };
                 self.check_pool_pressure();
-                let store = self.new_store(None, route.name.clone());
+                let store = self.new_store(route.name.clone());
                 RouteInstance { store, exports: None, uses: 0, _permit: permit }
             }
         };

@@ -66,8 +66,8 @@ pub struct HostState {
 }
 
 impl HostState {
+    /// A state with no invocation yet: [`begin`](Self::begin) gives it one.
     pub(crate) fn new(
-        tx: Option<ServerTx>,
         location: Location,
         bus: Option<EventBus>,
         services: Arc<super::Services>,
@@ -76,7 +76,7 @@ impl HostState {
         cpu_ticks: u64,
     ) -> HostState {
         HostState {
-            tx,
+            tx: None,
             relayed: false,
             edits: Edits::default(),
             branches: Vec::new(),
@@ -101,12 +101,13 @@ impl HostState {
 }
 
 impl HostState {
-    /// Readies a (possibly reused) state for a new invocation: everything the
-    /// previous invocation set is cleared, the CPU budget is refilled, and the
-    /// transaction is set. What persists is what belongs to the instance:
-    /// its WASI context and resource table, its memory limits, the services.
+    /// Readies a state for a new invocation: the CPU budget is refilled and
+    /// the transaction set. The state is a new one or one a finished
+    /// invocation [`end`](Self::end)ed (the only way an instance goes back to
+    /// the warm list), so nothing of a previous invocation is left. What
+    /// persists is what belongs to the instance: its WASI context and
+    /// resource table, its memory limits, the services.
     pub(crate) fn begin(&mut self, tx: Option<ServerTx>, cpu_ticks: u64, bus: Option<&EventBus>) {
-        self.end();
         self.tx = tx;
         self.cpu_ticks_left = cpu_ticks;
         if self.bus.is_none() {
