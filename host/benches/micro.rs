@@ -290,6 +290,7 @@ fn bench_route(c: &mut Criterion) {
 }
 
 fn route_group(c: &mut Criterion, group: &str, limits: Limits) {
+    let fresh_instances = limits.instance_reuse == 1;
     let proxy = Proxy::start(RouteSource::Embedded, &[], limits).unwrap_or_else(|e| panic!("proxy: {e:#}"));
     let from = proxy.caller_addr();
     let phone = Phone::start().unwrap_or_else(|e| panic!("phone: {e:#}"));
@@ -330,7 +331,7 @@ fn route_group(c: &mut Criterion, group: &str, limits: Limits) {
     // (b) the fixed parts of an invocation, through the bench hooks.
     let rt = proxy.runtime.clone();
     // (Without reuse only: with it there is no per-invocation Store.)
-    if group == "route" {
+    if fresh_instances {
         g.bench_function("new_store_drop", |b| b.iter(|| bench_hooks::new_store_and_drop(&rt)));
         g.bench_function("instantiate_drop", |b| {
             b.iter_custom(|iters| {

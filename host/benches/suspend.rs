@@ -158,35 +158,31 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn main() -> anyhow::Result<()> {
     sipbox::server::init_logging("warn");
     let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(10_000);
-    let parked = parked_calls::start(n).await?;
-    let (runtime, bus, server) = (&parked.runtime, &parked.bus, parked.addr);
+    let proxy = parked_calls::start(n).await?;
+    let (runtime, bus, server) = (&proxy.runtime, &proxy.bus, proxy.addr);
 
     // The caller: one socket, a thread recording when each call's 183 and
     // final response arrive.
     let caller = UdpSocket::bind("127.0.0.1:0")?;
-    let from = caller.local_addr()?;
     let receiver = caller.try_clone()?;
     receiver.set_read_timeout(Some(Duration::from_millis(200)))?;
-    type Seen = Arc<Mutex<(HashSet<usize>, HashMap<usize, Instant>)>>;
-    let seen: Seen = Arc::new(Mutex::new((HashSet::with_capacity(n), HashMap::with_capacity(n))));
-    let recorder = seen.clone();
+    let answered_183: Arc<Mutex<HashSet<usize>>> = Arc::new(Mutex::new(HashSet::with_capacity(n)));
+    let finals: Arc<Mutex<HashMap<usize, Instant>>> = Arc::new(Mutex::new(HashMap::with_capacity(n)));
+    let (on_183, on_final) = (answered_183.clone(), finals.clone());
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop = done.clone();
     let thread = std::thread::spawn(move || {
         let mut buf = vec![0u8; 65536];
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             let Ok(len) = receiver.recv(&mut buf) else { continue };
-            if let Some((i, status)) = parked_calls::parse_response(&buf[..len]) {
-                let mut seen = recorder.lock().unwrap();
-                match status {
-                    183 => {
-                        seen.0.insert(i);
-                    }
-                    200..=699 => {
-                        seen.1.insert(i, Instant::now());
-                    }
-                    _ => {}
+            match parked_calls::parse_response(&buf[..len]) {
+                Some((i, 183)) => {
+                    on_183.lock().unwrap().insert(i);
                 }
+                Some((i, 200..=699)) => {
+                    on_final.lock().unwrap().insert(i, Instant::now());
+                }
+                _ => {}
             }
         }
     });
@@ -196,31 +192,7 @@ async fn main() -> anyhow::Result<()> {
     let base_rss = parked_calls::rss_kib();
     let base_regions = regions();
     let park_start = Instant::now();
-    for i in 0..n {
-        caller.send_to(parked_calls::invite(i, from, server).as_bytes(), server)?;
-        // Keep at most 100 INVITEs in flight, so loopback buffers rarely drop.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while seen.lock().unwrap().0.len() + 100 < i && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
-    }
-    // As a UAC would: retransmit INVITEs that got no 183 (a datagram was
-    // dropped); the server absorbs the retransmission and resends the 183.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let missing: Vec<usize> = {
-            let seen = seen.lock().unwrap();
-            (0..n).filter(|i| !seen.0.contains(i)).collect()
-        };
-        if missing.is_empty() || Instant::now() > deadline {
-            break;
-        }
-        for i in missing {
-            caller.send_to(parked_calls::invite(i, from, server).as_bytes(), server)?;
-        }
-    }
-    let parked = seen.lock().unwrap().0.len();
+    let parked = parked_calls::park_all(&caller, server, n, &answered_183).await?;
     let park_time = park_start.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let parked_rss = parked_calls::rss_kib();
@@ -240,16 +212,16 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while seen.lock().unwrap().1.len() < n && Instant::now() < deadline {
+    while finals.lock().unwrap().len() < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let wake_time = wake_start.elapsed();
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = thread.join();
 
-    let finals = seen.lock().unwrap();
+    let finals = finals.lock().unwrap();
     let mut latencies: Vec<Duration> =
-        finals.1.iter().map(|(i, at)| at.saturating_duration_since(raised[*i])).collect();
+        finals.iter().map(|(i, at)| at.saturating_duration_since(raised[*i])).collect();
     latencies.sort();
     let per_guest = (parked_rss.saturating_sub(base_rss)) as f64 / parked.max(1) as f64;
 
@@ -261,7 +233,7 @@ async fn main() -> anyhow::Result<()> {
     println!("| time to park all | {:.2} s |", park_time.as_secs_f64());
     println!("| RSS before / parked | {} MiB / {} MiB |", base_rss / 1024, parked_rss / 1024);
     println!("| RSS per parked guest (instance + stack + transaction) | {per_guest:.1} KiB |");
-    println!("| calls resumed and answered | {} |", finals.1.len());
+    println!("| calls resumed and answered | {} |", finals.len());
     println!("| time to wake all (raise loop to last answer) | {:.2} s |", wake_time.as_secs_f64());
     println!("| resume latency p50 | {:.2} ms |", percentile(&latencies, 0.50).as_secs_f64() * 1e3);
     println!("| resume latency p99 | {:.2} ms |", percentile(&latencies, 0.99).as_secs_f64() * 1e3);
@@ -293,6 +265,6 @@ async fn main() -> anyhow::Result<()> {
         let size_mib = (r.end - r.start) as f64 / (1 << 20) as f64;
         println!("| {:#x} {} | {size_mib:.0} MiB | {} | {delta} KiB |", r.start, r.name, classify(r, slots));
     }
-    anyhow::ensure!(parked == n && finals.1.len() == n, "not every call parked and resumed");
+    anyhow::ensure!(parked == n && finals.len() == n, "not every call parked and resumed");
     Ok(())
 }

@@ -38,11 +38,10 @@ async fn main() -> anyhow::Result<()> {
     sipbox::server::init_logging("warn");
     let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1000);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let parked = parked_calls::start(n).await?;
-    let (runtime, server) = (&parked.runtime, parked.addr);
+    let proxy = parked_calls::start(n).await?;
+    let (runtime, server) = (&proxy.runtime, proxy.addr);
 
     let caller = UdpSocket::bind("127.0.0.1:0")?;
-    let from = caller.local_addr()?;
     let receiver = caller.try_clone()?;
     receiver.set_read_timeout(Some(Duration::from_millis(200)))?;
     let seen: Arc<Mutex<HashSet<usize>>> = Arc::new(Mutex::new(HashSet::with_capacity(n)));
@@ -63,31 +62,9 @@ async fn main() -> anyhow::Result<()> {
         .trim_backtraces(None)
         .build();
     let started = Instant::now();
-    for i in 0..n {
-        caller.send_to(parked_calls::invite(i, from, server).as_bytes(), server)?;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while seen.lock().unwrap().len() + 100 < i && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
-    }
-    // Retransmit INVITEs whose 183 was lost, as a UAC would.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let missing: Vec<usize> = {
-            let seen = seen.lock().unwrap();
-            (0..n).filter(|i| !seen.contains(i)).collect()
-        };
-        if missing.is_empty() || Instant::now() > deadline {
-            break;
-        }
-        for i in missing {
-            caller.send_to(parked_calls::invite(i, from, server).as_bytes(), server)?;
-        }
-    }
+    let parked = parked_calls::park_all(&caller, server, n, &seen).await?;
     // Let the 183s' retransmission bookkeeping and task wake-ups settle.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let parked = seen.lock().unwrap().len();
     let stats = dhat::HeapStats::get();
     println!(
         "parked {parked} of {n} in {:.1} s; live instances {:?}; heap since profiler start: \

@@ -5,9 +5,11 @@
 // Each bench uses a part of this file.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
+use std::collections::HashSet;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sipbox::events::{EventBus, EventsConfig};
 use sipbox::location::{Location, LocationConfig};
@@ -60,6 +62,37 @@ pub async fn start_route(n: usize, module: &str, vars: &[(&str, &str)]) -> anyho
     runtime.set_core(core.clone());
     deferred.set(Arc::new(core.clone()));
     Ok(ParkedCallServer { runtime, bus, addr, _core: core })
+}
+
+/// Sends the `dtmf-detect` INVITEs of calls `0..n` from `caller` to `server`, at most 100
+/// ahead of the calls in `parked` (filled by the caller's receiver as 183s arrive), then, as a
+/// UAC would, resends the INVITEs of calls not parked yet (a datagram was dropped; the server
+/// absorbs a retransmission and resends the 183) until all are, for at most two minutes.
+/// Returns how many calls are parked.
+pub async fn park_all(caller: &UdpSocket, server: SocketAddr, n: usize, parked: &Mutex<HashSet<usize>>) -> anyhow::Result<usize> {
+    let from = caller.local_addr()?;
+    let count = || parked.lock().unwrap_or_else(|p| p.into_inner()).len();
+    for i in 0..n {
+        caller.send_to(invite(i, from, server).as_bytes(), server)?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while count() + 100 < i && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let missing: Vec<usize> = {
+            let parked = parked.lock().unwrap_or_else(|p| p.into_inner());
+            (0..n).filter(|i| !parked.contains(i)).collect()
+        };
+        if missing.is_empty() || Instant::now() > deadline {
+            return Ok(count());
+        }
+        for i in missing {
+            caller.send_to(invite(i, from, server).as_bytes(), server)?;
+        }
+    }
 }
 
 /// The process's resident set, in KiB.
