@@ -36,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
     let url = pushes.url("/push");
     // Subscriptions outlive the bench; Timer C (180 s) bounds each wait.
     let vars = [("push_url", url.as_str()), ("push_timeout", "600")];
-    let parked = parked_calls::start_route(n, "push_notification", &vars).await?;
+    let parked = parked_calls::start_route(n, "push_notification", &vars, sipbox::runtime::Suspend::InPlace).await?;
     let (runtime, server) = (&parked.runtime, parked.addr);
 
     // The caller only needs its socket drained; a final response means a

@@ -5,7 +5,9 @@
 //! raises one `E_DTMF` per call and reports the resume latency: from the
 //! raise to the route's `403` arriving back at the caller's socket.
 //!
-//! `cargo bench -p sipbox --bench suspend [-- N]` (default 10000).
+//! `cargo bench -p sipbox --bench suspend [-- N] [replay]` (default 10000):
+//! with `replay`, `[limits] suspend = "replay"`, so a parked guest holds
+//! its journal instead of its instance, and resumes by replay.
 
 /// The allocator the server runs with (see `main.rs`), so heap figures match it.
 #[global_allocator]
@@ -158,7 +160,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn main() -> anyhow::Result<()> {
     sipbox::server::init_logging("warn");
     let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(10_000);
-    let proxy = parked_calls::start(n).await?;
+    let proxy = parked_calls::start(n, parked_calls::suspend_from_args()).await?;
     let (runtime, bus, server) = (&proxy.runtime, &proxy.bus, proxy.addr);
 
     // The caller: one socket, a thread recording when each call's 183 and
@@ -228,11 +230,12 @@ async fn main() -> anyhow::Result<()> {
     println!("| metric | value |");
     println!("|---|---|");
     println!("| calls sent | {n} |");
+    println!("| [limits] suspend | {:?} |", parked_calls::suspend_from_args());
     println!("| guests parked in wait-for-event (183 received) | {parked} |");
     println!("| live route instances while parked | {live} of {size} |");
     println!("| time to park all | {:.2} s |", park_time.as_secs_f64());
     println!("| RSS before / parked | {} MiB / {} MiB |", base_rss / 1024, parked_rss / 1024);
-    println!("| RSS per parked guest (instance + stack + transaction) | {per_guest:.1} KiB |");
+    println!("| RSS per parked guest (transaction and instance; journal, no instance, with replay) | {per_guest:.1} KiB |");
     println!("| calls resumed and answered | {} |", finals.len());
     println!("| time to wake all (raise loop to last answer) | {:.2} s |", wake_time.as_secs_f64());
     println!("| resume latency p50 | {:.2} ms |", percentile(&latencies, 0.50).as_secs_f64() * 1e3);

@@ -20,6 +20,8 @@
 //! python3 bench/heap_by_owner.py target/dhat-suspend-1000.json target/dhat-suspend-2000.json
 //! ```
 //! The script divides the difference by 1000, so fixed costs cancel out.
+//! With `replay` after N, the guests park with `[limits] suspend = "replay"`
+//! (the output file is the same: run one mode at a time).
 
 #[global_allocator]
 static ALLOCATOR: dhat::Alloc = dhat::Alloc;
@@ -38,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
     sipbox::server::init_logging("warn");
     let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1000);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let proxy = parked_calls::start(n).await?;
+    let proxy = parked_calls::start(n, parked_calls::suspend_from_args()).await?;
     let (runtime, server) = (&proxy.runtime, proxy.addr);
 
     let caller = UdpSocket::bind("127.0.0.1:0")?;

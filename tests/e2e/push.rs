@@ -15,7 +15,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    HttpReceiver, LOCALHOST, RawUdp, Route, Server, ServerConfig, TestEnv, free_ports, register, status_of, uac, uas,
+    HttpReceiver, LOCALHOST, RawUdp, Route, Server, ServerConfig, TestEnv, free_ports, mi_call, register, status_of, uac,
+    uas,
 };
 
 /// How long the route may take to send the push once the INVITE is out.
@@ -35,6 +36,12 @@ fn assert_push(receiver: &HttpReceiver, user: &str, call_id: &str) {
     assert_eq!(push.json(), serde_json::json!({"aor": user, "call_id": call_id}), "{push:?}");
 }
 
+/// `[limits] suspend = "replay"`: a guest waiting for an event gives its
+/// instance back, and is resumed by replaying its journal in a new one.
+fn by_replay(config: ServerConfig) -> ServerConfig {
+    ServerConfig { mi: true, extra_toml: "[limits]\nsuspend = \"replay\"\n".into(), ..config }
+}
+
 /// The device answers: a push, then a registration, then the call.
 fn device_answers_after_push(name: &str, module: &'static str) {
     let env = TestEnv::new(name);
@@ -49,6 +56,42 @@ fn device_answers_after_push(name: &str, module: &'static str) {
     let device = uas(&env, "uas_rr.xml", device_port);
     caller.wait().assert_ok("the call is answered by the device that registered after the push");
     device.wait().assert_ok("the woken-up device took the call");
+    assert!(receiver.next_within(Duration::from_millis(300)).is_none(), "a second push was sent for one call");
+}
+
+fn runtime_stat(server: &Server, name: &str) -> u64 {
+    let stats = mi_call(server.mi_addr(), "get_statistics", serde_json::json!([["runtime:"]]));
+    stats["result"][name].as_u64().unwrap_or_else(|| panic!("{name} in {stats}"))
+}
+
+/// Direct style with `suspend = "replay"`: while the caller waits the guest
+/// holds no instance; on the registration its route runs again, its push,
+/// lookups answered from the journal (one push reaches
+/// the provider, checked above), and it relays to the device.
+#[test]
+fn push_wait_by_replay_resumes_when_the_device_registers() {
+    let env = TestEnv::new("push_wait_replay");
+    let receiver = HttpReceiver::start(200);
+    let config = by_replay(ServerConfig::default()).var("push_timeout", 15);
+    let server = push_server(&env, "push_wait.wasm", &receiver, config);
+    let [device_port] = free_ports();
+
+    let caller = uac(&env, &server, "uac_call.xml", "dave").call_id_format("e2e-replay-%u").spawn();
+    assert_push(&receiver, "dave", "e2e-replay-1");
+    // Parked: the invocation is alive, its instance is not.
+    assert!(
+        crate::harness::wait_until(PUSH_WITHIN, || runtime_stat(&server, "runtime:instances_in_use") == 0),
+        "the waiting guest still holds an instance"
+    );
+    assert_eq!(runtime_stat(&server, "runtime:replays"), 0);
+
+    register(&env, &server, &["dave"], device_port, 600);
+    let device = uas(&env, "uas_rr.xml", device_port);
+    caller.wait().assert_ok("the call is answered by the device that registered after the push");
+    device.wait().assert_ok("the woken-up device took the call");
+    assert!(receiver.next_within(Duration::from_millis(300)).is_none(), "the replay sent the push again");
+    assert_eq!(runtime_stat(&server, "runtime:replays"), 1, "{}", server.log());
+    assert_eq!(runtime_stat(&server, "runtime:traps"), 0, "{}", server.log());
 }
 
 #[test]
@@ -89,13 +132,13 @@ fn push_notification_rings_the_desk_phone_and_the_device() {
 
 /// Nobody registers: 480 once the push subscription (or wait) of
 /// `push_timeout` = 3 s is over, not before, and not at Timer C.
-fn no_registration_gets_480(name: &str, module: &'static str) {
+fn no_registration_gets_480(name: &str, module: &'static str, config: ServerConfig) {
     let env = TestEnv::new(name);
     let receiver = HttpReceiver::start(200);
     // Timer C (60 s) lies beyond SIPp's own 15 s timeout, which bounds the
     // test: a 480 in time can only come from the end of the subscription
     // (notify style) or of the wait (direct style).
-    let config = ServerConfig { timer_c_s: Some(60), ..ServerConfig::default() }.var("push_timeout", 3);
+    let config = ServerConfig { timer_c_s: Some(60), ..config }.var("push_timeout", 3);
     let server = push_server(&env, module, &receiver, config);
 
     let outcome = uac(&env, &server, "uac_expect_480.xml", "frank").key("from_user", "caller").run();
@@ -110,12 +153,17 @@ fn no_registration_gets_480(name: &str, module: &'static str) {
 
 #[test]
 fn push_notification_without_registration_gets_480() {
-    no_registration_gets_480("push_notify_480", "push_notification.wasm");
+    no_registration_gets_480("push_notify_480", "push_notification.wasm", ServerConfig::default());
 }
 
 #[test]
 fn push_wait_without_registration_gets_480() {
-    no_registration_gets_480("push_wait_480", "push_wait.wasm");
+    no_registration_gets_480("push_wait_480", "push_wait.wasm", ServerConfig::default());
+}
+
+#[test]
+fn push_wait_by_replay_without_registration_gets_480() {
+    no_registration_gets_480("push_wait_replay_480", "push_wait.wasm", by_replay(ServerConfig::default()));
 }
 
 /// The provider refuses the push: the caller is not held for nothing.
@@ -144,11 +192,11 @@ fn push_wait_refused_push_gets_480_at_once() {
 /// The caller CANCELs while the route waits (suspended guest or transaction
 /// waiting for branches): 200 for the CANCEL, 487 for the INVITE, nothing
 /// more when the wait would have ended, and the server carries on.
-fn cancel_while_waiting(name: &str, module: &'static str) {
+fn cancel_while_waiting(name: &str, module: &'static str, config: ServerConfig) {
     let env = TestEnv::new(name);
     let receiver = HttpReceiver::start(200);
     let wait_s = 3;
-    let config = ServerConfig { timer_c_s: Some(wait_s), ..ServerConfig::default() }.var("push_timeout", wait_s);
+    let config = ServerConfig { timer_c_s: Some(wait_s), ..config }.var("push_timeout", wait_s);
     let server = push_server(&env, module, &receiver, config);
     let to = server.addr();
 
@@ -200,12 +248,17 @@ fn cancel_while_waiting(name: &str, module: &'static str) {
 
 #[test]
 fn push_wait_cancelled_while_suspended_gets_487() {
-    cancel_while_waiting("push_wait_cancel", "push_wait.wasm");
+    cancel_while_waiting("push_wait_cancel", "push_wait.wasm", ServerConfig::default());
+}
+
+#[test]
+fn push_wait_by_replay_cancelled_while_parked_gets_487() {
+    cancel_while_waiting("push_wait_replay_cancel", "push_wait.wasm", by_replay(ServerConfig::default()));
 }
 
 #[test]
 fn push_notification_cancelled_while_waiting_for_branches_gets_487() {
-    cancel_while_waiting("push_notify_cancel", "push_notification.wasm");
+    cancel_while_waiting("push_notify_cancel", "push_notification.wasm", ServerConfig::default());
 }
 
 /// The method of a message's CSeq header.

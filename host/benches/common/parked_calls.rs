@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use sipbox::events::{EventBus, EventsConfig};
 use sipbox::location::{Location, LocationConfig};
-use sipbox::runtime::{Limits, RouteSource, Runtime};
+use sipbox::runtime::{Limits, RouteSource, Runtime, Suspend};
 use sipbox::transaction::{Core, Timers};
 use sipbox::transport::{DeferredHandler, ListenSpec, Proto, Transports};
 
@@ -37,19 +37,29 @@ pub fn pool_slots(n: usize) -> u32 {
 }
 
 /// Starts the `dtmf-detect` route with a 600 s DTMF wait, so parked calls
-/// stay parked until the bench raises their event.
-pub async fn start(n: usize) -> anyhow::Result<ParkedCallServer> {
-    start_route(n, "dtmf_detect", &[("dtmf_timeout", "600")]).await
+/// stay parked until the bench raises their event; `suspend` is how.
+pub async fn start(n: usize, suspend: Suspend) -> anyhow::Result<ParkedCallServer> {
+    start_route(n, "dtmf_detect", &[("dtmf_timeout", "600")], suspend).await
+}
+
+/// `[limits] suspend` from the bench's arguments: `replay`, else in place.
+pub fn suspend_from_args() -> Suspend {
+    if std::env::args().skip(1).any(|a| a == "replay") { Suspend::Replay } else { Suspend::InPlace }
 }
 
 /// Starts example route `module` (built by `cargo build`) with `vars`.
-pub async fn start_route(n: usize, module: &str, vars: &[(&str, &str)]) -> anyhow::Result<ParkedCallServer> {
+pub async fn start_route(
+    n: usize,
+    module: &str,
+    vars: &[(&str, &str)],
+    suspend: Suspend,
+) -> anyhow::Result<ParkedCallServer> {
     let route = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join(format!("../target/wasm-routes/wasm32-wasip2/release/{module}.wasm"));
     anyhow::ensure!(route.exists(), "{} missing: build the host first (cargo build)", route.display());
 
     let location = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() })?;
-    let limits = Limits { max_instances: (n + HEADROOM) as u32, memory_mb: 4, ..Limits::default() };
+    let limits = Limits { max_instances: (n + HEADROOM) as u32, memory_mb: 4, suspend, ..Limits::default() };
     let runtime = Runtime::new(limits, location, RouteSource::File(route))?;
     let bus = EventBus::new(&EventsConfig { ebr_max_waiters: n + HEADROOM, ..EventsConfig::default() });
     runtime.set_event_bus(bus.clone());

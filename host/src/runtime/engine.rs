@@ -40,6 +40,13 @@ pub struct Limits {
     /// worker's script state does. An instance that trapped or timed out is
     /// never reused either way.
     pub instance_reuse: u32,
+    /// What a guest waiting in `wait-for-event` holds. `in-place` (the
+    /// default): its instance, parked (~54 KiB and a pool slot while it
+    /// waits; resumed at once). `replay`: nothing but a journal of its calls;
+    /// it gives the instance back and is resumed by running it again in a
+    /// new one, with its earlier calls answered from the journal
+    /// (`runtime/replay.rs`). Needs `instance_reuse = 1`.
+    pub suspend: Suspend,
     /// Raise E_CORE_THRESHOLD when routing one message takes longer than
     /// this many microseconds (OpenSIPS `exec_msg_threshold`); 0 = off.
     pub exec_msg_threshold_us: u64,
@@ -47,6 +54,17 @@ pub struct Limits {
     /// is in use (OpenSIPS `event_shm_threshold`, for the instance pool);
     /// 0 = off.
     pub pool_threshold_percent: u32,
+}
+
+/// How a guest waiting in `wait-for-event` is suspended (`[limits] suspend`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Suspend {
+    /// Parked in its instance.
+    #[default]
+    InPlace,
+    /// Its instance dropped; resumed by replaying its calls in a new one.
+    Replay,
 }
 
 impl Default for Limits {
@@ -57,6 +75,7 @@ impl Default for Limits {
             cpu_ms: 100,
             wall_ms: 10_000,
             instance_reuse: 1,
+            suspend: Suspend::InPlace,
             exec_msg_threshold_us: 0,
             pool_threshold_percent: 0,
         }
@@ -96,6 +115,12 @@ impl Limits {
         anyhow::ensure!(
             self.instance_reuse >= 1,
             "limits.instance_reuse must be at least 1 (1 = a fresh instance per invocation)"
+        );
+        anyhow::ensure!(
+            self.suspend == Suspend::InPlace || self.instance_reuse == 1,
+            "limits.suspend = \"replay\" needs limits.instance_reuse = 1: a replay runs in a fresh \
+             instance, so the first run must too, or state kept in a warm instance could make the \
+             two runs differ"
         );
         anyhow::ensure!(
             self.pool_threshold_percent <= 100,

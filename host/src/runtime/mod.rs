@@ -9,6 +9,8 @@
 //! - `host/`: the host side of each WIT interface;
 //! - `modules.rs`: loading, validating and hot-swapping route modules;
 //! - `warm.rs`: idle instances kept for reuse;
+//! - `replay.rs`: the journal that lets a waiting guest give its instance
+//!   back (`[limits] suspend = "replay"`);
 //! - this file: [`Runtime`], which runs invocations for the proxy core.
 //!
 //! Isolation: a guest gets only its imports (WASI is linked with nothing
@@ -21,6 +23,7 @@ mod bindings;
 mod engine;
 mod host;
 mod modules;
+mod replay;
 mod state;
 mod warm;
 #[cfg(test)]
@@ -31,11 +34,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{HasSelf, Linker, Resource};
 use wasmtime::{Engine, Store, StoreLimitsBuilder, UpdateDeadline};
 
-pub use engine::{Limits, EPOCH_TICK};
+pub use engine::{Limits, Suspend, EPOCH_TICK};
 pub use modules::{LoadedRoute, RouteSource};
 
 use crate::events::ebr::NotifyHandler;
@@ -45,6 +48,7 @@ use crate::sip::{self, Method};
 use crate::transaction::{BoxFut, Core, Router, ServerTx};
 use bindings::Route;
 use host::message::{REPLY_REP, REQUEST_REP};
+use replay::Journal;
 use state::HostState;
 use warm::RouteInstance;
 
@@ -57,6 +61,8 @@ pub struct RuntimeStats {
     pub traps: AtomicU64,
     pub timeouts: AtomicU64,
     pub rejected_busy: AtomicU64,
+    /// Guests resumed by replay after a wait (`suspend = "replay"`).
+    pub replays: AtomicU64,
     pub reloads: AtomicU64,
 }
 
@@ -100,8 +106,10 @@ enum Invocation {
     Request,
     // Boxed, as is everything large here: this enum and the invocation's
     // future live for as long as a guest is parked in `wait-for-event`.
-    Reply { hook: Arc<str>, reply: Box<sip::Message> },
-    Failure { hook: Arc<str>, best: Box<sip::Message> },
+    // The message is handed to the instance's state for the call (and taken
+    // back when a replayed guest parks), hence the `Option`.
+    Reply { hook: Arc<str>, reply: Option<Box<sip::Message>> },
+    Failure { hook: Arc<str>, best: Option<Box<sip::Message>> },
     /// An event for an event route (`route:NAME` subscription).
     Event { route: Arc<str>, event: Event },
     /// An EBR notification for the subscription `route` of transaction `tid`.
@@ -260,9 +268,7 @@ impl Runtime {
                     }
                     return;
                 };
-                self.check_pool_pressure();
-                let store = self.new_store(route.name.clone());
-                RouteInstance { store, exports: None, uses: 0, _permit: permit }
+                self.new_instance(&route, permit)
             }
         };
         if let Some(mut instance) = self.run_invocation(&route, instance, tx, what).await {
@@ -280,27 +286,125 @@ impl Runtime {
         self.check_pool_pressure();
     }
 
+    /// A new, not yet instantiated, instance holding `permit`'s pool slot.
+    fn new_instance(&self, route: &LoadedRoute, permit: OwnedSemaphorePermit) -> RouteInstance {
+        self.check_pool_pressure();
+        RouteInstance { store: self.new_store(route.name.clone()), exports: None, uses: 0, _permit: permit }
+    }
+
     /// Runs one invocation in `instance`, instantiating the module first if
     /// the instance is new. Returns the instance when its invocation
     /// returned normally, so it may be reused; an instance that trapped, ran
     /// out of time or was interrupted is dropped here.
+    ///
+    /// With `suspend = "replay"` a guest that waits for an event ends its run
+    /// with its instance dropped; once the wait is over the invocation runs
+    /// again in a new instance, its journal answering the calls it made
+    /// before (`replay.rs`).
     async fn run_invocation(
         &self,
         route: &LoadedRoute,
         mut instance: RouteInstance,
         tx: Option<ServerTx>,
-        what: Invocation,
+        mut what: Invocation,
     ) -> Option<RouteInstance> {
         let stats = &self.inner.stats;
         let is_request = matches!(what, Invocation::Request);
+        let mut journal = (self.inner.limits.suspend == Suspend::Replay).then(|| Box::new(Journal::new()));
+        let wall = Duration::from_millis(self.inner.limits.wall_ms);
+        // Whether the request went on without the route (relayed, or left to
+        // injected branches), as of the last run.
+        let mut relayed;
+        let failure = loop {
+            let started = Instant::now();
+            let outcome = self.run_once(route, &mut instance, tx.clone(), &mut what, journal.take()).await;
+            self.check_threshold(started, tx.as_ref());
+            let state = instance.store.data_mut();
+            relayed = state.relayed;
+            match outcome {
+                Ok(Ok(())) => return Some(instance),
+                Ok(Err(trap)) => match (state.parked.take(), state.journal.take()) {
+                    (Some(parked), Some(parked_journal)) => {
+                        if let Invocation::Reply { reply, .. } | Invocation::Failure { best: reply, .. } = &mut what {
+                            *reply = state.reply.take();
+                        }
+                        drop(instance);
+                        match self.resume_by_replay(route, parked, parked_journal).await {
+                            Ok((fresh, resumed)) => (instance, journal) = (fresh, Some(resumed)),
+                            Err(failure) => break failure,
+                        }
+                    }
+                    _ => {
+                        stats.traps.fetch_add(1, Ordering::Relaxed);
+                        break format!("route trapped: {trap:?}");
+                    }
+                },
+                Err(()) => {
+                    stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                    break format!("route exceeded its wall-clock limit of {wall:?}");
+                }
+            }
+        };
+        let Some(tx) = tx else {
+            tracing::error!(module = %route.name, "{failure}");
+            return None;
+        };
+        let call_id = tx.request().call_id().unwrap_or("-").to_string();
+        tracing::error!(module = %route.name, tid = tx.id(), call_id, "{failure}");
+        // A failed request invocation that neither answered nor forwarded the
+        // request answers it here; after a relay the branches carry on.
+        if is_request && !relayed && !tx.is_answered() && !is_ack(&tx) {
+            let _ = tx.reply(500, "Server Internal Error", &[], None);
+        }
+        None
+    }
+
+    /// Waits out a guest parked by replay (its instance already dropped),
+    /// records what the wait returned as the journal's last entry, and gets
+    /// a new instance to replay the invocation in. The wait is bounded by the
+    /// EBR waiter's own timeout; the wait for a pool slot like a run, since
+    /// the pool is full only of running invocations, each bounded.
+    async fn resume_by_replay(
+        &self,
+        route: &LoadedRoute,
+        parked: replay::Parked,
+        mut journal: Box<Journal>,
+    ) -> Result<(RouteInstance, Box<Journal>), String> {
+        let got = parked.wait.await.map(|event| host::events::event_to_guest(&event));
+        journal.record(replay::WAIT_FOR_EVENT, parked.args, Ok::<_, String>(got));
+        journal.rewind();
+        self.inner.stats.replays.fetch_add(1, Ordering::Relaxed);
+        let wall = Duration::from_millis(self.inner.limits.wall_ms);
+        match tokio::time::timeout(wall, self.inner.admission.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok((self.new_instance(route, permit), journal)),
+            _ => {
+                self.inner.stats.rejected_busy.fetch_add(1, Ordering::Relaxed);
+                Err(format!("no route instance became free within {wall:?} to resume the guest"))
+            }
+        }
+    }
+
+    /// One run of an invocation in `instance`: the whole of it, or with
+    /// `suspend = "replay"` the part up to a wait or from a wait on.
+    /// `Err(())` when it overran its wall-clock limit.
+    async fn run_once(
+        &self,
+        route: &LoadedRoute,
+        instance: &mut RouteInstance,
+        tx: Option<ServerTx>,
+        what: &mut Invocation,
+        journal: Option<Box<Journal>>,
+    ) -> Result<wasmtime::Result<()>, ()> {
+        let stats = &self.inner.stats;
         let started = Instant::now();
         let store = &mut instance.store;
-        store.data_mut().begin(tx.clone(), self.inner.limits.cpu_ticks(), self.inner.bus.get());
+        store.data_mut().begin(tx, self.inner.limits.cpu_ticks(), self.inner.bus.get());
+        store.data_mut().journal = journal;
         store.set_epoch_deadline(1);
         instance.uses += 1;
         let wall = Duration::from_millis(self.inner.limits.wall_ms);
         let suspended = store.data().suspended_ms.clone();
-        if let Invocation::Event { event, .. } | Invocation::Notify { event, .. } = &what {
+        if let Invocation::Event { event, .. } | Invocation::Notify { event, .. } = &*what {
             store.data_mut().event = Some(event.clone());
         }
         let exports = instance.exports.take();
@@ -320,56 +424,29 @@ impl Runtime {
                 match what {
                     Invocation::Request => exports.call_on_request(&mut *store, request()).await,
                     Invocation::Reply { hook, reply } => {
-                        store.data_mut().reply = Some(reply);
+                        store.data_mut().reply = reply.take();
                         let reply = Resource::new_borrow(REPLY_REP);
-                        exports.call_on_reply(&mut *store, &hook, request(), reply).await
+                        exports.call_on_reply(&mut *store, hook, request(), reply).await
                     }
                     Invocation::Failure { hook, best } => {
-                        store.data_mut().reply = Some(best);
+                        store.data_mut().reply = best.take();
                         let reply = Resource::new_borrow(REPLY_REP);
-                        exports.call_on_failure(&mut *store, &hook, request(), reply).await
+                        exports.call_on_failure(&mut *store, hook, request(), reply).await
                     }
                     Invocation::Event { route, event } => {
-                        let event = host::events::event_to_guest(&event);
-                        exports.call_on_event(&mut *store, &route, &event).await
+                        let event = host::events::event_to_guest(event);
+                        exports.call_on_event(&mut *store, route, &event).await
                     }
                     Invocation::Notify { route, event, tid } => {
-                        let event = host::events::event_to_guest(&event);
-                        exports.call_on_notify(&mut *store, &route, &event, tid).await
+                        let event = host::events::event_to_guest(event);
+                        exports.call_on_notify(&mut *store, route, &event, *tid).await
                     }
                 }
                 .map(|()| exports)
             });
             within_wall_clock(run, started, wall, &suspended).await
         };
-        self.check_threshold(started, tx.as_ref());
-        let failure = match outcome {
-            Ok(Ok(exports)) => {
-                instance.exports = Some(exports);
-                return Some(instance);
-            }
-            Ok(Err(trap)) => {
-                stats.traps.fetch_add(1, Ordering::Relaxed);
-                format!("route trapped: {trap:?}")
-            }
-            Err(_) => {
-                stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                format!("route exceeded its wall-clock limit of {wall:?}")
-            }
-        };
-        let Some(tx) = tx else {
-            tracing::error!(module = %route.name, "{failure}");
-            return None;
-        };
-        let call_id = tx.request().call_id().unwrap_or("-").to_string();
-        tracing::error!(module = %route.name, tid = tx.id(), call_id, "{failure}");
-        // A failed request invocation that neither answered nor forwarded the
-        // request answers it here; after a relay the branches carry on.
-        let relayed = instance.store.data().relayed;
-        if is_request && !relayed && !tx.is_answered() && !is_ack(&tx) {
-            let _ = tx.reply(500, "Server Internal Error", &[], None);
-        }
-        None
+        Ok(outcome?.map(|exports| instance.exports = Some(exports)))
     }
 
     /// E_CORE_THRESHOLD (OpenSIPS `exec_msg_threshold`): a message whose
@@ -463,12 +540,12 @@ impl Router for Runtime {
 
     fn on_reply(&self, tx: ServerTx, hook: Arc<str>, reply: sip::Message) -> BoxFut {
         let rt = self.clone();
-        Box::pin(async move { rt.invoke(Some(tx), Invocation::Reply { hook, reply: Box::new(reply) }).await })
+        Box::pin(async move { rt.invoke(Some(tx), Invocation::Reply { hook, reply: Some(Box::new(reply)) }).await })
     }
 
     fn on_failure(&self, tx: ServerTx, hook: Arc<str>, best: sip::Message) -> BoxFut {
         let rt = self.clone();
-        Box::pin(async move { rt.invoke(Some(tx), Invocation::Failure { hook, best: Box::new(best) }).await })
+        Box::pin(async move { rt.invoke(Some(tx), Invocation::Failure { hook, best: Some(Box::new(best)) }).await })
     }
 }
 

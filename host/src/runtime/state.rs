@@ -17,6 +17,8 @@ use crate::sip::{self, Edits};
 use crate::transaction::ServerTx;
 use crate::transport::Proto;
 
+use super::replay::{Journal, Parked};
+
 /// The state of a route instance: per-invocation fields (reset by `begin`)
 /// and per-instance ones (WASI, resource table, limits).
 pub struct HostState {
@@ -55,6 +57,12 @@ pub struct HostState {
     pub(crate) module: Arc<str>,
     /// Epoch ticks of CPU left for this invocation.
     pub(crate) cpu_ticks_left: u64,
+    /// With `suspend = "replay"`, the invocation's calls with outside effects
+    /// (boxed: `None` otherwise, and every instance's state holds the slot).
+    pub(crate) journal: Option<Box<Journal>>,
+    /// Set by a `wait-for-event` that gave the instance up (`suspend =
+    /// "replay"`): the invocation ends with a trap and resumes by replay.
+    pub(crate) parked: Option<Parked>,
     pub(crate) limits: StoreLimits,
     // WASI with nothing granted: no files, no sockets, no environment, no
     // inherited stdio. Language runtimes need the interfaces to link. Made on
@@ -93,6 +101,8 @@ impl HostState {
             services,
             module,
             cpu_ticks_left: cpu_ticks,
+            journal: None,
+            parked: None,
             limits,
             wasi: None,
             table: ResourceTable::new(),
@@ -130,6 +140,8 @@ impl HostState {
         self.on_failure = None;
         self.reply = None;
         self.reply_source = None;
+        self.journal = None;
+        self.parked = None;
     }
 }
 
@@ -165,6 +177,23 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: self.wasi.get_or_insert_with(Box::default), table: &mut self.table }
+        let journal = self.journal.as_deref();
+        WasiCtxView { ctx: self.wasi.get_or_insert_with(|| new_wasi(journal)), table: &mut self.table }
     }
+}
+
+/// A WASI context granting nothing. An invocation that may be replayed gets
+/// random generators seeded from its journal, so every run of it draws the
+/// same numbers (Rust's `HashMap` seeds itself from them, for one).
+fn new_wasi(journal: Option<&Journal>) -> Box<WasiCtx> {
+    use rand_wasi::SeedableRng;
+    let Some(journal) = journal else { return Box::default() };
+    let mut insecure_seed = journal.seed;
+    insecure_seed[0] ^= 0x5a;
+    let mut builder = wasmtime_wasi::WasiCtxBuilder::new();
+    builder
+        .secure_random(rand_wasi::rngs::StdRng::from_seed(journal.seed))
+        .insecure_random(rand_wasi::rngs::StdRng::from_seed(insecure_seed))
+        .insecure_random_seed(u128::from_le_bytes(insecure_seed[..16].try_into().unwrap_or_default()));
+    Box::new(builder.build())
 }

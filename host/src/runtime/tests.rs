@@ -126,3 +126,19 @@ fn instance_reuse_of_zero_is_refused() {
     let err = Limits { instance_reuse: 0, ..Limits::default() }.validate().unwrap_err().to_string();
     assert!(err.contains("limits.instance_reuse"), "{err}");
 }
+
+#[test]
+fn replay_with_instance_reuse_is_refused() {
+    let limits = Limits { suspend: super::Suspend::Replay, instance_reuse: 2, ..Limits::default() };
+    let err = limits.validate().unwrap_err().to_string();
+    assert!(err.contains("limits.suspend") && err.contains("instance_reuse = 1"), "{err}");
+    Limits { suspend: super::Suspend::Replay, ..Limits::default() }.validate().expect("replay with fresh instances");
+}
+
+#[test]
+fn suspend_is_read_by_name() {
+    let limits: Limits = toml::from_str("suspend = \"replay\"").expect("replay");
+    assert_eq!(limits.suspend, super::Suspend::Replay);
+    let err = toml::from_str::<Limits>("suspend = \"later\"").unwrap_err().to_string();
+    assert!(err.contains("in-place") && err.contains("replay"), "{err}");
+}

@@ -54,6 +54,8 @@ fn collect(ctx: &MiContext) -> Vec<Stat> {
         let rt = runtime.stats();
         out.push(Stat::new("runtime", "invocations", rt.invocations.load(Relaxed)));
         out.push(Stat::new("runtime", "instantiations", rt.instantiations.load(Relaxed)));
+        out.push(Stat::new("runtime", "replays", rt.replays.load(Relaxed)));
+        out.push(Stat::new("runtime", "instances_in_use", runtime.instances().0));
         out.push(Stat::new("runtime", "traps", rt.traps.load(Relaxed)));
         out.push(Stat::new("runtime", "timeouts", rt.timeouts.load(Relaxed)));
         out.push(Stat::new("runtime", "rejected_busy", rt.rejected_busy.load(Relaxed)));

@@ -8,6 +8,7 @@ use crate::events::ebr::Filters;
 use crate::events::{self, Event, Params};
 use crate::runtime::bindings::events as wit;
 use crate::runtime::bindings::types::{Param, Value};
+use crate::runtime::replay::{fingerprint, Parked, WAIT_FOR_EVENT};
 use crate::runtime::state::HostState;
 use crate::transaction::{Core, ServerTx};
 
@@ -96,15 +97,7 @@ pub(crate) fn event_to_guest(event: &Event) -> crate::runtime::bindings::types::
 
 impl wit::Host for HostState {
     fn raise_event(&mut self, name: String, params: Vec<Param>) -> wasmtime::Result<Result<u32, String>> {
-        if name.is_empty() || name.len() > MAX_EVENT_NAME {
-            return Ok(Err(format!("event name must be 1..={MAX_EVENT_NAME} bytes")));
-        }
-        let Some(bus) = &self.bus else {
-            return Ok(Err("the event interface is not running".into()));
-        };
-        let params = Params(params.into_iter().map(|p| (p.name, to_host(p.value))).collect());
-        let reached = bus.raise(Event::new(&name, params));
-        Ok(Ok(reached as u32))
+        self.once("events.raise-event", &name, |state| Ok(state.raise(&name, params)))
     }
 
     fn notify_on_event(
@@ -114,19 +107,10 @@ impl wit::Host for HostState {
         route: String,
         timeout_s: u32,
     ) -> wasmtime::Result<Result<(), String>> {
-        // The subscriber is the invocation's transaction: on-notify gets its
-        // id back to inject branches into it.
-        let tx = self.tx()?.clone();
-        let tid = tx.id();
-        let (bus, filters, timeout) = match self.ebr_request(&event, &filters, timeout_s) {
-            Ok(request) => request,
-            Err(e) => return Ok(Err(e)),
-        };
-        if let Err(e) = bus.notify_on_event(&event, filters, Arc::from(route), tid, timeout) {
-            return Ok(Err(e.to_string()));
-        }
-        tie_to_transaction(bus, &tx, self.services.core.get());
-        Ok(Ok(()))
+        self.tx()?;
+        self.once("events.notify-on-event", (&event, &filters, &route, timeout_s), |state| {
+            state.subscribe(&event, &filters, route.clone(), timeout_s)
+        })
     }
 
     async fn wait_for_event(
@@ -135,6 +119,9 @@ impl wit::Host for HostState {
         filters: Vec<String>,
         timeout_s: u32,
     ) -> wasmtime::Result<Result<Option<crate::runtime::bindings::types::Event>, String>> {
+        if self.journal.is_some() {
+            return self.park_for_event(event, filters, timeout_s);
+        }
         let (bus, filters, timeout) = match self.ebr_request(&event, &filters, timeout_s) {
             Ok(request) => request,
             Err(e) => return Ok(Err(e)),
@@ -145,5 +132,72 @@ impl wit::Host for HostState {
         };
         let got = self.suspended(timeout, wait).await;
         Ok(Ok(got.map(|ev| event_to_guest(&ev))))
+    }
+}
+
+/// What `wait-for-event` returns to the guest.
+type WaitResult = Result<Option<crate::runtime::bindings::types::Event>, String>;
+
+impl HostState {
+    /// `wait-for-event` with `suspend = "replay"`: on replay, the event (or
+    /// timeout) the first run waited for; live, the waiter is registered and
+    /// the run ends with the guest parked ([`Parked`]), its instance dropped.
+    fn park_for_event(&mut self, event: String, filters: Vec<String>, timeout_s: u32) -> wasmtime::Result<WaitResult> {
+        let args = fingerprint((&event, &filters, timeout_s));
+        if let Some(recorded) = self.journal.as_mut().and_then(|j| j.replay(WAIT_FOR_EVENT, args)) {
+            return recorded;
+        }
+        let registered = self
+            .ebr_request(&event, &filters, timeout_s)
+            .and_then(|(bus, filters, timeout)| bus.wait_for_event(&event, filters, timeout).map_err(|e| e.to_string()));
+        match registered {
+            Ok(wait) => {
+                self.parked = Some(Parked { wait: Box::pin(wait), args });
+                Err(wasmtime::format_err!("parked in wait-for-event, to be resumed by replay"))
+            }
+            // Recorded: a later run must see the same refusal (the registry's
+            // limits may have room by then).
+            Err(e) => {
+                if let Some(journal) = self.journal.as_mut() {
+                    journal.record(WAIT_FOR_EVENT, args, WaitResult::Err(e.clone()));
+                }
+                Ok(Err(e))
+            }
+        }
+    }
+
+    fn raise(&mut self, name: &str, params: Vec<Param>) -> Result<u32, String> {
+        if name.is_empty() || name.len() > MAX_EVENT_NAME {
+            return Err(format!("event name must be 1..={MAX_EVENT_NAME} bytes"));
+        }
+        let Some(bus) = &self.bus else {
+            return Err("the event interface is not running".into());
+        };
+        let params = Params(params.into_iter().map(|p| (p.name, to_host(p.value))).collect());
+        let reached = bus.raise(Event::new(name, params));
+        Ok(reached as u32)
+    }
+
+    /// `notify-on-event`: the subscription, tied to the transaction.
+    fn subscribe(
+        &mut self,
+        event: &str,
+        filters: &[String],
+        route: String,
+        timeout_s: u32,
+    ) -> wasmtime::Result<Result<(), String>> {
+        // The subscriber is the invocation's transaction: on-notify gets its
+        // id back to inject branches into it.
+        let tx = self.tx()?.clone();
+        let tid = tx.id();
+        let (bus, filters, timeout) = match self.ebr_request(event, filters, timeout_s) {
+            Ok(request) => request,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Err(e) = bus.notify_on_event(event, filters, Arc::from(route), tid, timeout) {
+            return Ok(Err(e.to_string()));
+        }
+        tie_to_transaction(bus, &tx, self.services.core.get());
+        Ok(Ok(()))
     }
 }

@@ -24,6 +24,45 @@ fn contact(binding: &Binding, now: u64) -> Contact {
 
 impl location::Host for HostState {
     fn save(&mut self) -> wasmtime::Result<Result<u16, String>> {
+        self.once("location.save", (), |state| state.save_live())
+    }
+
+    fn lookup(&mut self) -> wasmtime::Result<u32> {
+        let tx = self.tx()?;
+        let ruri = self.edits.request_uri(tx.request()).to_string();
+        let found: Vec<(String, Option<String>)> = self.once("location.lookup", &ruri, |state| {
+            Ok(state.location.lookup(&ruri).iter().map(|b| (b.contact.clone(), b.received.clone())).collect())
+        })?;
+        // Each contact is sent where its REGISTER came from when that differs
+        // from the Contact (NAT), as OpenSIPS does with `received`. Applied on
+        // replay too: the branches are the invocation's own state.
+        let count = found.len() as u32;
+        let mut contacts = found.into_iter();
+        if let Some((best, hop)) = contacts.next() {
+            self.edits.set_request_uri(best);
+            self.ruri_next_hop = hop;
+            self.branches.extend(contacts);
+        }
+        Ok(count)
+    }
+
+    fn lookup_aor(&mut self, aor: String) -> wasmtime::Result<Vec<Contact>> {
+        self.once("location.lookup-aor", &aor, |state| {
+            let now = now_unix();
+            Ok(state.location.lookup(&aor).iter().map(|b| contact(b, now)).collect())
+        })
+    }
+
+    fn unregister(&mut self, aor: String, contact_uri: Option<String>) -> wasmtime::Result<u32> {
+        self.once("location.unregister", (&aor, &contact_uri), |state| {
+            Ok(state.location.unregister(&aor, contact_uri.as_deref()) as u32)
+        })
+    }
+}
+
+impl HostState {
+    /// `save`: stores the REGISTER's bindings and answers it.
+    fn save_live(&mut self) -> wasmtime::Result<Result<u16, String>> {
         let tx = self.tx()?;
         let req = tx.request();
         if req.method() != Some(&Method::Register) {
@@ -37,29 +76,5 @@ impl location::Host for HostState {
             .reply(outcome.code, &outcome.reason, &headers, None)
             .map(|()| outcome.code)
             .map_err(|e| e.to_string()))
-    }
-
-    fn lookup(&mut self) -> wasmtime::Result<u32> {
-        let tx = self.tx()?;
-        let ruri = self.edits.request_uri(tx.request()).to_string();
-        let bindings = self.location.lookup(&ruri);
-        // Each contact is sent where its REGISTER came from when that differs
-        // from the Contact (NAT), as OpenSIPS does with `received`.
-        let mut contacts = bindings.iter().map(|b| (b.contact.clone(), b.received.clone()));
-        if let Some((best, hop)) = contacts.next() {
-            self.edits.set_request_uri(best);
-            self.ruri_next_hop = hop;
-            self.branches.extend(contacts);
-        }
-        Ok(bindings.len() as u32)
-    }
-
-    fn lookup_aor(&mut self, aor: String) -> wasmtime::Result<Vec<Contact>> {
-        let now = now_unix();
-        Ok(self.location.lookup(&aor).iter().map(|b| contact(b, now)).collect())
-    }
-
-    fn unregister(&mut self, aor: String, contact_uri: Option<String>) -> wasmtime::Result<u32> {
-        Ok(self.location.unregister(&aor, contact_uri.as_deref()) as u32)
     }
 }

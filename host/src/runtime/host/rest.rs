@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::runtime::bindings::rest::{self, Header, Response};
+use crate::runtime::replay::fingerprint;
 use crate::runtime::state::HostState;
 
 /// Longest a route may wait for one HTTP exchange.
@@ -21,15 +22,31 @@ fn check_url(url: &str) -> Result<reqwest::Url, String> {
     }
 }
 
+/// A route's HTTP request, as its import call gave it.
+struct HttpRequest {
+    method: reqwest::Method,
+    url: String,
+    headers: Vec<Header>,
+    body: Option<Vec<u8>>,
+    timeout_ms: u32,
+}
+
 impl HostState {
-    async fn http(
-        &mut self,
-        method: reqwest::Method,
-        url: String,
-        headers: Vec<Header>,
-        body: Option<Vec<u8>>,
-        timeout_ms: u32,
-    ) -> Result<Response, String> {
+    /// One HTTP exchange, once per invocation: a replayed guest gets the
+    /// response of its first run (`replay.rs`), and the request is not sent
+    /// again.
+    async fn http(&mut self, request: HttpRequest) -> wasmtime::Result<Result<Response, String>> {
+        let import = if request.method == reqwest::Method::GET { "rest.get" } else { "rest.post" };
+        let args = fingerprint(&request.url);
+        if let Some(recorded) = self.replayed(import, args) {
+            return recorded;
+        }
+        let result = self.exchange(request).await;
+        self.record(import, args, result.clone());
+        Ok(result)
+    }
+
+    async fn exchange(&mut self, HttpRequest { method, url, headers, body, timeout_ms }: HttpRequest) -> Result<Response, String> {
         let url = check_url(&url)?;
         if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
             return Err(format!("timeout-ms must be 1..={MAX_TIMEOUT_MS}"));
@@ -73,7 +90,7 @@ impl rest::Host for HostState {
         headers: Vec<Header>,
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<Response, String>> {
-        Ok(self.http(reqwest::Method::GET, url, headers, None, timeout_ms).await)
+        self.http(HttpRequest { method: reqwest::Method::GET, url, headers, body: None, timeout_ms }).await
     }
 
     async fn post(
@@ -83,6 +100,6 @@ impl rest::Host for HostState {
         body: Vec<u8>,
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<Response, String>> {
-        Ok(self.http(reqwest::Method::POST, url, headers, Some(body), timeout_ms).await)
+        self.http(HttpRequest { method: reqwest::Method::POST, url, headers, body: Some(body), timeout_ms }).await
     }
 }

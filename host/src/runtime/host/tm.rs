@@ -12,14 +12,16 @@ use crate::transaction::{Forward, ServerTx};
 
 impl tm::Host for HostState {
     fn reply(&mut self, code: u16, reason: String) -> wasmtime::Result<Result<(), String>> {
-        let tx = self.tx()?;
+        self.tx()?;
         if !(100..=699).contains(&code) {
             return Ok(Err(format!("status code {code} is outside 100..=699")));
         }
         if reason.contains(['\r', '\n', '\0']) {
             return Ok(Err("reason phrase contains CR, LF or NUL".into()));
         }
-        Ok(tx.reply(code, &reason, &[], None).map_err(|e| e.to_string()))
+        self.once("tm.reply", (code, &reason), |state| {
+            Ok(state.tx()?.reply(code, &reason, &[], None).map_err(|e| e.to_string()))
+        })
     }
 
     fn record_route(&mut self) -> wasmtime::Result<()> {
@@ -50,12 +52,14 @@ impl tm::Host for HostState {
     }
 
     fn relay(&mut self) -> wasmtime::Result<Result<(), String>> {
-        let tx = self.tx()?.clone();
+        self.tx()?;
+        // Run on replay too: it consumes the branches, as the first run did.
         let forward = match self.forward(true) {
             Ok(forward) => forward,
             Err(e) => return Ok(Err(e)),
         };
-        let result = tx.relay(forward).map_err(|e| e.to_string());
+        let result =
+            self.once("tm.relay", (), |state| Ok(state.tx()?.relay(forward).map_err(|e| e.to_string())))?;
         if result.is_ok() {
             self.relayed = true;
         }
@@ -85,14 +89,16 @@ impl tm::Host for HostState {
     }
 
     fn wait_for_new_branches(&mut self, expected: Option<u32>) -> wasmtime::Result<Result<(), String>> {
-        let tx = self.tx()?.clone();
+        self.tx()?;
         // The template later injections copy: the route's edits, Record-Route
         // and hooks as they are now, without targets.
         let template = match self.forward(false) {
             Ok(forward) => forward,
             Err(e) => return Ok(Err(e)),
         };
-        let result = tx.wait_for_new_branches(template, expected).map_err(|e| e.to_string());
+        let result = self.once("tm.wait-for-new-branches", expected, |state| {
+            Ok(state.tx()?.wait_for_new_branches(template, expected).map_err(|e| e.to_string()))
+        })?;
         if result.is_ok() {
             // The transaction now lives on without the route: do not answer
             // it 500 if this invocation fails later.
@@ -102,7 +108,7 @@ impl tm::Host for HostState {
     }
 
     fn wait_no_more_branches(&mut self, tid: u64) -> wasmtime::Result<Result<bool, String>> {
-        Ok(self.find_tx(tid).map(|tx| tx.stop_waiting()))
+        self.once("tm.wait-no-more-branches", tid, |state| Ok(state.find_tx(tid).map(|tx| tx.stop_waiting())))
     }
 
     fn inject_branches(
@@ -111,29 +117,30 @@ impl tm::Host for HostState {
         source: BranchSource,
         flags: InjectFlags,
     ) -> wasmtime::Result<Result<u32, String>> {
-        let (targets, next_hops) = match source {
-            BranchSource::Uris(uris) => {
-                if let Some(bad) = uris.iter().find_map(|u| check_sip_uri(u).err()) {
-                    return Ok(Err(bad));
-                }
-                let hops = vec![None; uris.len()];
-                (uris, hops)
-            }
-            BranchSource::EventContact => match self.event_contact() {
-                Ok(contact) => (vec![contact.0], vec![contact.1]),
-                Err(e) => return Ok(Err(e)),
-            },
-        };
-        let tx = match self.find_tx(tid) {
-            Ok(tx) => tx,
-            Err(e) => return Ok(Err(e)),
-        };
-        let cancel = flags.contains(InjectFlags::CANCEL_EXISTING);
-        Ok(tx.inject(targets, next_hops, cancel).map_err(|e| e.to_string()))
+        self.once("tm.inject-branches", tid, |state| Ok(state.inject(tid, source, flags)))
     }
 }
 
 impl HostState {
+    fn inject(&mut self, tid: u64, source: BranchSource, flags: InjectFlags) -> Result<u32, String> {
+        let (targets, next_hops) = match source {
+            BranchSource::Uris(uris) => {
+                if let Some(bad) = uris.iter().find_map(|u| check_sip_uri(u).err()) {
+                    return Err(bad);
+                }
+                let hops = vec![None; uris.len()];
+                (uris, hops)
+            }
+            BranchSource::EventContact => {
+                let (uri, hop) = self.event_contact()?;
+                (vec![uri], vec![hop])
+            }
+        };
+        let tx = self.find_tx(tid)?;
+        let cancel = flags.contains(InjectFlags::CANCEL_EXISTING);
+        tx.inject(targets, next_hops, cancel).map_err(|e| e.to_string())
+    }
+
     /// A live transaction by id (this invocation's or another's).
     fn find_tx(&self, tid: u64) -> Result<ServerTx, String> {
         let core = self.services.core.get().ok_or("the proxy core is not running")?;

@@ -1,0 +1,182 @@
+//! Suspension by replay (`[limits] suspend = "replay"`): a guest that calls
+//! `wait-for-event` gives its instance back while it waits, and is resumed by
+//! running its invocation again in a new instance, where every import with an
+//! effect outside the invocation returns what it returned the first time
+//! instead of running again, until the guest reaches the wait, which now
+//! returns the event.
+//!
+//! Why: a guest kept parked in its instance holds a pool slot and ~54 KiB of
+//! pages and wasmtime data (bench/RESULTS.md) for as long as it waits; a
+//! replayed one holds only this journal, a few hundred bytes. The price is
+//! the instantiation and the guest's work up to the wait, done again on
+//! resume, and one rule for the route: given the same import results it must
+//! make the same import calls (the contract of durable-execution engines).
+//! WASI randomness is seeded per invocation so that Rust's `HashMap` order,
+//! for one, is the same on every run; a guest that branches on the clock is
+//! not. A guest that diverges is caught at the first import that differs
+//! from the journal, and its request is answered 500.
+//!
+//! What is journaled and what runs again: imports that only read or change
+//! the invocation's own state (request accessors, edits, branches, hooks,
+//! `config.get`) run again, and rebuild that state; imports that send, store
+//! or read shared state (`tm.reply`, `tm.relay`, `location.lookup`,
+//! `events.raise-event`, `rest.*`, ...) go through [`HostState::once`].
+
+use std::any::Any;
+use std::hash::{Hash, Hasher};
+
+use crate::runtime::state::HostState;
+
+/// The calls with outside effects one invocation made, in order.
+pub(crate) struct Journal {
+    entries: Vec<Entry>,
+    /// Entries the current run has replayed; while it is below
+    /// `entries.len()` the guest is being replayed, after it runs live.
+    cursor: usize,
+    /// Seed of the invocation's WASI random generators, the same on every run.
+    pub(crate) seed: [u8; 32],
+}
+
+struct Entry {
+    import: &'static str,
+    /// Fingerprint of the arguments, to catch a guest that diverged.
+    args: u64,
+    result: Box<dyn Any + Send + Sync>,
+}
+
+/// A fingerprint of an import's arguments. `DefaultHasher::new()` has fixed
+/// keys, so it is the same on every run.
+pub(crate) fn fingerprint(args: impl Hash) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    args.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl Journal {
+    pub(crate) fn new() -> Journal {
+        Journal { entries: Vec::new(), cursor: 0, seed: rand::random() }
+    }
+
+    /// The guest is re-running calls the journal holds.
+    pub(crate) fn replaying(&self) -> bool {
+        self.cursor < self.entries.len()
+    }
+
+    /// Starts the next run from the first entry.
+    pub(crate) fn rewind(&mut self) {
+        self.cursor = 0;
+    }
+
+
+    /// During a replay, the recorded result of the next call, which must be
+    /// `import` with the same arguments; `None` when the run is live.
+    pub(crate) fn replay<T: Clone + 'static>(&mut self, import: &'static str, args: u64) -> Option<wasmtime::Result<T>> {
+        let entry = self.entries.get(self.cursor)?;
+        self.cursor += 1;
+        if entry.import != import || entry.args != args {
+            let how = if entry.import == import { "with other arguments" } else { "instead" };
+            return Some(Err(wasmtime::format_err!(
+                "route diverged on replay: call {} of its journal was {}, the guest called {import} {how} \
+                 (a route run with suspend = \"replay\" must make the same calls given the same results)",
+                self.cursor,
+                entry.import,
+            )));
+        }
+        match entry.result.downcast_ref::<T>() {
+            Some(result) => Some(Ok(result.clone())),
+            None => Some(Err(wasmtime::format_err!("journal entry {} of {import} has another type", self.cursor))),
+        }
+    }
+
+    /// Appends the result of a live call.
+    pub(crate) fn record<T: Send + Sync + 'static>(&mut self, import: &'static str, args: u64, result: T) {
+        debug_assert!(!self.replaying(), "recording in the middle of a replay");
+        self.entries.push(Entry { import, args, result: Box::new(result) });
+        self.cursor = self.entries.len();
+    }
+}
+
+/// A `wait-for-event` the guest gave its instance up for: the registered
+/// waiter (bounded by its own timeout), and the call's identity for the
+/// journal entry its result becomes.
+pub(crate) struct Parked {
+    pub(crate) wait: std::pin::Pin<Box<dyn std::future::Future<Output = Option<crate::events::Event>> + Send>>,
+    pub(crate) args: u64,
+}
+
+/// The journal entry name of `wait-for-event`.
+pub(crate) const WAIT_FOR_EVENT: &str = "events.wait-for-event";
+
+impl HostState {
+    /// Runs an import whose effect reaches outside the invocation once per
+    /// invocation: live, it runs `live` and records the result; on replay it
+    /// returns the recorded result and `live` does not run. Without a
+    /// journal (`suspend = "in-place"`) it just runs `live`.
+    pub(crate) fn once<T: Clone + Send + Sync + 'static>(
+        &mut self,
+        import: &'static str,
+        args: impl Hash,
+        live: impl FnOnce(&mut Self) -> wasmtime::Result<T>,
+    ) -> wasmtime::Result<T> {
+        let Some(journal) = self.journal.as_mut() else { return live(self) };
+        let args = fingerprint(args);
+        if let Some(recorded) = journal.replay(import, args) {
+            return recorded;
+        }
+        let result = live(self)?;
+        self.record(import, args, result.clone());
+        Ok(result)
+    }
+
+    /// The first half of [`once`](Self::once) for an import that awaits
+    /// (`rest.*`): the recorded result when the guest is being replayed.
+    pub(crate) fn replayed<T: Clone + 'static>(&mut self, import: &'static str, args: u64) -> Option<wasmtime::Result<T>> {
+        self.journal.as_mut()?.replay(import, args)
+    }
+
+    /// The second half: records a live result, when there is a journal.
+    pub(crate) fn record<T: Send + Sync + 'static>(&mut self, import: &'static str, args: u64, result: T) {
+        if let Some(journal) = self.journal.as_mut() {
+            journal.record(import, args, result);
+        }
+    }
+
+    /// The guest is being replayed: imports with no result worth recording
+    /// (`log`) are skipped, so a resumed guest does not log its lines twice.
+    pub(crate) fn replaying(&self) -> bool {
+        self.journal.as_ref().is_some_and(|j| j.replaying())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_returns_recorded_results_in_order_then_goes_live() {
+        let mut journal = Journal::new();
+        journal.record("tm.reply", fingerprint((180u16, "Ringing")), Ok::<(), String>(()));
+        journal.record("location.lookup", fingerprint("sip:bob@x"), vec![("sip:bob@1.2.3.4".to_string(), None::<String>)]);
+        journal.rewind();
+        assert!(journal.replaying());
+        let reply: Result<(), String> = journal.replay("tm.reply", fingerprint((180u16, "Ringing"))).unwrap().unwrap();
+        assert_eq!(reply, Ok(()));
+        let found: Vec<(String, Option<String>)> =
+            journal.replay("location.lookup", fingerprint("sip:bob@x")).unwrap().unwrap();
+        assert_eq!(found[0].0, "sip:bob@1.2.3.4");
+        assert!(!journal.replaying());
+        assert!(journal.replay::<u32>("events.raise-event", 0).is_none(), "live after the last entry");
+    }
+
+    #[test]
+    fn a_guest_that_calls_something_else_on_replay_is_caught() {
+        let mut journal = Journal::new();
+        journal.record("tm.reply", fingerprint((180u16, "Ringing")), Ok::<(), String>(()));
+        journal.rewind();
+        let err = journal.replay::<Result<(), String>>("tm.relay", fingerprint(())).unwrap().unwrap_err();
+        assert!(err.to_string().contains("diverged"), "{err}");
+        journal.rewind();
+        let err = journal.replay::<Result<(), String>>("tm.reply", fingerprint((183u16, "Progress"))).unwrap().unwrap_err();
+        assert!(err.to_string().contains("other arguments"), "{err}");
+    }
+}
