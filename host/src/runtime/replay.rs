@@ -12,8 +12,9 @@
 //! resume, and one rule for the route: given the same import results it must
 //! make the same import calls (the contract of durable-execution engines).
 //! WASI randomness is seeded per invocation so that Rust's `HashMap` order,
-//! for one, is the same on every run; a guest that branches on the clock is
-//! not. A guest that diverges is caught at the first import that differs
+//! for one, is the same on every run, and WASI clock readings are journaled
+//! like calls ([`ClockLog`]), so a replayed guest reads the times its first
+//! run read. A guest that diverges is caught at the first import that differs
 //! from the journal, and its request is answered 500.
 //!
 //! What is journaled and what runs again: imports that only read or change
@@ -24,6 +25,10 @@
 
 use std::any::Any;
 use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
 
 use crate::runtime::state::HostState;
 
@@ -35,6 +40,8 @@ pub(crate) struct Journal {
     cursor: usize,
     /// Seed of the invocation's WASI random generators, the same on every run.
     pub(crate) seed: [u8; 32],
+    /// The WASI clock readings, shared with the instance's clocks.
+    pub(crate) clocks: ClockLog,
 }
 
 struct Entry {
@@ -54,7 +61,7 @@ pub(crate) fn fingerprint(args: impl Hash) -> u64 {
 
 impl Journal {
     pub(crate) fn new() -> Journal {
-        Journal { entries: Vec::new(), cursor: 0, seed: rand::random() }
+        Journal { entries: Vec::new(), cursor: 0, seed: rand::random(), clocks: ClockLog::new() }
     }
 
     /// The guest is re-running calls the journal holds.
@@ -65,6 +72,7 @@ impl Journal {
     /// Starts the next run from the first entry.
     pub(crate) fn rewind(&mut self) {
         self.cursor = 0;
+        self.clocks.rewind();
     }
 
 
@@ -93,6 +101,91 @@ impl Journal {
         debug_assert!(!self.replaying(), "recording in the middle of a replay");
         self.entries.push(Entry { import, args, result: Box::new(result) });
         self.cursor = self.entries.len();
+    }
+}
+
+/// The WASI clock readings of one invocation, in the order the guest took
+/// them (wall and monotonic in one sequence): live, each reading is
+/// recorded; on replay the recorded ones are returned in order, then the
+/// clocks are live again. Shared (`Arc`) because the clocks live in the
+/// instance's WASI context while the journal outlives the instance.
+#[derive(Clone)]
+pub(crate) struct ClockLog {
+    readings: Arc<Mutex<Readings>>,
+    /// Monotonic readings count from here, the invocation's start, on every
+    /// run: a resumed run's live readings then follow its recorded ones.
+    origin: std::time::Instant,
+}
+
+#[derive(Default)]
+struct Readings {
+    nanos: Vec<u64>,
+    cursor: usize,
+}
+
+impl ClockLog {
+    fn new() -> ClockLog {
+        ClockLog { readings: Arc::default(), origin: std::time::Instant::now() }
+    }
+
+    fn read(&self, live: impl FnOnce() -> u64) -> u64 {
+        // A poisoned lock can only come from a panic in this function, which
+        // has none; the readings stay usable.
+        let mut readings = self.readings.lock().unwrap_or_else(|e| e.into_inner());
+        let Readings { nanos, cursor } = &mut *readings;
+        let value = match nanos.get(*cursor) {
+            Some(recorded) => *recorded,
+            None => {
+                let value = live();
+                nanos.push(value);
+                value
+            }
+        };
+        *cursor += 1;
+        value
+    }
+
+    fn rewind(&self) {
+        self.readings.lock().unwrap_or_else(|e| e.into_inner()).cursor = 0;
+    }
+
+    /// The invocation's `wasi:clocks/wall-clock`.
+    pub(crate) fn wall_clock(&self) -> impl HostWallClock + 'static {
+        JournaledClock(self.clone())
+    }
+
+    /// The invocation's `wasi:clocks/monotonic-clock`.
+    pub(crate) fn monotonic_clock(&self) -> impl HostMonotonicClock + 'static {
+        JournaledClock(self.clone())
+    }
+}
+
+/// A clock reading through a [`ClockLog`]. Monotonic readings are counted
+/// from the log's origin (WASI promises only that they never go back), so a
+/// replay's new clock returns the recorded readings, then later ones.
+struct JournaledClock(ClockLog);
+
+impl HostWallClock for JournaledClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+
+    fn now(&self) -> Duration {
+        let live = || {
+            let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            since_epoch.map(|d| d.as_nanos() as u64).unwrap_or(0)
+        };
+        Duration::from_nanos(self.0.read(live))
+    }
+}
+
+impl HostMonotonicClock for JournaledClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        self.0.read(|| self.0.origin.elapsed().as_nanos() as u64)
     }
 }
 
@@ -166,6 +259,21 @@ mod tests {
         assert_eq!(found[0].0, "sip:bob@1.2.3.4");
         assert!(!journal.replaying());
         assert!(journal.replay::<u32>("events.raise-event", 0).is_none(), "live after the last entry");
+    }
+
+    #[test]
+    fn clock_readings_are_replayed_in_order_then_live() {
+        let journal = Journal::new();
+        let (wall, mono) = (journal.clocks.wall_clock(), journal.clocks.monotonic_clock());
+        let first = (wall.now(), mono.now(), wall.now());
+        let mut journal = journal;
+        journal.rewind();
+        // A replay's instance gets new clocks over the same log.
+        let (wall, mono) = (journal.clocks.wall_clock(), journal.clocks.monotonic_clock());
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!((wall.now(), mono.now(), wall.now()), first, "the replay read other times");
+        assert!(wall.now() > first.2, "after the recorded readings the clock is live again");
+        assert!(mono.now() > first.1, "the monotonic clock went back after the replay");
     }
 
     #[test]

@@ -184,7 +184,8 @@ impl WasiView for HostState {
 
 /// A WASI context granting nothing. An invocation that may be replayed gets
 /// random generators seeded from its journal, so every run of it draws the
-/// same numbers (Rust's `HashMap` seeds itself from them, for one).
+/// same numbers (Rust's `HashMap` seeds itself from them, for one), and
+/// clocks whose readings the journal records and replays.
 fn new_wasi(journal: Option<&Journal>) -> Box<WasiCtx> {
     use rand_wasi::SeedableRng;
     let Some(journal) = journal else { return Box::default() };
@@ -194,6 +195,8 @@ fn new_wasi(journal: Option<&Journal>) -> Box<WasiCtx> {
     builder
         .secure_random(rand_wasi::rngs::StdRng::from_seed(journal.seed))
         .insecure_random(rand_wasi::rngs::StdRng::from_seed(insecure_seed))
-        .insecure_random_seed(u128::from_le_bytes(insecure_seed[..16].try_into().unwrap_or_default()));
+        .insecure_random_seed(u128::from_le_bytes(insecure_seed[..16].try_into().unwrap_or_default()))
+        .wall_clock(journal.clocks.wall_clock())
+        .monotonic_clock(journal.clocks.monotonic_clock());
     Box::new(builder.build())
 }
