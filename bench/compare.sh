@@ -20,7 +20,7 @@
 # usage: bench/compare.sh [--scenarios A,B,C,D] [--rates 200,500,1000,2000]
 #                         [--runs 3] [--seconds 10] [--quick] [--no-build]
 #                         [--proxies kamailio,sipbox] [--kamailio-args ARGS]
-#                         [--instance-reuse N]
+#                         [--instance-reuse N] [--suspend in-place|replay]
 #   --seconds N  calls per point = rate x N
 #   --quick      one run, rates 200,1000, 5 s (a smoke run, a few minutes)
 #   --no-build   use the existing target/release/sipbox and route modules
@@ -29,6 +29,8 @@
 #                faster allocators; the default is the Debian build's qm)
 #   --instance-reuse N  sipbox's [limits] instance_reuse (default 1: a fresh
 #                route instance per invocation, sipbox's default)
+#   --suspend MODE  sipbox's [limits] suspend for scenario D's waiting calls
+#                (default in-place; replay keeps no instance while waiting)
 # Output: a table on stdout; raw logs, SIPp CSVs, configs, results.csv and
 # compare.png in bench/out/<time>/; the section between the compare markers
 # of bench/RESULTS.md is regenerated.
@@ -47,6 +49,7 @@ BUILD=1
 PROXIES=kamailio,sipbox
 KAM_ARGS=""
 REUSE=1
+SUSPEND=in-place
 ARGS="$*"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -59,13 +62,15 @@ while [ $# -gt 0 ]; do
         --proxies) PROXIES=$2; shift 2 ;;
         --kamailio-args) KAM_ARGS=$2; shift 2 ;;
         --instance-reuse) REUSE=$2; shift 2 ;;
-        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+        --suspend) SUSPEND=$2; shift 2 ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 for v in "$RUNS" "$SECS" "$REUSE"; do
     case "$v" in ''|*[!0-9]*|0) echo "--runs, --seconds and --instance-reuse take a positive integer" >&2; exit 2 ;; esac
 done
+case "$SUSPEND" in in-place|replay) ;; *) echo "--suspend: in-place or replay" >&2; exit 2 ;; esac
 case "$SCENARIOS" in *[!ABCD,]*|'') echo "--scenarios: a comma-separated subset of A,B,C,D" >&2; exit 2 ;; esac
 case ",$PROXIES," in
     ,kamailio,|,sipbox,|,kamailio,sipbox,|,sipbox,kamailio,) ;;
@@ -174,6 +179,7 @@ max_expires = 3600
 # slots ran out of mappings with 4000 calls held: ENOMEM traps, then abort).
 max_instances = 8000
 instance_reuse = $REUSE
+suspend = "$SUSPEND"
 
 [mi]
 # Off: nothing to manage during a measurement, and no fixed ports taken.
@@ -364,7 +370,7 @@ done
     echo "sipbox=$("$BIN" --version 2>/dev/null || echo '?') ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'))"
     echo "command=bench/compare.sh $ARGS"
     echo "kamailio_cmd=kamailio -DD -E -f CFG -m 512 -M 32${KAM_ARGS:+ $KAM_ARGS}"
-    echo "sipbox_limits=instance_reuse = $REUSE"
+    echo "sipbox_limits=instance_reuse = $REUSE, suspend = $SUSPEND"
     echo "runs=$RUNS"
     echo "seconds=$SECS"
 } > "$OUT/meta.txt"
