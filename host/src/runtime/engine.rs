@@ -89,6 +89,11 @@ impl Limits {
         self.cpu_ms.div_ceil(tick).max(1)
     }
 
+    /// The wall-clock bound on one invocation (one run of it, with replay).
+    pub fn wall(&self) -> Duration {
+        Duration::from_millis(self.wall_ms)
+    }
+
     pub fn memory_bytes(&self) -> usize {
         (self.memory_mb as usize) << 20
     }

@@ -311,13 +311,13 @@ impl Runtime {
         let stats = &self.inner.stats;
         let is_request = matches!(what, Invocation::Request);
         let mut journal = (self.inner.limits.suspend == Suspend::Replay).then(|| Box::new(Journal::new()));
-        let wall = Duration::from_millis(self.inner.limits.wall_ms);
+        let wall = self.inner.limits.wall();
         // Whether the request went on without the route (relayed, or left to
         // injected branches), as of the last run.
         let mut relayed;
         let failure = loop {
             let started = Instant::now();
-            let outcome = self.run_once(route, &mut instance, tx.clone(), &mut what, journal.take()).await;
+            let outcome = self.run_once(route, &mut instance, tx.clone(), &mut what, journal.take(), started).await;
             self.check_threshold(started, tx.as_ref());
             let state = instance.store.data_mut();
             relayed = state.relayed;
@@ -374,7 +374,7 @@ impl Runtime {
         journal.record(replay::WAIT_FOR_EVENT, parked.args, Ok::<_, String>(got));
         journal.rewind();
         self.inner.stats.replays.fetch_add(1, Ordering::Relaxed);
-        let wall = Duration::from_millis(self.inner.limits.wall_ms);
+        let wall = self.inner.limits.wall();
         match tokio::time::timeout(wall, self.inner.admission.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok((self.new_instance(route, permit), journal)),
             _ => {
@@ -386,7 +386,7 @@ impl Runtime {
 
     /// One run of an invocation in `instance`: the whole of it, or with
     /// `suspend = "replay"` the part up to a wait or from a wait on.
-    /// `Err(())` when it overran its wall-clock limit.
+    /// `Err(())` when it overran its wall-clock limit, counted from `started`.
     async fn run_once(
         &self,
         route: &LoadedRoute,
@@ -394,15 +394,15 @@ impl Runtime {
         tx: Option<ServerTx>,
         what: &mut Invocation,
         journal: Option<Box<Journal>>,
+        started: Instant,
     ) -> Result<wasmtime::Result<()>, ()> {
         let stats = &self.inner.stats;
-        let started = Instant::now();
         let store = &mut instance.store;
         store.data_mut().begin(tx, self.inner.limits.cpu_ticks(), self.inner.bus.get());
         store.data_mut().journal = journal;
         store.set_epoch_deadline(1);
         instance.uses += 1;
-        let wall = Duration::from_millis(self.inner.limits.wall_ms);
+        let wall = self.inner.limits.wall();
         let suspended = store.data().suspended_ms.clone();
         if let Invocation::Event { event, .. } | Invocation::Notify { event, .. } = &*what {
             store.data_mut().event = Some(event.clone());

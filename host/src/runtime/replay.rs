@@ -75,7 +75,6 @@ impl Journal {
         self.clocks.rewind();
     }
 
-
     /// During a replay, the recorded result of the next call, which must be
     /// `import` with the same arguments; `None` when the run is live.
     pub(crate) fn replay<T: Clone + 'static>(&mut self, import: &'static str, args: u64) -> Option<wasmtime::Result<T>> {

@@ -1,6 +1,7 @@
 //! `sipbox:route/events`: routes raise events into the host's registry (the
 //! same one the core, the MI and the registrar raise into).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,13 +123,9 @@ impl wit::Host for HostState {
         if self.journal.is_some() {
             return self.park_for_event(event, filters, timeout_s);
         }
-        let (bus, filters, timeout) = match self.ebr_request(&event, &filters, timeout_s) {
-            Ok(request) => request,
+        let (wait, timeout) = match self.register_wait(&event, &filters, timeout_s) {
+            Ok(registered) => registered,
             Err(e) => return Ok(Err(e)),
-        };
-        let wait = match bus.wait_for_event(&event, filters, timeout) {
-            Ok(wait) => wait,
-            Err(e) => return Ok(Err(e.to_string())),
         };
         let got = self.suspended(timeout, wait).await;
         Ok(Ok(got.map(|ev| event_to_guest(&ev))))
@@ -144,26 +141,34 @@ impl HostState {
     /// the run ends with the guest parked ([`Parked`]), its instance dropped.
     fn park_for_event(&mut self, event: String, filters: Vec<String>, timeout_s: u32) -> wasmtime::Result<WaitResult> {
         let args = fingerprint((&event, &filters, timeout_s));
-        if let Some(recorded) = self.journal.as_mut().and_then(|j| j.replay(WAIT_FOR_EVENT, args)) {
+        if let Some(recorded) = self.replayed(WAIT_FOR_EVENT, args) {
             return recorded;
         }
-        let registered = self
-            .ebr_request(&event, &filters, timeout_s)
-            .and_then(|(bus, filters, timeout)| bus.wait_for_event(&event, filters, timeout).map_err(|e| e.to_string()));
-        match registered {
-            Ok(wait) => {
+        match self.register_wait(&event, &filters, timeout_s) {
+            Ok((wait, _)) => {
                 self.parked = Some(Parked { wait: Box::pin(wait), args });
                 Err(wasmtime::format_err!("parked in wait-for-event, to be resumed by replay"))
             }
             // Recorded: a later run must see the same refusal (the registry's
             // limits may have room by then).
             Err(e) => {
-                if let Some(journal) = self.journal.as_mut() {
-                    journal.record(WAIT_FOR_EVENT, args, WaitResult::Err(e.clone()));
-                }
+                self.record(WAIT_FOR_EVENT, args, WaitResult::Err(e.clone()));
                 Ok(Err(e))
             }
         }
+    }
+
+    /// Registers a `wait-for-event` waiter after checking the call; the
+    /// waiter resolves with the event or `None` at the returned timeout.
+    fn register_wait(
+        &self,
+        event: &str,
+        filters: &[String],
+        timeout_s: u32,
+    ) -> Result<(impl Future<Output = Option<Event>> + Send + 'static, Duration), String> {
+        let (bus, filters, timeout) = self.ebr_request(event, filters, timeout_s)?;
+        let wait = bus.wait_for_event(event, filters, timeout).map_err(|e| e.to_string())?;
+        Ok((wait, timeout))
     }
 
     fn raise(&mut self, name: &str, params: Vec<Param>) -> Result<u32, String> {
