@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use super::fork::ProxyEvent;
+use super::inbox::Inbox;
 use super::key::ClientKey;
 use super::proxy::CoreInner;
 use super::servertx::sleep_until;
@@ -25,7 +25,7 @@ const INBOX_LEN: usize = 16;
 #[derive(Clone)]
 pub(crate) struct ClientHandle {
     pub(crate) id: u64,
-    inbox: mpsc::Sender<ClientEvent>,
+    inbox: Arc<Inbox<ClientEvent>>,
 }
 
 pub(crate) enum ClientEvent {
@@ -39,16 +39,16 @@ pub(crate) enum ClientEvent {
 impl ClientHandle {
     /// Queues a response; dropped if the inbox is full.
     pub(crate) fn deliver(&self, msg: Message) {
-        let _ = self.inbox.try_send(ClientEvent::Response(msg));
+        let _ = self.inbox.push(ClientEvent::Response(msg));
     }
 
     pub(crate) fn abandon(&self) {
-        let _ = self.inbox.try_send(ClientEvent::Abandon);
+        let _ = self.inbox.push(ClientEvent::Abandon);
     }
 }
 
 /// Who hears about responses: the response context and the branch index, or nobody (a CANCEL).
-pub(crate) type Tu = Option<(mpsc::Sender<ProxyEvent>, usize)>;
+pub(crate) type Tu = Option<(Arc<Inbox<ProxyEvent>>, usize)>;
 
 /// Everything a client transaction needs.
 pub(crate) struct ClientSpec {
@@ -64,14 +64,13 @@ pub(crate) struct ClientSpec {
 /// Registers and starts a client transaction; `None` if the key is taken (never for our
 /// unique branches, but checked rather than assumed).
 pub(crate) fn spawn(core: &Arc<CoreInner>, spec: ClientSpec) -> Option<ClientHandle> {
-    let (tx, rx) = mpsc::channel(INBOX_LEN);
-    let handle = ClientHandle { id: core.next_id.fetch_add(1, Ordering::Relaxed), inbox: tx };
+    let handle = ClientHandle { id: core.next_id.fetch_add(1, Ordering::Relaxed), inbox: Arc::new(Inbox::new(INBOX_LEN)) };
     if core.clients.insert_new(spec.key.clone(), handle.clone()).is_err() {
         tracing::warn!(branch = %spec.key.branch, "duplicate client transaction key");
         return None;
     }
     core.live_clients.fetch_add(1, Ordering::Relaxed);
-    tokio::spawn(run(core.clone(), spec, handle.clone(), rx));
+    tokio::spawn(run(core.clone(), spec, handle.clone()));
     Some(handle)
 }
 
@@ -82,6 +81,25 @@ enum Fsm {
 }
 
 impl Fsm {
+    /// Whether the request may still be (re)sent: Timer A / E running.
+    fn may_send(self) -> bool {
+        matches!(
+            self,
+            Fsm::Invite(client_invite::State::Calling { .. })
+                | Fsm::NonInvite(client::State::Trying { .. } | client::State::Proceeding)
+        )
+    }
+
+    /// Whether an ACK may still be built here (a 300-699 or its retransmission may come).
+    fn may_ack(self) -> bool {
+        matches!(
+            self,
+            Fsm::Invite(
+                client_invite::State::Calling { .. } | client_invite::State::Proceeding | client_invite::State::Completed
+            )
+        )
+    }
+
     fn terminated(self) -> bool {
         matches!(self, Fsm::Invite(client_invite::State::Terminated) | Fsm::NonInvite(client::State::Terminated))
     }
@@ -132,7 +150,7 @@ fn step(fsm: Fsm, input: Input, cfg: &Cfg) -> (Fsm, Vec<Action>) {
     }
 }
 
-async fn run(core: Arc<CoreInner>, spec: ClientSpec, handle: ClientHandle, mut rx: mpsc::Receiver<ClientEvent>) {
+async fn run(core: Arc<CoreInner>, mut spec: ClientSpec, handle: ClientHandle) {
     let cfg = Cfg { reliable: spec.proto.is_reliable(), timers: core.timers.clone() };
     let is_invite = spec.key.method == crate::sip::Method::Invite;
     let (mut fsm, first) = if is_invite {
@@ -145,6 +163,8 @@ async fn run(core: Arc<CoreInner>, spec: ClientSpec, handle: ClientHandle, mut r
     let mut timers = TimerSet::default();
     let mut pending = Some(first);
     let mut current: Option<Message> = None;
+    // Events taken from the inbox and not yet fed to the machine, oldest first.
+    let mut batch = std::collections::VecDeque::new();
     loop {
         // Execute actions; a failed send feeds TransportErr back into the machine.
         while let Some(actions) = pending.take() {
@@ -156,31 +176,48 @@ async fn run(core: Arc<CoreInner>, spec: ClientSpec, handle: ClientHandle, mut r
                 }
             }
         }
+        // An INVITE's transaction outlives its 2xx by Timer M (32 s) and a non-INVITE's its
+        // final by Timer K: free the request and the response they no longer use, which at
+        // 1000 calls/s is tens of megabytes held for nothing.
+        current = None;
+        if !fsm.may_send() {
+            spec.bytes = Bytes::new();
+        }
+        if !fsm.may_ack() {
+            spec.base = None;
+        }
         if fsm.terminated() {
             break;
         }
-        let next = timers.next();
-        let input = tokio::select! {
-            ev = rx.recv() => match ev {
-                Some(ClientEvent::Response(m)) => {
-                    let Some(code) = m.status() else { continue };
-                    current = Some(m);
-                    Input::Resp(code)
+        if batch.is_empty() {
+            let next = timers.next();
+            tokio::select! {
+                events = handle.inbox.recv_all() => batch = events,
+                () = sleep_until(next) => {
+                    let Some((_, t)) = next else { continue };
+                    timers.clear(t);
+                    let (s, actions) = step(fsm, Input::Timer(t), &cfg);
+                    fsm = s;
+                    pending = Some(actions);
+                    continue;
                 }
-                Some(ClientEvent::Abandon) => Input::Abandon,
-                Some(ClientEvent::ConnectFailed) => Input::TransportErr,
-                None => break,
-            },
-            () = sleep_until(next) => {
-                let Some((_, t)) = next else { continue };
-                timers.clear(t);
-                Input::Timer(t)
             }
+        }
+        let input = match batch.pop_front() {
+            Some(ClientEvent::Response(m)) => {
+                let Some(code) = m.status() else { continue };
+                current = Some(m);
+                Input::Resp(code)
+            }
+            Some(ClientEvent::Abandon) => Input::Abandon,
+            Some(ClientEvent::ConnectFailed) => Input::TransportErr,
+            None => continue,
         };
         let (s, actions) = step(fsm, input, &cfg);
         fsm = s;
         pending = Some(actions);
     }
+    handle.inbox.close();
     core.clients.remove_if(&spec.key, |h| h.id == handle.id);
     core.live_clients.fetch_sub(1, Ordering::Relaxed);
     if let Some((tu, branch)) = &spec.tu {
@@ -201,7 +238,7 @@ async fn execute(
         Action::SendRequest | Action::Retransmit => {
             let inbox = handle.inbox.clone();
             let on_failure = move || {
-                let _ = inbox.try_send(ClientEvent::ConnectFailed);
+                let _ = inbox.push(ClientEvent::ConnectFailed);
             };
             if let Err(e) = core.transports.send_or_report(spec.proto, spec.dst, spec.bytes.clone(), on_failure) {
                 tracing::debug!(dst = %spec.dst, error = %e, "request send failed");

@@ -8,11 +8,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::best::{choose_best, upstream_code};
 use super::clienttx::{self, ClientHandle, ClientSpec};
+use super::inbox::Inbox;
 use super::key::ClientKey;
 use super::relay::BranchPlan;
 use super::servertx::ServerTx;
@@ -95,7 +95,8 @@ struct Branch {
 struct Ctx {
     tx: ServerTx,
     core: Arc<CoreInner>,
-    me: mpsc::Sender<ProxyEvent>,
+    /// Our inbox: branches' client transactions and resolver tasks report here.
+    me: Arc<Inbox<ProxyEvent>>,
     branches: Vec<Branch>,
     on_reply: Option<Arc<str>>,
     on_failure: Option<Arc<str>>,
@@ -108,7 +109,7 @@ struct Ctx {
 }
 
 /// Starts the response context task for `tx`.
-pub(crate) fn spawn(tx: ServerTx, rx: mpsc::Receiver<ProxyEvent>, me: mpsc::Sender<ProxyEvent>) {
+pub(crate) fn spawn(tx: ServerTx, me: Arc<Inbox<ProxyEvent>>) {
     let core = tx.inner.core.clone();
     let is_invite = tx.inner.is_invite;
     let ctx = Ctx {
@@ -123,19 +124,25 @@ pub(crate) fn spawn(tx: ServerTx, rx: mpsc::Receiver<ProxyEvent>, me: mpsc::Send
         wait_until: None,
         wait_timed_out: false,
     };
-    tokio::spawn(ctx.run(rx));
+    tokio::spawn(ctx.run());
 }
 
 impl Ctx {
-    async fn run(mut self, mut rx: mpsc::Receiver<ProxyEvent>) {
-        loop {
+    async fn run(mut self) {
+        let inbox = self.me.clone();
+        'run: loop {
             let next = self.next_deadline();
             tokio::select! {
-                ev = rx.recv() => match ev {
-                    Some(ev) => self.on_event(ev).await,
-                    // Cannot happen while we hold `me`; end rather than spin.
-                    None => break,
-                },
+                batch = inbox.recv_all() => {
+                    for ev in batch {
+                        self.on_event(ev).await;
+                        self.after_event().await;
+                        if self.finished() {
+                            break 'run;
+                        }
+                    }
+                    continue;
+                }
                 () = sleep_opt(next) => self.on_tick(),
             }
             self.after_event().await;
@@ -143,6 +150,8 @@ impl Ctx {
                 break;
             }
         }
+        // Late reports (a client transaction ending after the final) are refused, not queued.
+        inbox.close();
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -255,7 +264,8 @@ impl Ctx {
         let method = self.tx.request().method().cloned().unwrap_or(Method::Invite);
         let spec = ClientSpec {
             key: ClientKey { branch: b.plan.branch.clone().into_boxed_str(), method },
-            bytes: b.plan.bytes.clone(),
+            // Only this client transaction sends it; it frees the bytes once it cannot resend.
+            bytes: std::mem::take(&mut b.plan.bytes),
             base: is_invite.then(|| (b.plan.base.clone(), b.plan.via.clone())),
             proto: b.plan.proto,
             dst,

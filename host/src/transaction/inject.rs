@@ -12,6 +12,7 @@
 use tokio::time::Instant;
 
 use super::fork::ProxyEvent;
+use super::inbox::PushError;
 use super::key::MAGIC_COOKIE;
 use super::relay::{check_open, plan_branch};
 use super::servertx::{ServerTx, WaitTu};
@@ -50,7 +51,7 @@ impl ServerTx {
             tu.wait_template = Some(Box::new(kept));
             self.context_sender(&mut tu)
         };
-        if let Err(e) = sender.try_send(ProxyEvent::Wait { until, on_reply, on_failure }) {
+        if let Err(e) = sender.push(ProxyEvent::Wait { until, on_reply, on_failure }) {
             let mut tu = self.tu();
             tu.stages_requested -= 1;
             tu.wait = None;
@@ -138,7 +139,7 @@ impl ServerTx {
             cancel_existing,
             stop_waiting,
         };
-        if let Err(e) = sender.try_send(ev) {
+        if let Err(e) = sender.push(ev) {
             let mut tu = self.tu();
             tu.stages_requested -= 1;
             tu.forked.truncate(recorded);
@@ -161,10 +162,9 @@ impl ServerTx {
         if let Some(p) = proxy {
             // The inbox is bounded; when it is full, deliver from a task rather than lose
             // the stop (the wait would then last until Timer C).
-            if p.try_send(ProxyEvent::StopWaiting).is_err() {
-                let p = p.clone();
+            if let Err(PushError::Full(stop)) = p.push(ProxyEvent::StopWaiting) {
                 tokio::spawn(async move {
-                    let _ = p.send(ProxyEvent::StopWaiting).await;
+                    let _ = p.send(stop).await;
                 });
             }
         }

@@ -2,10 +2,12 @@
 //! section 16.6) and hands them to the response context, which starts the client
 //! transactions; an ACK (to a 2xx) is forwarded statelessly.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
 
 use super::fork::{self, ProxyEvent};
+use super::inbox::Inbox;
 use super::key::MAGIC_COOKIE;
 use super::servertx::{ServerTx, TuState};
 use super::{Forward, TmError, build};
@@ -87,7 +89,7 @@ impl ServerTx {
         };
         let Forward { edits, record_route, on_reply, on_failure, .. } = fwd;
         let ev = ProxyEvent::Branches { plans, on_reply: on_reply.clone(), on_failure: on_failure.clone(), cancel_existing: false, stop_waiting: false };
-        if let Err(e) = sender.try_send(ev) {
+        if let Err(e) = sender.push(ev) {
             self.tu().stages_requested -= 1;
             return Err(TmError::Transport(format!("response context busy: {e}")));
         }
@@ -114,13 +116,13 @@ impl ServerTx {
     }
 
     /// The response context's inbox, spawning the context on first use.
-    pub(crate) fn context_sender(&self, tu: &mut TuState) -> mpsc::Sender<ProxyEvent> {
+    pub(crate) fn context_sender(&self, tu: &mut TuState) -> Arc<Inbox<ProxyEvent>> {
         match &tu.proxy {
             Some(s) => s.clone(),
             None => {
-                let (s, r) = mpsc::channel(PROXY_INBOX_LEN);
+                let s = Arc::new(Inbox::new(PROXY_INBOX_LEN));
                 tu.proxy = Some(s.clone());
-                fork::spawn(self.clone(), r, s.clone());
+                fork::spawn(self.clone(), s.clone());
                 s
             }
         }

@@ -59,7 +59,7 @@ pub(crate) struct TuState {
     /// Branch indexes handed out (unique branch parameters across stages).
     pub(crate) next_branch: usize,
     /// The response context, once relayed (or waiting for branches).
-    pub(crate) proxy: Option<tokio::sync::mpsc::Sender<ProxyEvent>>,
+    pub(crate) proxy: Option<Arc<Inbox<ProxyEvent>>>,
     /// `wait_for_new_branches` is in force: the response context holds a phony branch.
     pub(crate) wait: Option<WaitTu>,
     /// What `wait_for_new_branches` was given (edits, Record-Route, hooks) for injected
@@ -156,7 +156,7 @@ impl ServerTx {
         if code >= 200
             && let Some(p) = proxy
         {
-            let _ = p.try_send(ProxyEvent::Answered);
+            let _ = p.push(ProxyEvent::Answered);
         }
         Ok(())
     }
@@ -250,7 +250,7 @@ impl ServerTx {
         match proxy {
             Some(p) => {
                 // The context also re-checks `cancelled` after every event.
-                let _ = p.try_send(ProxyEvent::Cancel);
+                let _ = p.push(ProxyEvent::Cancel);
             }
             None => {
                 let _ = self.reply(487, "Request Terminated", &[], None);
