@@ -367,7 +367,12 @@ done
     echo "machine=$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
     echo "kamailio=$(kamailio -v 2>/dev/null | sed -n 's/^version: kamailio \([^ ]*\).*/\1/p' | head -1)"
     echo "sipp=$(sipp -v 2>&1 | sed -n 's/^ *SIPp \(v[^ ,-]*\).*/\1/p' | head -1)"
-    echo "sipbox=$("$BIN" --version 2>/dev/null || echo '?') ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+    # "+changes": built from a tree with uncommitted changes to the server or route code.
+    rev=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')
+    if [ "$rev" != '?' ] && ! (cd "$ROOT" && git diff --quiet HEAD -- host guest-sdk examples wit 2>/dev/null); then
+        rev="$rev+changes"
+    fi
+    echo "sipbox=$("$BIN" --version 2>/dev/null || echo '?') ($rev)"
     echo "command=bench/compare.sh $ARGS"
     echo "kamailio_cmd=kamailio -DD -E -f CFG -m 512 -M 32${KAM_ARGS:+ $KAM_ARGS}"
     echo "sipbox_limits=instance_reuse = $REUSE, suspend = $SUSPEND"

@@ -227,7 +227,7 @@ async fn run(core: Arc<CoreInner>, mut spec: ClientSpec, handle: ClientHandle) {
 
 /// Runs one action; returns `Some(TransportErr)` when a send failed.
 async fn execute(
-    core: &CoreInner,
+    core: &Arc<CoreInner>,
     spec: &ClientSpec,
     handle: &ClientHandle,
     timers: &mut TimerSet,
@@ -247,8 +247,13 @@ async fn execute(
         }
         Action::Timer(op) => timers.apply(op),
         Action::PassUp => {
-            if let (Some((tu, branch)), Some(m)) = (&spec.tu, current) {
-                let _ = tu.send(ProxyEvent::Response { branch: *branch, msg: m.clone() }).await;
+            if let (Some((tu, branch)), Some(m)) = (&spec.tu, current)
+                && let Err(ProxyEvent::Response { msg, .. }) =
+                    tu.send(ProxyEvent::Response { branch: *branch, msg: m.clone() }).await
+                && msg.status().is_some_and(|c| (200..300).contains(&c))
+            {
+                // The response context ended once its final went upstream; a 2xx still goes.
+                core.forward_stateless(msg);
             }
         }
         Action::SendAck => {

@@ -78,8 +78,6 @@ struct Branch {
     plan: BranchPlan,
     dst: Option<SocketAddr>,
     client: Option<ClientHandle>,
-    /// The client transaction is running (or about to: resolving).
-    live: bool,
     provisional: bool,
     final_: Option<Final>,
     cancel: CancelState,
@@ -158,13 +156,13 @@ impl Ctx {
         self.branches.iter().flat_map(|b| [b.timer_c, b.cancel_deadline]).flatten().chain(self.wait_until).min()
     }
 
-    /// Done when a final went upstream, every branch is over and no client transaction is
-    /// left to pass up a late 2xx.
+    /// Done when a final went upstream and every branch has its own. Their client
+    /// transactions live on (Timer M, D or K, up to 32 s) without the context: a 2xx one
+    /// still passes up (a retransmission, or another UAS behind a forking proxy) is
+    /// forwarded statelessly (`clienttx`), as 16.7 step 5 forwards every 2xx.
     fn finished(&self) -> bool {
         let tu = self.tx.tu();
-        tu.final_sent
-            && tu.stages_requested == self.stages_started
-            && self.branches.iter().all(|b| b.final_.is_some() && !b.live)
+        tu.final_sent && tu.stages_requested == self.stages_started && self.branches.iter().all(|b| b.final_.is_some())
     }
 
     async fn on_event(&mut self, ev: ProxyEvent) {
@@ -204,7 +202,6 @@ impl Ctx {
                 Some(a) => self.start_client(branch, a),
                 None => {
                     tracing::debug!(host = %self.branches[branch].plan.host, "next hop does not resolve");
-                    self.branches[branch].live = false;
                     self.set_final(branch, Final::Local(503));
                 }
             },
@@ -213,12 +210,7 @@ impl Ctx {
             ProxyEvent::Timeout { branch } => self.set_final(branch, Final::Local(408)),
             // 16.9: a transport error is a 503 from that branch.
             ProxyEvent::TransportErr { branch } => self.set_final(branch, Final::Local(503)),
-            ProxyEvent::ClientDone { branch } => {
-                if let Some(b) = self.branches.get_mut(branch) {
-                    b.live = false;
-                }
-                self.set_final(branch, Final::Local(408));
-            }
+            ProxyEvent::ClientDone { branch } => self.set_final(branch, Final::Local(408)),
             ProxyEvent::Cancel | ProxyEvent::Answered => {}
         }
     }
@@ -231,7 +223,6 @@ impl Ctx {
             plan,
             dst: None,
             client: None,
-            live: true,
             provisional: false,
             final_: None,
             cancel: CancelState::None,
@@ -257,7 +248,6 @@ impl Ctx {
         let Some(b) = self.branches.get_mut(idx) else { return };
         if b.final_.is_some() {
             // Cancelled while resolving.
-            b.live = false;
             return;
         }
         b.dst = Some(dst);
@@ -274,7 +264,6 @@ impl Ctx {
         tracing::trace!(target_uri = %b.plan.target, %dst, "branch started");
         b.client = clienttx::spawn(&self.core, spec);
         if b.client.is_none() {
-            b.live = false;
             self.set_final(idx, Final::Local(500));
             return;
         }

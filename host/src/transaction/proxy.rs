@@ -240,7 +240,7 @@ impl CoreInner {
 
     /// 16.11 / 18.2.1: a response with no client transaction whose top Via is ours goes to
     /// the next Via's address; anything else is dropped (18.1.2).
-    fn forward_stateless(self: &Arc<Self>, msg: Message) {
+    pub(crate) fn forward_stateless(self: &Arc<Self>, msg: Message) {
         let dest = {
             let Ok(vias) = msg.vias() else { return };
             let (Some(top), Some(next)) = (vias.first(), vias.get(1)) else { return };
