@@ -31,7 +31,8 @@
 #                route instance per invocation, sipbox's default)
 #   --suspend MODE  sipbox's [limits] suspend for scenario D's waiting calls
 #                (default in-place; replay keeps no instance while waiting)
-# Output: a table on stdout; raw logs, SIPp CSVs, configs, results.csv and
+# Output: a table on stdout; raw logs, SIPp CSVs, configs, results.csv (every
+# run, with the system-time part of its CPU per call in sys_us) and
 # compare.png in bench/out/<time>/; the section between the compare markers
 # of bench/RESULTS.md is regenerated.
 set -euo pipefail
@@ -63,7 +64,7 @@ while [ $# -gt 0 ]; do
         --kamailio-args) KAM_ARGS=$2; shift 2 ;;
         --instance-reuse) REUSE=$2; shift 2 ;;
         --suspend) SUSPEND=$2; shift 2 ;;
-        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -118,7 +119,7 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 OUT="$BENCH/out/$STAMP"
 mkdir -p "$OUT"
 RESULTS="$OUT/results.csv"
-echo "scenario;rate;run;proxy;calls;ok;failed;retrans;cpu_us;p50_ms;p99_ms;held;sipp_busy;proxy_busy;wall_s;achieved_cps" > "$RESULTS"
+echo "scenario;rate;run;proxy;calls;ok;failed;retrans;cpu_us;p50_ms;p99_ms;held;sipp_busy;proxy_busy;wall_s;achieved_cps;sys_us" > "$RESULTS"
 
 # Everything started, so that an interrupted run leaves nothing behind:
 # proxy and push receiver process groups, SIPp pids.
@@ -264,9 +265,9 @@ push_timeout = \"30\"" ;;
         wait_port "$uas_port" "$uas_pid" 10 || { echo "SIPp UAS did not start: $dir/uas.out" >&2; exit 1; }
     fi
 
-    local cpu0 sipp0 t0 cpu1 sipp1 t1 uac_rc=0
+    local cpu0 sys0 sipp0 t0 cpu1 sys1 sipp1 t1 uac_rc=0
     times > "$dir/times0"
-    cpu0=$(pgrp_ticks "$pgid"); sipp0=$(children_cpu "$dir/times0"); t0=$(now)
+    cpu0=$(pgrp_ticks "$pgid"); sys0=$(pgrp_sys_ticks "$pgid"); sipp0=$(children_cpu "$dir/times0"); t0=$(now)
     case "$scen" in
         A|B)
             start_sipp "$dir" uac -sf "$uac_xml" -inf "$dir/callee.csv" -i 127.0.0.1 -p "$uac_port" \
@@ -300,7 +301,7 @@ push_timeout = \"30\"" ;;
     # calls failed.
     [ -z "$uas_pid" ] || reap "$uas_pid" 5 || true
     times > "$dir/times1"
-    cpu1=$(pgrp_ticks "$pgid"); sipp1=$(children_cpu "$dir/times1")
+    cpu1=$(pgrp_ticks "$pgid"); sys1=$(pgrp_sys_ticks "$pgid"); sipp1=$(children_cpu "$dir/times1")
     if ! alive "$pgid"; then
         # Its CPU time left with it: no per-call figure for this point.
         echo "  $proxy died during the run; see $dir/$proxy.log" >&2
@@ -329,7 +330,8 @@ push_timeout = \"30\"" ;;
         c && $c + 0 >= n && !done { print $r + 0; done = 1 } END { if (!done) print "nan" }' n="$calls" "$dir/uac.csv")
     awk -v s="$scen" -v r="$rate" -v n="$run" -v p="$proxy" -v c="$calls" -v ok="$ok" -v f="$failed" \
         -v rt="$retrans" -v t_0="$cpu0" -v t_1="$cpu1" -v hz="$HZ" -v p50="$p50" -v p99="$p99" -v h="$held" \
-        -v s0="$sipp0" -v s1="$sipp1" -v t0="$t0" -v t1="$t1" -v ach="$achieved" -v secs="$SECS" 'BEGIN {
+        -v s0="$sipp0" -v s1="$sipp1" -v t0="$t0" -v t1="$t1" -v ach="$achieved" -v secs="$SECS" \
+        -v k_0="$sys0" -v k_1="$sys1" 'BEGIN {
             # Busy = CPU over the offered load'"'"'s duration (calls / rate): a
             # core that fell behind shows more than 1, however long the
             # stragglers took afterwards.
@@ -337,11 +339,12 @@ push_timeout = \"30\"" ;;
             dead = (t_1 == "nan")
             cpu = dead ? 0 : (t_1 - t_0) / hz
             per = (ok + 0 > 0 && !dead) ? sprintf("%.1f", cpu * 1e6 / ok) : "nan"
-            printf "%s;%s;%s;%s;%s;%s;%s;%s;%s;%s;%s;%s;%.2f;%.2f;%.1f;%s\n", s, r, n, p, c, ok, f, rt, per,
-                p50, p99, h, (s1 - s0) / secs, cpu / secs, wall, ach
+            sys = (ok + 0 > 0 && !dead) ? sprintf("%.1f", (k_1 - k_0) / hz * 1e6 / ok) : "nan"
+            printf "%s;%s;%s;%s;%s;%s;%s;%s;%s;%s;%s;%s;%.2f;%.2f;%.1f;%s;%s\n", s, r, n, p, c, ok, f, rt, per,
+                p50, p99, h, (s1 - s0) / secs, cpu / secs, wall, ach, sys
         }' >> "$RESULTS"
-    tail -1 "$RESULTS" | awk -F';' '{ printf "  %s %5s cps run %s %-8s ok %s/%s failed %s retrans %s cpu %s us/call p50/p99 %s/%s ms\n",
-        $1, $2, $3, $4, $6, $5, $7, $8, $9, $10, $11 }' >&2
+    tail -1 "$RESULTS" | awk -F';' '{ printf "  %s %5s cps run %s %-8s ok %s/%s failed %s retrans %s cpu %s us/call (system %s) p50/p99 %s/%s ms\n",
+        $1, $2, $3, $4, $6, $5, $7, $8, $9, $17, $10, $11 }' >&2
     [ "$uac_rc" = 0 ] || echo "  (SIPp exit code $uac_rc; see $dir/uac-errors.log)" >&2
 }
 

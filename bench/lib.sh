@@ -44,6 +44,13 @@ pgrp_ticks() {  # pgrp_ticks PGID
         awk -v pg="$1" '{ sub(/^.*\) /, ""); if ($3 == pg) t += $12 + $13 } END { print t + 0 }'
 }
 
+# The system-time part (stime, the 13th field after comm) of the same sum: on
+# loopback it carries the kernel's send and receive path, which both proxies pay.
+pgrp_sys_ticks() {  # pgrp_sys_ticks PGID
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } |
+        awk -v pg="$1" '{ sub(/^.*\) /, ""); if ($3 == pg) t += $13 } END { print t + 0 }'
+}
+
 # Whether PID runs: neither gone nor a zombie (a dead child of ours stays
 # one, and answers kill -0, until it is waited for).
 alive() {  # alive PID
