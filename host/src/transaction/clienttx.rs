@@ -189,20 +189,6 @@ async fn run(core: Arc<CoreInner>, mut spec: ClientSpec, handle: ClientHandle) {
         if fsm.terminated() {
             break;
         }
-        if batch.is_empty() {
-            let next = timers.next();
-            tokio::select! {
-                events = handle.inbox.recv_all() => batch = events,
-                () = sleep_until(next) => {
-                    let Some((_, t)) = next else { continue };
-                    timers.clear(t);
-                    let (s, actions) = step(fsm, Input::Timer(t), &cfg);
-                    fsm = s;
-                    pending = Some(actions);
-                    continue;
-                }
-            }
-        }
         let input = match batch.pop_front() {
             Some(ClientEvent::Response(m)) => {
                 let Some(code) = m.status() else { continue };
@@ -211,7 +197,20 @@ async fn run(core: Arc<CoreInner>, mut spec: ClientSpec, handle: ClientHandle) {
             }
             Some(ClientEvent::Abandon) => Input::Abandon,
             Some(ClientEvent::ConnectFailed) => Input::TransportErr,
-            None => continue,
+            None => {
+                let next = timers.next();
+                tokio::select! {
+                    events = handle.inbox.recv_all() => {
+                        batch = events;
+                        continue;
+                    }
+                    () = sleep_until(next) => {
+                        let Some((_, t)) = next else { continue };
+                        timers.clear(t);
+                        Input::Timer(t)
+                    }
+                }
+            }
         };
         let (s, actions) = step(fsm, input, &cfg);
         fsm = s;

@@ -134,22 +134,28 @@ impl Ctx {
                 batch = inbox.recv_all() => {
                     for ev in batch {
                         self.on_event(ev).await;
-                        self.after_event().await;
-                        if self.finished() {
+                        if self.settle().await {
                             break 'run;
                         }
                     }
-                    continue;
                 }
-                () = sleep_opt(next) => self.on_tick(),
-            }
-            self.after_event().await;
-            if self.finished() {
-                break;
+                () = sleep_opt(next) => {
+                    self.on_tick();
+                    if self.settle().await {
+                        break 'run;
+                    }
+                }
             }
         }
         // Late reports (a client transaction ending after the final) are refused, not queued.
         inbox.close();
+    }
+
+    /// What follows every event or tick: the response upstream, if one is due. Returns
+    /// whether the context is done.
+    async fn settle(&mut self) -> bool {
+        self.after_event().await;
+        self.finished()
     }
 
     fn next_deadline(&self) -> Option<Instant> {
