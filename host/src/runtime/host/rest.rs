@@ -36,6 +36,10 @@ impl HostState {
     /// response of its first run (`replay.rs`), and the request is not sent
     /// again.
     async fn http(&mut self, request: HttpRequest) -> wasmtime::Result<Result<Response, String>> {
+        // As `once`: without a journal nothing is hashed or kept.
+        if self.journal.is_none() {
+            return Ok(self.exchange(request).await);
+        }
         let import = if request.method == reqwest::Method::GET { "rest.get" } else { "rest.post" };
         let args = fingerprint(&request.url);
         if let Some(recorded) = self.replayed(import, args) {
