@@ -267,7 +267,7 @@ push_timeout = \"30\"" ;;
 
     local cpu0 sys0 sipp0 t0 cpu1 sys1 sipp1 t1 uac_rc=0
     times > "$dir/times0"
-    cpu0=$(pgrp_ticks "$pgid"); sys0=$(pgrp_sys_ticks "$pgid"); sipp0=$(children_cpu "$dir/times0"); t0=$(now)
+    read -r cpu0 sys0 < <(pgrp_ticks "$pgid"); sipp0=$(children_cpu "$dir/times0"); t0=$(now)
     case "$scen" in
         A|B)
             start_sipp "$dir" uac -sf "$uac_xml" -inf "$dir/callee.csv" -i 127.0.0.1 -p "$uac_port" \
@@ -301,7 +301,7 @@ push_timeout = \"30\"" ;;
     # calls failed.
     [ -z "$uas_pid" ] || reap "$uas_pid" 5 || true
     times > "$dir/times1"
-    cpu1=$(pgrp_ticks "$pgid"); sys1=$(pgrp_sys_ticks "$pgid"); sipp1=$(children_cpu "$dir/times1")
+    read -r cpu1 sys1 < <(pgrp_ticks "$pgid"); sipp1=$(children_cpu "$dir/times1")
     if ! alive "$pgid"; then
         # Its CPU time left with it: no per-call figure for this point.
         echo "  $proxy died during the run; see $dir/$proxy.log" >&2

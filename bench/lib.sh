@@ -36,19 +36,14 @@ cpu_ticks() {
 
 # utime + stime summed over every live process of process group PGID (a
 # Kamailio main process and its forked children; sipbox's threads are in its
-# own line). After comm: pgrp (field 5) is the 3rd field, utime the 12th.
+# own line), then stime alone: on loopback the system time carries the
+# kernel's send and receive path, which both proxies pay. After comm: pgrp
+# (field 5) is the 3rd field, utime the 12th, stime the 13th.
 # cat, not awk FILES: a process may exit between the glob and the read, and
 # cat carries on where mawk would stop.
-pgrp_ticks() {  # pgrp_ticks PGID
+pgrp_ticks() {  # pgrp_ticks PGID -> "TOTAL SYSTEM"
     { cat /proc/[0-9]*/stat 2>/dev/null || true; } |
-        awk -v pg="$1" '{ sub(/^.*\) /, ""); if ($3 == pg) t += $12 + $13 } END { print t + 0 }'
-}
-
-# The system-time part (stime, the 13th field after comm) of the same sum: on
-# loopback it carries the kernel's send and receive path, which both proxies pay.
-pgrp_sys_ticks() {  # pgrp_sys_ticks PGID
-    { cat /proc/[0-9]*/stat 2>/dev/null || true; } |
-        awk -v pg="$1" '{ sub(/^.*\) /, ""); if ($3 == pg) t += $13 } END { print t + 0 }'
+        awk -v pg="$1" '{ sub(/^.*\) /, ""); if ($3 == pg) { t += $12 + $13; k += $13 } } END { print t + 0, k + 0 }'
 }
 
 # Whether PID runs: neither gone nor a zombie (a dead child of ours stays
