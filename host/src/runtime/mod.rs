@@ -21,6 +21,7 @@
 pub mod bench_hooks;
 mod bindings;
 mod engine;
+mod exports;
 mod host;
 mod modules;
 mod replay;
@@ -181,8 +182,8 @@ impl Runtime {
     async fn smoke_test(&self, route: &LoadedRoute) -> anyhow::Result<()> {
         let mut store = self.new_store(route.name.clone());
         route
-            .pre
-            .instantiate_async(&mut store)
+            .exports
+            .instantiate(route.pre.instance_pre(), &mut store)
             .await
             .map_err(|e| anyhow::anyhow!("route module {} failed to instantiate: {e:#}", route.name))?;
         Ok(())
@@ -417,7 +418,7 @@ impl Runtime {
                         // Boxed: instantiation's future is large and lives only
                         // until the call starts, while a parked guest holds this
                         // future for as long as it waits.
-                        Box::pin(route.pre.instantiate_async(&mut *store)).await?
+                        Box::pin(route.exports.instantiate(route.pre.instance_pre(), &mut *store)).await?
                     }
                 };
                 let request = || Resource::new_borrow(REQUEST_REP);

@@ -11,6 +11,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
 
 use super::bindings::RoutePre;
+use super::exports::ExportIndices;
 use super::state::HostState;
 use super::warm::WarmInstances;
 
@@ -39,6 +40,8 @@ impl RouteSource {
 /// A compiled, type-checked route module.
 pub struct LoadedRoute {
     pub(crate) pre: RoutePre<HostState>,
+    /// Where its exports are, for calls that look up only the one they run.
+    pub(crate) exports: ExportIndices,
     /// The module's name in logs: its file path, or the embedded default.
     pub name: Arc<str>,
     /// Increases with every successful load.
@@ -77,7 +80,8 @@ pub(crate) fn prepare(
     let pre = RoutePre::new(pre).map_err(|e| {
         anyhow::anyhow!("route module {name} lacks the sipbox:route exports: {e:#}")
     })?;
-    Ok(LoadedRoute { pre, name: name.into(), generation, warm: WarmInstances::default() })
+    let exports = ExportIndices::new(&component)?;
+    Ok(LoadedRoute { pre, exports, name: name.into(), generation, warm: WarmInstances::default() })
 }
 
 /// A WebAssembly binary starts with `\0asm` and a version; components use

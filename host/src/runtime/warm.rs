@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::Store;
 
-use super::bindings::Route;
+use super::exports::RouteExports;
 use super::state::HostState;
 
 /// Idle warm instances kept per route module. Invocations run on the tokio
@@ -30,7 +30,7 @@ pub(crate) struct RouteInstance {
     pub(crate) store: Store<HostState>,
     /// The instantiated exports; `None` until the first invocation
     /// instantiates the module in `store`.
-    pub(crate) exports: Option<Route>,
+    pub(crate) exports: Option<RouteExports>,
     /// Invocations this instance has run.
     pub(crate) uses: u32,
     /// Held as long as the instance lives: it occupies a pool slot.
