@@ -9,8 +9,9 @@
 #   C  REGISTER load, registrar save in memory (embedded default route with
 #      db_path = ""; register.cfg with usrloc db_mode 0)
 #   D  push wake-up: calls to unregistered users are held until the user
-#      registers 1 s later, then relayed (examples/push-wait, which also
-#      POSTs a push to a local HTTP receiver; push.cfg: t_suspend/t_continue)
+#      registers 1 s later, then relayed; both POST a push per held call to
+#      a local HTTP receiver (examples/push-wait; push.cfg: http_client,
+#      t_suspend/t_continue)
 #
 # The proxy is pinned to core 0, every SIPp process to core 1. For each
 # (scenario, rate, run) both proxies run, one after the other, the order
@@ -83,6 +84,10 @@ case "$RATES" in *[!0-9,]*|'') echo "--rates: comma-separated calls per second" 
 need=()
 command -v sipp >/dev/null || need+=(sip-tester)
 command -v kamailio >/dev/null || need+=(kamailio)
+# Scenario D's push (http_client) is in Debian's kamailio-utils-modules.
+kamailio_mods=$(kamailio -I 2>/dev/null | sed -n 's/.*Default paths to modules: *//p' || true)
+[ -e "${kamailio_mods:-/usr/lib/x86_64-linux-gnu/kamailio/modules}/http_client.so" ] ||
+    need+=(kamailio-utils-modules)
 command -v gnuplot >/dev/null || need+=(gnuplot-nox)
 command -v taskset >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
@@ -146,8 +151,9 @@ children_cpu() {
 }
 
 # Kamailio with bench/kamailio/CFG, @PORT@ and @NEXT_HOP@ substituted.
-start_kamailio() {  # start_kamailio DIR CFG PORT NEXT_HOP
-    sed -e "s/@PORT@/$3/g" -e "s/@NEXT_HOP@/$4/g" "$BENCH/kamailio/$2.cfg" > "$1/kamailio.cfg"
+start_kamailio() {  # start_kamailio DIR CFG PORT NEXT_HOP [PUSH_URL]
+    sed -e "s/@PORT@/$3/g" -e "s/@NEXT_HOP@/$4/g" -e "s|@PUSH_URL@|${5:-}|g" \
+        "$BENCH/kamailio/$2.cfg" > "$1/kamailio.cfg"
     # shellcheck disable=SC2086
     start_group "$1/kamailio.log" "${PROXY_PIN[@]}" kamailio -DD -E -f "$1/kamailio.cfg" -m 512 -M 32 $KAM_ARGS
 }
@@ -229,21 +235,25 @@ run_point() {  # run_point SCENARIO RATE RUN PROXY
         A:kamailio) start_kamailio "$dir" relay "$pport" "127.0.0.1:$uas_port" ;;
         B:kamailio) start_kamailio "$dir" rr "$pport" "127.0.0.1:$uas_port" ;;
         C:kamailio) start_kamailio "$dir" register "$pport" "" ;;
-        D:kamailio) start_kamailio "$dir" push "$pport" "" ;;
         A:sipbox) start_sipbox "$dir" "$pport" "$WASM/relay.wasm" "next_hop = \"127.0.0.1:$uas_port\"" ;;
         B:sipbox) start_sipbox "$dir" "$pport" "$WASM/relay.wasm" \
             "next_hop = \"127.0.0.1:$uas_port\"
 record_route = \"yes\"" ;;
         C:sipbox) start_sipbox "$dir" "$pport" "" "" ;;
-        D:sipbox)
+        D:*)
+            # Both proxies POST a push per held call to the same receiver.
             http_port=$(free_port)
             start_group "$dir/push-receiver.log" "${SIPP_PIN[@]}" python3 "$BENCH/push_receiver.py" "$http_port"
             push_pg=$STARTED_PID
             GROUPS_STARTED+=("$push_pg")
             wait_port "$http_port" "$push_pg" 10 || { echo "push receiver did not start" >&2; exit 1; }
-            start_sipbox "$dir" "$pport" "$WASM/push_wait.wasm" \
-                "push_url = \"http://127.0.0.1:$http_port/push\"
-push_timeout = \"30\"" ;;
+            if [ "$proxy" = kamailio ]; then
+                start_kamailio "$dir" push "$pport" "" "http://127.0.0.1:$http_port/push"
+            else
+                start_sipbox "$dir" "$pport" "$WASM/push_wait.wasm" \
+                    "push_url = \"http://127.0.0.1:$http_port/push\"
+push_timeout = \"30\""
+            fi ;;
     esac
     pgid=$STARTED_PID
     GROUPS_STARTED+=("$pgid")

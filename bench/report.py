@@ -123,8 +123,9 @@ def markdown(meta, header, lines, clean):
            "proxies alternate for each point, each run on a fresh process; CPU = utime+stime of all "
            "proxy processes (Kamailio: main + forked children) / successful calls.",
            "- scenarios: " + "; ".join(f"{k}: {v}" for k, v in SCENARIOS.items()) + ".",
-           "- D: sipbox's numbers include POSTing a push over HTTP (to a local receiver) for each "
-           "held call; Kamailio's config sends none. CPU per held call includes its REGISTER; "
+           "- D: both proxies POST a push over HTTP/1.1 (kept-alive connections) to a local "
+           "receiver for each held call (Kamailio: http_client's http_connect, synchronous in its "
+           "worker; sipbox: the route's rest.post, the guest suspended meanwhile). CPU per held call includes its REGISTER; "
            "latency is INVITE -> 200, so it includes the 1 s hold; \"held max\" is the most calls "
            "SIPp's caller had in progress at once (1 s samples).",
            "- C: CPU per REGISTER; sipbox's location store in memory (`db_path = \"\"`), as usrloc "
