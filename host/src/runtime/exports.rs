@@ -55,6 +55,13 @@ impl ExportIndices {
     }
 }
 
+/// The two exports that get a reply: a branch's response, or a transaction's failure.
+#[derive(Clone, Copy)]
+pub(crate) enum ReplyExport {
+    OnReply,
+    OnFailure,
+}
+
 /// An instantiated route module. Each call looks up its one export and
 /// checks that export's type (cheap for these signatures), and runs it;
 /// `call_async` also runs the export's post-return.
@@ -73,29 +80,22 @@ impl RouteExports {
         f.call_async(&mut store, (request,)).await
     }
 
-    pub(crate) async fn call_on_reply(
+    /// `on-reply` or `on-failure`, which share a signature: (hook, request, reply).
+    pub(crate) async fn call_with_reply(
         &self,
         mut store: impl AsContextMut<Data = HostState>,
+        export: ReplyExport,
         hook: &str,
         request: Resource<RequestHandle>,
         reply: Resource<ReplyHandle>,
     ) -> Result<()> {
+        let index = match export {
+            ReplyExport::OnReply => self.indices.on_reply,
+            ReplyExport::OnFailure => self.indices.on_failure,
+        };
         let f = self
             .instance
-            .get_typed_func::<(&str, Resource<RequestHandle>, Resource<ReplyHandle>), ()>(&mut store, self.indices.on_reply)?;
-        f.call_async(&mut store, (hook, request, reply)).await
-    }
-
-    pub(crate) async fn call_on_failure(
-        &self,
-        mut store: impl AsContextMut<Data = HostState>,
-        hook: &str,
-        request: Resource<RequestHandle>,
-        reply: Resource<ReplyHandle>,
-    ) -> Result<()> {
-        let f = self
-            .instance
-            .get_typed_func::<(&str, Resource<RequestHandle>, Resource<ReplyHandle>), ()>(&mut store, self.indices.on_failure)?;
+            .get_typed_func::<(&str, Resource<RequestHandle>, Resource<ReplyHandle>), ()>(&mut store, index)?;
         f.call_async(&mut store, (hook, request, reply)).await
     }
 

@@ -48,6 +48,7 @@ use crate::location::Location;
 use crate::sip::{self, Method};
 use crate::transaction::{BoxFut, Core, Router, ServerTx};
 use bindings::Route;
+use exports::ReplyExport;
 use host::message::{REPLY_REP, REQUEST_REP};
 use replay::Journal;
 use state::HostState;
@@ -427,12 +428,12 @@ impl Runtime {
                     Invocation::Reply { hook, reply } => {
                         store.data_mut().reply = reply.take();
                         let reply = Resource::new_borrow(REPLY_REP);
-                        exports.call_on_reply(&mut *store, hook, request(), reply).await
+                        exports.call_with_reply(&mut *store, ReplyExport::OnReply, hook, request(), reply).await
                     }
                     Invocation::Failure { hook, best } => {
                         store.data_mut().reply = best.take();
                         let reply = Resource::new_borrow(REPLY_REP);
-                        exports.call_on_failure(&mut *store, hook, request(), reply).await
+                        exports.call_with_reply(&mut *store, ReplyExport::OnFailure, hook, request(), reply).await
                     }
                     Invocation::Event { route, event } => {
                         let event = host::events::event_to_guest(event);
