@@ -183,8 +183,8 @@ impl Runtime {
     async fn smoke_test(&self, route: &LoadedRoute) -> anyhow::Result<()> {
         let mut store = self.new_store(route.name.clone());
         route
-            .exports
-            .instantiate(route.pre.instance_pre(), &mut store)
+            .pre
+            .instantiate(&mut store)
             .await
             .map_err(|e| anyhow::anyhow!("route module {} failed to instantiate: {e:#}", route.name))?;
         Ok(())
@@ -419,7 +419,7 @@ impl Runtime {
                         // Boxed: instantiation's future is large and lives only
                         // until the call starts, while a parked guest holds this
                         // future for as long as it waits.
-                        Box::pin(route.exports.instantiate(route.pre.instance_pre(), &mut *store)).await?
+                        Box::pin(route.pre.instantiate(&mut *store)).await?
                     }
                 };
                 let request = || Resource::new_borrow(REQUEST_REP);

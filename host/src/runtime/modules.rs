@@ -10,8 +10,7 @@ use anyhow::Context;
 use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
 
-use super::bindings::RoutePre;
-use super::exports::ExportIndices;
+use super::exports::RouteModulePre;
 use super::state::HostState;
 use super::warm::WarmInstances;
 
@@ -39,9 +38,7 @@ impl RouteSource {
 
 /// A compiled, type-checked route module.
 pub struct LoadedRoute {
-    pub(crate) pre: RoutePre<HostState>,
-    /// Where its exports are, for calls that look up only the one they run.
-    pub(crate) exports: ExportIndices,
+    pub(crate) pre: RouteModulePre,
     /// The module's name in logs: its file path, or the embedded default.
     pub name: Arc<str>,
     /// Increases with every successful load.
@@ -77,11 +74,10 @@ pub(crate) fn prepare(
     let pre = linker.instantiate_pre(&component).map_err(|e| {
         anyhow::anyhow!("route module {name} does not fit the sipbox:route world: {e:#}")
     })?;
-    let pre = RoutePre::new(pre).map_err(|e| {
+    let pre = RouteModulePre::new(pre).map_err(|e| {
         anyhow::anyhow!("route module {name} lacks the sipbox:route exports: {e:#}")
     })?;
-    let exports = ExportIndices::new(&component)?;
-    Ok(LoadedRoute { pre, exports, name: name.into(), generation, warm: WarmInstances::default() })
+    Ok(LoadedRoute { pre, name: name.into(), generation, warm: WarmInstances::default() })
 }
 
 /// A WebAssembly binary starts with `\0asm` and a version; components use
