@@ -17,6 +17,10 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# usage, free_port, port_in_use, cpu_ticks, stat_col
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+
 RATES=200
 CALLS=3000
 USERS=100
@@ -27,7 +31,7 @@ while [ $# -gt 0 ]; do
         --calls) CALLS=$2; shift 2 ;;
         --users) USERS=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) usage "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -50,10 +54,6 @@ if [ "$BUILD" = 1 ]; then
 fi
 BIN="$ROOT/target/release/sipbox"
 [ -x "$BIN" ] || { echo "no $BIN (run without --no-build)" >&2; exit 1; }
-
-# free_port, port_in_use, cpu_ticks, stat_col
-# shellcheck source=bench/lib.sh
-. "$ROOT/bench/lib.sh"
 
 SERVER_PID=""
 UAS_PID=""

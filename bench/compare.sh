@@ -65,7 +65,7 @@ while [ $# -gt 0 ]; do
         --kamailio-args) KAM_ARGS=$2; shift 2 ;;
         --instance-reuse) REUSE=$2; shift 2 ;;
         --suspend) SUSPEND=$2; shift 2 ;;
-        -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+        -h|--help) usage "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -150,7 +150,7 @@ children_cpu() {
         printf "%.3f\n", t }'
 }
 
-# Kamailio with bench/kamailio/CFG, @PORT@ and @NEXT_HOP@ substituted.
+# Kamailio with bench/kamailio/CFG, @PORT@, @NEXT_HOP@ and @PUSH_URL@ substituted.
 start_kamailio() {  # start_kamailio DIR CFG PORT NEXT_HOP [PUSH_URL]
     sed -e "s/@PORT@/$3/g" -e "s/@NEXT_HOP@/$4/g" -e "s|@PUSH_URL@|${5:-}|g" \
         "$BENCH/kamailio/$2.cfg" > "$1/kamailio.cfg"

@@ -1,7 +1,7 @@
-# Helpers shared by the benchmark scripts (sourced, not run): loopback ports,
-# CPU time from /proc, SIPp statistics, and processes started in their own
-# process group so that a proxy and every process it forks are measured and
-# stopped together.
+# Helpers shared by the benchmark scripts (sourced, not run): --help from a
+# script's header, loopback ports, CPU time from /proc, SIPp statistics, and
+# processes started in their own process group so that a proxy and every
+# process it forks are measured and stopped together.
 
 # A loopback port free for UDP and TCP, below the ephemeral range, never
 # handed out before by this script.
@@ -36,8 +36,9 @@ cpu_ticks() {
 
 # utime + stime summed over every live process of process group PGID (a
 # Kamailio main process and its forked children; sipbox's threads are in its
-# own line), then stime alone: on loopback the system time carries the
-# kernel's send and receive path, which both proxies pay. After comm: pgrp
+# own line), then stime alone: on loopback the kernel's send and receive
+# path, which both proxies pay, and sipbox's page faults and route-instance
+# slot resets (PAGEMAP_SCAN). After comm: pgrp
 # (field 5) is the 3rd field, utime the 12th, stime the 13th.
 # cat, not awk FILES: a process may exit between the glob and the read, and
 # cat carries on where mawk would stop.
@@ -123,4 +124,10 @@ wait_port() {  # wait_port PORT PID TIMEOUT_S
 # A users CSV for SIPp -inf: N users PREFIX000000.. read in order.
 users_csv() {  # users_csv FILE PREFIX N
     { echo SEQUENTIAL; seq -f "$2%06g;" 0 $(($3 - 1)); } > "$1"
+}
+
+# A script's --help: its header comment, from line 2 to the first line that
+# is not a comment, so the help never drifts from the header.
+usage() {  # usage SCRIPT
+    awk 'NR > 1 { if (!/^#/) exit; print }' "$1"
 }
