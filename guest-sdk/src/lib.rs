@@ -54,11 +54,11 @@ extern crate self as sipbox_guest;
 pub mod bindings;
 pub mod config;
 pub mod events;
-pub mod rest;
 pub mod location;
 pub mod log;
-pub mod proxy;
 mod message;
+pub mod proxy;
+pub mod rest;
 pub mod tm;
 pub mod uri;
 
@@ -67,10 +67,10 @@ pub use message::{Method, Reply, Request};
 /// exact wit-bindgen version the bindings were made with.
 pub use wit_bindgen;
 
-/// Where a message came from: transport ("udp"/"tcp"), IP address and port.
-pub use bindings::sipbox::route::types::Peer;
 /// One registered contact of an address-of-record (see [`location::lookup_aor`]).
 pub use bindings::sipbox::route::types::Contact;
+/// Where a message came from: transport ("udp"/"tcp"), IP address and port.
+pub use bindings::sipbox::route::types::Peer;
 pub use bindings::sipbox::route::types::{Event, Param, Value};
 
 /// An operation the host refused, with the host's reason.
@@ -197,7 +197,7 @@ macro_rules! route {
                 }
             }
 
-            $crate::bindings::export!(__SipboxRouteExport with_types_in $crate::bindings);
+    $crate::bindings::export!(__SipboxRouteExport with_types_in $crate::bindings);
         };
     };
 }

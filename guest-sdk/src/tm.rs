@@ -5,8 +5,8 @@
 //! and picks the best response across branches.
 
 use crate::bindings::sipbox::route::tm as raw;
-pub use raw::{BranchSource, InjectFlags};
 use crate::{Error, Result};
+pub use raw::{BranchSource, InjectFlags};
 
 /// Identifies one server transaction for the lifetime of the host process.
 pub type Tid = u64;

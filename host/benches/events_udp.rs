@@ -8,8 +8,8 @@
 //! behind, so both rows report what arrived.
 
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sipbox::events::{Event, EventBus, EventsConfig, Params};
@@ -86,9 +86,8 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let raised = start.elapsed();
-    let (got, last) = tokio::task::spawn_blocking(move || handle.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("receiver panicked"))?;
+    let (got, last) =
+        tokio::task::spawn_blocking(move || handle.join()).await?.map_err(|_| anyhow::anyhow!("receiver panicked"))?;
     row("sipbox raise -> udp: subscriber (params built per event)", n, got, last.duration_since(start));
     println!();
     println!("raise() itself: {:.0} events/s (never blocks; delivery is queued)", n as f64 / raised.as_secs_f64());

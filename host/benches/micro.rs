@@ -28,9 +28,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -449,8 +449,8 @@ fn bench_resume(c: &mut Criterion) {
     if !wanted("resume") {
         return;
     }
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm-routes/wasm32-wasip2/release/dtmf_detect.wasm");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm-routes/wasm32-wasip2/release/dtmf_detect.wasm");
     assert!(path.exists(), "{} missing: build the host first (cargo build)", path.display());
     let proxy = Proxy::start(RouteSource::File(path), &[("dtmf_timeout", "60")], Limits::default())
         .unwrap_or_else(|e| panic!("proxy: {e:#}"));
@@ -516,13 +516,21 @@ fn bench_resume(c: &mut Criterion) {
 fn wanted(group: &str) -> bool {
     const GROUPS: [&str; 5] = ["sip", "route", "route_reused", "events", "resume"];
     const WITH_VALUE: [&str; 9] = [
-        "--profile-time", "--sample-size", "--measurement-time", "--warm-up-time", "--save-baseline",
-        "--baseline", "--color", "--output-format", "--noise-threshold",
+        "--profile-time",
+        "--sample-size",
+        "--measurement-time",
+        "--warm-up-time",
+        "--save-baseline",
+        "--baseline",
+        "--color",
+        "--output-format",
+        "--noise-threshold",
     ];
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let filter = args.iter().enumerate().find(|(i, a)| {
-        !a.starts_with('-') && (*i == 0 || !WITH_VALUE.contains(&args[i - 1].as_str()))
-    });
+    let filter = args
+        .iter()
+        .enumerate()
+        .find(|(i, a)| !a.starts_with('-') && (*i == 0 || !WITH_VALUE.contains(&args[i - 1].as_str())));
     let Some((_, filter)) = filter else { return true };
     let first = filter.split('/').next().unwrap_or_default();
     first == group || !GROUPS.contains(&first)

@@ -23,7 +23,6 @@ use sipbox::events::{Event, Params};
 #[path = "common/parked_calls.rs"]
 mod parked_calls;
 
-
 /// A run of adjacent mappings of the same file (or of anonymous memory):
 /// the pooling allocator's pools are one reservation each, split by guard
 /// pages into many mappings, so they show up as one region.
@@ -222,8 +221,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = thread.join();
 
     let finals = finals.lock().unwrap();
-    let mut latencies: Vec<Duration> =
-        finals.iter().map(|(i, at)| at.saturating_duration_since(raised[*i])).collect();
+    let mut latencies: Vec<Duration> = finals.iter().map(|(i, at)| at.saturating_duration_since(raised[*i])).collect();
     latencies.sort();
     let per_guest = (parked_rss.saturating_sub(base_rss)) as f64 / parked.max(1) as f64;
 
@@ -235,7 +233,9 @@ async fn main() -> anyhow::Result<()> {
     println!("| live route instances while parked | {live} of {size} |");
     println!("| time to park all | {:.2} s |", park_time.as_secs_f64());
     println!("| RSS before / parked | {} MiB / {} MiB |", base_rss / 1024, parked_rss / 1024);
-    println!("| RSS per parked guest (transaction and instance; journal, no instance, with replay) | {per_guest:.1} KiB |");
+    println!(
+        "| RSS per parked guest (transaction and instance; journal, no instance, with replay) | {per_guest:.1} KiB |"
+    );
     println!("| calls resumed and answered | {} |", finals.len());
     println!("| time to wake all (raise loop to last answer) | {:.2} s |", wake_time.as_secs_f64());
     println!("| resume latency p50 | {:.2} ms |", percentile(&latencies, 0.50).as_secs_f64() * 1e3);

@@ -41,10 +41,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig {
-            listen: vec!["udp:127.0.0.1:5060".into(), "tcp:127.0.0.1:5060".into()],
-            log: "info".into(),
-        }
+        ServerConfig { listen: vec!["udp:127.0.0.1:5060".into(), "tcp:127.0.0.1:5060".into()], log: "info".into() }
     }
 }
 
@@ -62,10 +59,9 @@ pub struct RoutesConfig {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let mut config = Config::parse(&text)
-            .with_context(|| format!("invalid config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut config = Config::parse(&text).with_context(|| format!("invalid config file {}", path.display()))?;
         if let (Some(module), Some(dir)) = (&config.routes.module, path.parent()) {
             if module.is_relative() {
                 config.routes.module = Some(dir.join(module));

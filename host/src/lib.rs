@@ -11,14 +11,14 @@
 //! - [`pike`]: flood detection by source IP;
 //! - [`config`]: `sipbox.toml` with embedded defaults; [`server`]: wires the layers together.
 
-pub mod sip;
-pub mod transport;
-pub mod transaction;
-pub mod location;
-pub mod events;
-pub mod sinks;
-pub mod runtime;
 pub mod config;
-pub mod server;
+pub mod events;
+pub mod location;
 pub mod mi;
 pub mod pike;
+pub mod runtime;
+pub mod server;
+pub mod sinks;
+pub mod sip;
+pub mod transaction;
+pub mod transport;

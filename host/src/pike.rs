@@ -96,12 +96,7 @@ impl Counters {
             }
         }
         let unit = self.unit;
-        let track = self.by_ip.entry(ip).or_insert(Track {
-            unit_start: now,
-            count: 0,
-            blocked: false,
-            last_seen: now,
-        });
+        let track = self.by_ip.entry(ip).or_insert(Track { unit_start: now, count: 0, blocked: false, last_seen: now });
         track.last_seen = now;
         if now.duration_since(track.unit_start) >= unit {
             // A new unit: an address stays blocked only while the unit that

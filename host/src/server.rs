@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Config;
-use crate::events::{usrloc, EventBus};
+use crate::events::{EventBus, usrloc};
 use crate::location::Location;
 use crate::mi::{self, MiContext};
 use crate::pike::Pike;
@@ -38,8 +38,7 @@ fn route_source(config: &Config) -> RouteSource {
 pub async fn check_route(config: &Config, source: RouteSource) -> anyhow::Result<()> {
     let location = Location::open(&crate::location::LocationConfig { db_path: None, ..config.location.clone() })?;
     let limits = config.limits.clone();
-    let runtime =
-        tokio::task::spawn_blocking(move || Runtime::new(limits, location, RouteSource::Embedded)).await??;
+    let runtime = tokio::task::spawn_blocking(move || Runtime::new(limits, location, RouteSource::Embedded)).await??;
     runtime.reload(source).await?;
     Ok(())
 }
@@ -67,8 +66,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // the transports to send: bind with a deferred handler, then point it at
     // the core before any message can be processed.
     let deferred = DeferredHandler::new();
-    let transports =
-        Transports::bind(&listen, deferred.clone()).await.context("cannot open the SIP listeners")?;
+    let transports = Transports::bind(&listen, deferred.clone()).await.context("cannot open the SIP listeners")?;
     let core = Core::new(transports.clone(), config.timers.clone(), Arc::new(runtime.clone()));
     runtime.set_core(core.clone());
     if config.pike.enabled {

@@ -58,7 +58,11 @@ fn wrong_digit_hangs_up_with_403() {
     raise_dtmf(&server, "e2e-dtmf-1", "7");
     let outcome = caller.wait();
     outcome.assert_ok("183, then 403 Wrong Digit");
-    assert!(outcome.waited < Duration::from_secs(8), "403 came late ({:?}): not on the digit?\n{outcome}", outcome.waited);
+    assert!(
+        outcome.waited < Duration::from_secs(8),
+        "403 came late ({:?}): not on the digit?\n{outcome}",
+        outcome.waited
+    );
 }
 
 #[test]

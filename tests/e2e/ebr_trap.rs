@@ -30,7 +30,10 @@ fn raise_trap_event(server: &Server) -> bool {
 /// A call to an ordinary registered user goes through.
 fn assert_calls_work(env: &TestEnv, server: &mut Server) {
     let mut others = Vec::new();
-    assert!(RawUdp::new().options(server.addr(), Duration::from_secs(5), &mut others).is_some(), "no answer to OPTIONS");
+    assert!(
+        RawUdp::new().options(server.addr(), Duration::from_secs(5), &mut others).is_some(),
+        "no answer to OPTIONS"
+    );
     let [uas_port] = free_ports();
     register(env, server, &["ivan"], uas_port, 600);
     let callee = uas(env, "uas_rr.xml", uas_port);
@@ -73,6 +76,10 @@ fn route_that_traps_when_resumed_gets_500() {
         std::thread::sleep(Duration::from_millis(20));
     }
     caller.wait().assert_ok("a route trapping after its wait gets 500");
-    assert!(started.elapsed() < Duration::from_secs(8), "the 500 came after {:?}: not resumed by the event", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the 500 came after {:?}: not resumed by the event",
+        started.elapsed()
+    );
     assert_calls_work(&env, &mut server);
 }

@@ -15,8 +15,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    HttpReceiver, LOCALHOST, RawUdp, Route, Server, ServerConfig, TestEnv, free_ports, mi_call, register, status_of, uac,
-    uas,
+    HttpReceiver, LOCALHOST, RawUdp, Route, Server, ServerConfig, TestEnv, free_ports, mi_call, register, status_of,
+    uac, uas,
 };
 
 /// How long the route may take to send the push once the INVITE is out.

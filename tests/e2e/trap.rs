@@ -42,7 +42,10 @@ fn runaway_route_is_stopped_with_500() {
     // Twice in a row, then the server still answers.
     uac(&env, &server, "uac_expect_500.xml", "loop").run().assert_ok("a second runaway request gets 500 too");
     let mut others = Vec::new();
-    assert!(RawUdp::new().options(server.addr(), Duration::from_secs(5), &mut others).is_some(), "server stopped answering");
+    assert!(
+        RawUdp::new().options(server.addr(), Duration::from_secs(5), &mut others).is_some(),
+        "server stopped answering"
+    );
     assert!(server.is_running(), "the server exited\n{}", server.log());
 }
 

@@ -16,7 +16,7 @@
 
 use sipbox_guest::events::{self, param};
 use sipbox_guest::tm::{BranchSource, InjectFlags};
-use sipbox_guest::{proxy, Event, Method, Request, Route, config, location, tm, uri};
+use sipbox_guest::{Event, Method, Request, Route, config, location, proxy, tm, uri};
 
 /// The custom event linking the pickup call to the ringing call.
 const PICKUP_EVENT: &str = "E_CALL_PICKUP";
@@ -139,11 +139,9 @@ fn pickup_group(user: &str) -> Option<String> {
     config::get(&format!("pickup_group_{user}")).map(|g| g.trim().to_owned()).filter(|g| !g.is_empty())
 }
 
-
 /// A positive integer setting, or `default` when absent or malformed.
 fn config_u32(name: &str, default: u32) -> u32 {
     config::get(name).and_then(|v| v.trim().parse().ok()).filter(|n| *n > 0).unwrap_or(default)
 }
-
 
 sipbox_guest::route!(CallPickup);

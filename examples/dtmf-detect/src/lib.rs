@@ -14,7 +14,7 @@
 //! Other requests are routed like the default route.
 
 use sipbox_guest::events;
-use sipbox_guest::{proxy, Method, Request, Route, config, tm, uri};
+use sipbox_guest::{Method, Request, Route, config, proxy, tm, uri};
 
 /// The event the media server raises for each detected digit.
 const DTMF_EVENT: &str = "E_DTMF";
@@ -78,12 +78,9 @@ fn pin_call(req: &Request, target: &str) {
     proxy::relay_to_contacts(req);
 }
 
-
-
 /// A positive integer setting, or `default` when absent or malformed.
 fn config_u32(name: &str, default: u32) -> u32 {
     config::get(name).and_then(|v| v.trim().parse().ok()).filter(|n| *n > 0).unwrap_or(default)
 }
-
 
 sipbox_guest::route!(DtmfDetect);

@@ -42,7 +42,8 @@ impl Route for EbrTrap {
     fn on_notify(route: &str, event: &Event, tid: tm::Tid) {
         // The subscriber trapped: its transaction was answered 500, so this
         // must fail without harm.
-        let result = tm::inject_branches(tid, &BranchSource::Uris(vec!["sip:nobody@127.0.0.1:9".into()]), InjectFlags::empty());
+        let result =
+            tm::inject_branches(tid, &BranchSource::Uris(vec!["sip:nobody@127.0.0.1:9".into()]), InjectFlags::empty());
         sipbox_guest::info!("on_notify {route} for {} after the trap: inject into {tid}: {result:?}", event.name);
     }
 }

@@ -17,7 +17,7 @@
 
 use sipbox_guest::events;
 use sipbox_guest::tm::{BranchSource, InjectFlags};
-use sipbox_guest::{proxy, Event, Method, Reply, Request, Route, config, location, rest, tm};
+use sipbox_guest::{Event, Method, Reply, Request, Route, config, location, proxy, rest, tm};
 
 /// The registrar's event for a contact that was not registered before.
 const CONTACT_INSERT: &str = "E_UL_CONTACT_INSERT";
@@ -131,13 +131,10 @@ fn send_push(user: &str, call_id: &str) -> bool {
     }
 }
 
-
-
 /// A positive integer setting, or `default` when absent or malformed.
 fn config_u32(name: &str, default: u32) -> u32 {
     config::get(name).and_then(|v| v.trim().parse().ok()).filter(|n| *n > 0).unwrap_or(default)
 }
-
 
 /// `s` as a JSON string literal.
 fn json_string(s: &str) -> String {

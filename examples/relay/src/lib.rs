@@ -59,4 +59,3 @@ fn is_yes(value: &str) -> bool {
 }
 
 sipbox_guest::route!(Relay);
-

@@ -23,7 +23,7 @@ const HEADROOM: usize = 64;
 /// A running server with room for `n` parked calls.
 pub struct ParkedCallServer {
     pub runtime: Runtime,
-        pub bus: EventBus,
+    pub bus: EventBus,
     /// Its UDP listener.
     pub addr: SocketAddr,
     // Kept alive for the bench's lifetime.
@@ -79,7 +79,12 @@ pub async fn start_route(
 /// UAC would, resends the INVITEs of calls not parked yet (a datagram was dropped; the server
 /// absorbs a retransmission and resends the 183) until all are, for at most two minutes.
 /// Returns how many calls are parked.
-pub async fn park_all(caller: &UdpSocket, server: SocketAddr, n: usize, parked: &Mutex<HashSet<usize>>) -> anyhow::Result<usize> {
+pub async fn park_all(
+    caller: &UdpSocket,
+    server: SocketAddr,
+    n: usize,
+    parked: &Mutex<HashSet<usize>>,
+) -> anyhow::Result<usize> {
     let from = caller.local_addr()?;
     let count = || parked.lock().unwrap_or_else(|p| p.into_inner()).len();
     for i in 0..n {

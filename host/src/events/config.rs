@@ -131,10 +131,7 @@ impl EventsConfig {
         anyhow::ensure!(!self.flatstore_delimiter.is_empty(), "events.flatstore_delimiter must not be empty");
         anyhow::ensure!(self.stream_timeout_ms > 0, "events.stream_timeout_ms must be at least 1");
         anyhow::ensure!(self.ebr_max_waiters > 0, "events.ebr_max_waiters must be at least 1");
-        anyhow::ensure!(
-            self.ebr_max_notify_concurrency > 0,
-            "events.ebr_max_notify_concurrency must be at least 1"
-        );
+        anyhow::ensure!(self.ebr_max_notify_concurrency > 0, "events.ebr_max_notify_concurrency must be at least 1");
         for s in &self.subscribe {
             super::check_name(&s.event)?;
         }
@@ -146,9 +143,7 @@ impl EventsConfig {
         let s = self.flatstore_file_permissions.trim();
         match u32::from_str_radix(s, 8) {
             Ok(mode) if !s.is_empty() && mode <= 0o7777 => Ok(mode),
-            _ => anyhow::bail!(
-                "events.flatstore_file_permissions must be an octal mode like \"644\", not {s:?}"
-            ),
+            _ => anyhow::bail!("events.flatstore_file_permissions must be an octal mode like \"644\", not {s:?}"),
         }
     }
 }

@@ -385,7 +385,8 @@ impl EventSubs {
                     if !name.eq_ignore_ascii_case(key) {
                         continue;
                     }
-                    let ids = filter::with_text(value, |text| std::str::from_utf8(text).ok().and_then(|t| values.get(t)));
+                    let ids =
+                        filter::with_text(value, |text| std::str::from_utf8(text).ok().and_then(|t| values.get(t)));
                     seen.extend_from_slice(ids.map_or(&[][..], |ids| &ids[..]));
                 }
             }

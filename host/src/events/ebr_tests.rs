@@ -22,7 +22,8 @@ fn ev(name: &str, params: Params) -> Event {
 }
 
 fn bus_with(max_waiters: usize, max_notify: usize) -> EventBus {
-    let cfg = EventsConfig { ebr_max_waiters: max_waiters, ebr_max_notify_concurrency: max_notify, ..Default::default() };
+    let cfg =
+        EventsConfig { ebr_max_waiters: max_waiters, ebr_max_notify_concurrency: max_notify, ..Default::default() };
     EventBus::try_new(&cfg).expect("bus")
 }
 
@@ -200,7 +201,9 @@ async fn dropping_the_wait_removes_the_waiter_at_once() {
 async fn exact_and_glob_filters_together_use_the_index_correctly() {
     let bus = bus();
     // Indexed by callid=c1 but also needs digit=[0-4].
-    let low = tokio::spawn(bus.wait_for_event("E_DTMF", filters(&["digit=[0-4]", "callid=c1"]), Duration::from_secs(9)).unwrap());
+    let low = tokio::spawn(
+        bus.wait_for_event("E_DTMF", filters(&["digit=[0-4]", "callid=c1"]), Duration::from_secs(9)).unwrap(),
+    );
     // Indexed under a key written in capitals.
     let any = tokio::spawn(bus.wait_for_event("E_DTMF", filters(&["CALLID=c1"]), Duration::from_secs(9)).unwrap());
     settle().await;
@@ -228,7 +231,10 @@ async fn waiters_are_bounded_by_config() {
     drop(a);
     assert!(bus.wait_for_event("E", filters(&[]), Duration::from_secs(5)).is_ok());
     // Bad names are refused like any subscription.
-    assert!(matches!(bus.wait_for_event("", filters(&[]), Duration::from_secs(1)).map(drop), Err(EventError::BadName(_))));
+    assert!(matches!(
+        bus.wait_for_event("", filters(&[]), Duration::from_secs(1)).map(drop),
+        Err(EventError::BadName(_))
+    ));
 }
 
 // ---------------------------------------------------------------- notify
@@ -237,8 +243,14 @@ async fn waiters_are_bounded_by_config() {
 async fn notify_fires_several_times_until_expiry() {
     let bus = bus();
     let mut rx = notes(&bus);
-    bus.notify_on_event("E_UL_CONTACT_INSERT", filters(&["aor=bob@*"]), "fork_call".into(), 77, Duration::from_secs(20))
-        .unwrap();
+    bus.notify_on_event(
+        "E_UL_CONTACT_INSERT",
+        filters(&["aor=bob@*"]),
+        "fork_call".into(),
+        77,
+        Duration::from_secs(20),
+    )
+    .unwrap();
     // Publishes the name, as OpenSIPS does for a custom event.
     assert!(bus.event_id("E_UL_CONTACT_INSERT").is_some());
     bus.notify_on_event("E_CUSTOM_NEW", filters(&[]), "r".into(), 1, Duration::from_secs(1)).unwrap();
@@ -350,7 +362,9 @@ async fn ten_thousand_waiters_each_woken_by_its_own_event() {
     let bus = bus();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     for n in 0..N {
-        let wait = bus.wait_for_event("E_DTMF", filters(&[&format!("callid={n}"), "digit=*"]), Duration::from_secs(120)).unwrap();
+        let wait = bus
+            .wait_for_event("E_DTMF", filters(&[&format!("callid={n}"), "digit=*"]), Duration::from_secs(120))
+            .unwrap();
         let done = done_tx.clone();
         tokio::spawn(async move {
             if let Some(event) = wait.await {

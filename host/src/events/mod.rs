@@ -221,8 +221,7 @@ pub enum EventError {
 
 /// Checks an event name: 1..=64 bytes, no whitespace or control characters.
 pub(crate) fn check_name(name: &str) -> Result<(), EventError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_EVENT_NAME
-        && !name.chars().any(|c| c.is_whitespace() || c.is_control());
+    let ok =
+        !name.is_empty() && name.len() <= MAX_EVENT_NAME && !name.chars().any(|c| c.is_whitespace() || c.is_control());
     if ok { Ok(()) } else { Err(EventError::BadName(name.chars().take(80).collect())) }
 }

@@ -63,9 +63,7 @@ pub(crate) fn to_value(event: &Event) -> serde_json::Value {
         let p = if params.is_positional() {
             serde_json::Value::Array(params.0.iter().map(|(_, v)| json(v)).collect())
         } else {
-            serde_json::Value::Object(
-                params.0.iter().map(|(n, v)| (n.clone().unwrap_or_default(), json(v))).collect(),
-            )
+            serde_json::Value::Object(params.0.iter().map(|(n, v)| (n.clone().unwrap_or_default(), json(v))).collect())
         };
         obj.insert("params".into(), p);
     }

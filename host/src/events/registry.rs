@@ -178,7 +178,9 @@ impl EventBus {
                 }
                 match sub.offer(&event) {
                     Queued::Yes => reached += 1,
-                    Queued::Full => tracing::debug!(socket = %sub.socket, event = %event.name, "event queue full; dropped"),
+                    Queued::Full => {
+                        tracing::debug!(socket = %sub.socket, event = %event.name, "event queue full; dropped")
+                    }
                     Queued::Closed => {}
                 }
             }
@@ -313,11 +315,8 @@ impl EventBus {
         self.purge(Some(event), now);
         let table = self.read();
         let (id, slot) = lookup(&table, event)?;
-        let sub = slot
-            .subs
-            .iter()
-            .find(|s| s.key == key)
-            .ok_or_else(|| EventError::NoSuchSubscriber(socket.to_owned()))?;
+        let sub =
+            slot.subs.iter().find(|s| s.key == key).ok_or_else(|| EventError::NoSuchSubscriber(socket.to_owned()))?;
         Ok(json!({ "Event": { "name": &*slot.name, "id": id, "Subscriber": sub.to_json(now) } }))
     }
 

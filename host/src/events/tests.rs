@@ -325,8 +325,21 @@ async fn usrloc_bridge_raises_contact_insert_for_a_register() {
     assert_eq!(
         names,
         [
-            "domain", "aor", "uri", "received", "path", "qval", "user_agent", "socket", "bflags", "expires",
-            "callid", "cseq", "attr", "latency", "shtag"
+            "domain",
+            "aor",
+            "uri",
+            "received",
+            "path",
+            "qval",
+            "user_agent",
+            "socket",
+            "bflags",
+            "expires",
+            "callid",
+            "cseq",
+            "attr",
+            "latency",
+            "shtag"
         ]
     );
     let s = |v: &str| Value::Str(v.into());

@@ -199,11 +199,8 @@ async fn flatstore_rotates_by_size() {
     let Some(Value::Str(old)) = rotation.param("old_filename") else { panic!("old_filename") };
     assert!(old.starts_with(&format!("{p}.")), "renamed with a timestamp suffix: {old}");
 
-    let mut rotated: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|f| f != &path)
-        .collect();
+    let mut rotated: Vec<_> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).filter(|f| f != &path).collect();
     rotated.sort_by_key(|f| std::fs::metadata(f).unwrap().modified().unwrap());
     assert_eq!(rotated.len(), 2, "10 lines, 5 per file: two rotations");
     let mut all = Vec::new();

@@ -38,9 +38,7 @@ impl Clock {
         let target = Duration::from_secs(unix).saturating_sub(self.base_unix);
         // `checked_add` fails only for absurd far-future values; a day from now
         // is as good as "never" because the purge task re-computes after waking.
-        self.base
-            .checked_add(target)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400))
+        self.base.checked_add(target).unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400))
     }
 }
 
@@ -48,10 +46,7 @@ impl Clock {
 /// requires (RFC 3261 20.17): `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub(crate) fn http_date(unix: u64) -> String {
     let d = CivilTime::from_unix(unix);
-    format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
-        d.weekday, d.day, d.month, d.year, d.hour, d.minute, d.second
-    )
+    format!("{}, {:02} {} {} {:02}:{:02}:{:02} GMT", d.weekday, d.day, d.month, d.year, d.hour, d.minute, d.second)
 }
 
 /// A UTC calendar time broken down for formatting (no time zone database).
@@ -70,8 +65,7 @@ pub(crate) struct CivilTime {
 impl CivilTime {
     pub(crate) fn from_unix(unix: u64) -> CivilTime {
         const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]; // 1970-01-01 was a Thursday
-        const MONTHS: [&str; 12] =
-            ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+        const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
         let days = unix / 86_400;
         let secs = unix % 86_400;
         let (year, month, day) = civil_from_days(days);

@@ -61,8 +61,7 @@ pub(crate) struct Persist {
 /// Opens (or creates) the database, removes expired and unreadable records,
 /// and returns the live bindings.
 pub(crate) fn open(path: &Path, now: u64) -> anyhow::Result<(Database, Vec<Binding>)> {
-    let db = Database::create(path)
-        .with_context(|| format!("opening location database {}", path.display()))?;
+    let db = Database::create(path).with_context(|| format!("opening location database {}", path.display()))?;
     let mut live = Vec::new();
     let txn = db.begin_write()?;
     {
@@ -134,9 +133,7 @@ impl Persist {
     /// When the last commit failed or the writer has stopped.
     pub(crate) fn flush(&self) -> anyhow::Result<()> {
         let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-        self.tx
-            .send(Op::Flush(reply_tx))
-            .map_err(|_| anyhow::anyhow!("location writer has stopped"))?;
+        self.tx.send(Op::Flush(reply_tx)).map_err(|_| anyhow::anyhow!("location writer has stopped"))?;
         match reply_rx.recv() {
             Ok(result) => result.map_err(|e| anyhow::anyhow!("persisting locations: {e}")),
             Err(_) => anyhow::bail!("location writer stopped before flushing"),
@@ -268,7 +265,8 @@ mod tests {
     fn a_full_queue_marks_dirty_instead_of_blocking() {
         // No writer drains this queue, so a blocking send would hang the test.
         let (tx, _rx) = mpsc::sync_channel(QUEUE_CAPACITY);
-        let p = Persist { tx, dirty: Arc::new(AtomicBool::new(false)), seq: AtomicU64::new(0), writer: Mutex::new(None) };
+        let p =
+            Persist { tx, dirty: Arc::new(AtomicBool::new(false)), seq: AtomicU64::new(0), writer: Mutex::new(None) };
         for _ in 0..QUEUE_CAPACITY {
             p.put(binding("a", "sip:a@x"));
         }

@@ -204,9 +204,9 @@ fn aor_from_uri(cfg: &LocationConfig, uri: &Uri<'_>) -> Option<String> {
 /// without `use_domain`, a port is dropped with it).
 pub(crate) fn aor_from_input(cfg: &LocationConfig, input: &str) -> Option<String> {
     let input = input.trim();
-    let is_uri = input.split_once(':').is_some_and(|(scheme, _)| {
-        scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips")
-    });
+    let is_uri = input
+        .split_once(':')
+        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips"));
     if is_uri {
         return Uri::parse(input).ok().and_then(|uri| aor_from_uri(cfg, &uri));
     }
@@ -335,13 +335,18 @@ mod tests {
 
     #[test]
     fn q_values_follow_the_rfc_grammar() {
-        for (s, q) in [("0", 0.0), ("1", 1.0), ("0.5", 0.5), ("0.", 0.0), ("0.125", 0.125), ("1.000", 1.0), ("0.05", 0.05)] {
+        for (s, q) in
+            [("0", 0.0), ("1", 1.0), ("0.5", 0.5), ("0.", 0.0), ("0.125", 0.125), ("1.000", 1.0), ("0.05", 0.05)]
+        {
             assert_eq!(parse_q(s), Some(q), "{s}");
         }
         for s in ["", "1.001", "2", "0.1234", ".5", "-0", "0.a", "01", "1e0", " 0.5"] {
             assert_eq!(parse_q(s), None, "{s:?}");
         }
-        assert_eq!([format_q(1.0), format_q(0.0), format_q(0.5), format_q(0.125), format_q(0.1)], ["1", "0", "0.5", "0.125", "0.1"]);
+        assert_eq!(
+            [format_q(1.0), format_q(0.0), format_q(0.5), format_q(0.125), format_q(0.1)],
+            ["1", "0", "0.5", "0.125", "0.1"]
+        );
     }
 
     #[test]
@@ -384,7 +389,10 @@ mod tests {
         let domain = LocationConfig { use_domain: true, ..LocationConfig::default() };
         assert_eq!(aor_from_input(&plain, "sip:alice@example.com").as_deref(), Some("alice"));
         assert_eq!(aor_from_input(&plain, "alice@example.com").as_deref(), Some("alice"));
-        assert_eq!(aor_from_input(&domain, "sip:alice@EXAMPLE.com:5060;user=phone").as_deref(), Some("alice@example.com"));
+        assert_eq!(
+            aor_from_input(&domain, "sip:alice@EXAMPLE.com:5060;user=phone").as_deref(),
+            Some("alice@example.com")
+        );
         assert_eq!(aor_from_input(&domain, "alice@[2001:DB8::1]").as_deref(), Some("alice@[2001:db8::1]"));
         assert_eq!(aor_from_input(&domain, "alice@[2001:db8::1]:5060").as_deref(), Some("alice@[2001:db8::1]"));
         assert_eq!(aor_from_input(&domain, "alice@example.com:5060").as_deref(), Some("alice@example.com"));

@@ -30,7 +30,10 @@ pub(crate) enum Change {
     /// Something besides the expiry changed (contact text, q, received,
     /// User-Agent or Call-ID). `previous` is needed to drop its persisted key
     /// when the contact text changed.
-    Updated { previous: Binding, current: Binding },
+    Updated {
+        previous: Binding,
+        current: Binding,
+    },
     /// Only the expiry (and CSeq) changed: a plain re-registration.
     Refreshed(Binding),
     Deleted(Binding),

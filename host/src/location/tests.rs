@@ -182,7 +182,10 @@ async fn multiple_contacts_ordered_by_q() {
             "<sip:low@192.0.2.1>;expires=300;q=0.1",
         ]
     );
-    assert_eq!(contacts(&loc, "alice"), ["sip:none@192.0.2.3", "sip:top@192.0.2.4", "sip:mid@192.0.2.2", "sip:low@192.0.2.1"]);
+    assert_eq!(
+        contacts(&loc, "alice"),
+        ["sip:none@192.0.2.3", "sip:top@192.0.2.4", "sip:mid@192.0.2.2", "sip:low@192.0.2.1"]
+    );
     assert_eq!(loc.lookup("alice")[2].q, Some(0.5));
 
     for bad in ["1.5", "0.1234", "abc", "-0.5", ""] {
@@ -216,10 +219,7 @@ async fn min_and_max_expires() {
 #[tokio::test]
 async fn contact_expires_param_overrides_header() {
     let loc = Location::open(&memory_cfg()).unwrap();
-    let out = save(
-        &loc,
-        reg(1).contact("<sip:a@192.0.2.1>;expires=120").contact("<sip:b@192.0.2.2>").expires(300),
-    );
+    let out = save(&loc, reg(1).contact("<sip:a@192.0.2.1>;expires=120").contact("<sip:b@192.0.2.2>").expires(300));
     let mut lines = header(&out, "Contact");
     lines.sort();
     assert_eq!(lines, ["<sip:a@192.0.2.1>;expires=120", "<sip:b@192.0.2.2>;expires=300"]);
@@ -264,7 +264,9 @@ async fn max_contacts_refuses_growth_with_503() {
 async fn lookup_by_uri_or_aor() {
     let loc = Location::open(&memory_cfg()).unwrap();
     save(&loc, reg(1).contact("<sip:alice@192.0.2.10>"));
-    for name in ["alice", "sip:alice@example.com", "SIP:alice@other.example:5070;user=phone", "alice@example.com", " alice "] {
+    for name in
+        ["alice", "sip:alice@example.com", "SIP:alice@other.example:5070;user=phone", "alice@example.com", " alice "]
+    {
         assert_eq!(loc.lookup(name).len(), 1, "{name}");
     }
     for name in ["Alice", "sip:bob@example.com", "", "sip:example.com", "tel:+1234"] {
@@ -275,7 +277,8 @@ async fn lookup_by_uri_or_aor() {
     let loc = Location::open(&LocationConfig { use_domain: true, ..memory_cfg() }).unwrap();
     save(&loc, reg(1).contact("<sip:alice@192.0.2.10>"));
     assert_eq!(loc.dump()[0].aor, "alice@example.com");
-    for name in ["alice@example.com", "alice@EXAMPLE.com:5060", "sip:alice@Example.COM", "sips:alice@example.com:5061"] {
+    for name in ["alice@example.com", "alice@EXAMPLE.com:5060", "sip:alice@Example.COM", "sips:alice@example.com:5061"]
+    {
         assert_eq!(loc.lookup(name).len(), 1, "{name}");
     }
     for name in ["alice", "alice@example.org", "sip:ALICE@example.com"] {

@@ -253,7 +253,8 @@ impl HttpUrl {
 /// handles that through [`parse_response_at_eof`]).
 fn parse_response(raw: &[u8]) -> anyhow::Result<Option<(u16, Vec<u8>)>> {
     let Some(head_len) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { return Ok(None) };
-    let head = std::str::from_utf8(raw.get(..head_len).unwrap_or_default()).context("HTTP response head is not UTF-8")?;
+    let head =
+        std::str::from_utf8(raw.get(..head_len).unwrap_or_default()).context("HTTP response head is not UTF-8")?;
     let rest = raw.get(head_len + 4..).unwrap_or_default();
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or("");

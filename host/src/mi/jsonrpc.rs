@@ -368,8 +368,8 @@ mod tests {
 
     #[test]
     fn typed_getters_name_the_parameter() {
-        let args = Args::bind(SUBSCRIBE, ParamsIn::Positional(vec![json!(["x"]), json!("s"), json!("ten")]))
-            .expect("binds");
+        let args =
+            Args::bind(SUBSCRIBE, ParamsIn::Positional(vec![json!(["x"]), json!("s"), json!("ten")])).expect("binds");
         let err = args.str("event").expect_err("array is not a string");
         assert_eq!(err.data.as_deref(), Some("Bad type for parameter 'event'"));
         let err = args.int("expire").expect_err("not a number");
@@ -402,7 +402,10 @@ mod tests {
 
     #[test]
     fn errors_serialise_with_optional_data() {
-        assert_eq!(MiError::new(404, "Event not registered").to_json(), json!({"code": 404, "message": "Event not registered"}));
+        assert_eq!(
+            MiError::new(404, "Event not registered").to_json(),
+            json!({"code": 404, "message": "Event not registered"})
+        );
         assert_eq!(
             MiError::invalid_params("Negative expire value").to_json(),
             json!({"code": -32602, "message": "Invalid params", "data": "Negative expire value"})

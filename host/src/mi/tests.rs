@@ -162,13 +162,15 @@ async fn jsonrpc_errors_follow_opensips() {
     let (_, reply) = http_json(&mi, r#"{"jsonrpc":"2.0","id":4,"method":"ps","params":["extra"]}"#).await;
     assert_eq!(reply["error"]["code"], -32602);
     assert_eq!(reply["error"]["message"], "Invalid params");
-    let (_, reply) = http_json(&mi, r#"{"jsonrpc":"2.0","id":5,"method":"ul_show_contact","params":{"aor":"a","x":1}}"#).await;
+    let (_, reply) =
+        http_json(&mi, r#"{"jsonrpc":"2.0","id":5,"method":"ul_show_contact","params":{"aor":"a","x":1}}"#).await;
     assert!(reply["error"]["data"].as_str().is_some_and(|d| d.contains("unknown parameter 'x'")), "{reply}");
     let (_, reply) = http_json(&mi, r#"{"jsonrpc":"1.0","id":6,"method":"ps"}"#).await;
     assert_eq!((reply["error"]["code"].as_i64(), &reply["id"]), (Some(-32600), &json!(6)));
 
     // A notification gets no reply; in a batch it is left out.
-    let (status, body) = raw_http(mi.server.http_addr().expect("http"), &post("/mi", r#"{"jsonrpc":"2.0","method":"ps"}"#)).await;
+    let (status, body) =
+        raw_http(mi.server.http_addr().expect("http"), &post("/mi", r#"{"jsonrpc":"2.0","method":"ps"}"#)).await;
     assert_eq!((status, body.len()), (204, 0));
     let (_, reply) = http_json(
         &mi,
@@ -215,7 +217,8 @@ async fn http_transport_limits_and_paths() {
     let (status, _) = raw_http(addr, huge).await;
     assert_eq!(status, 413, "refused from the declared length alone");
     // Without a Content-Length (chunked), the limit still applies while reading.
-    let mut chunked = b"POST /mi HTTP/1.1\r\nHost: mi\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    let mut chunked =
+        b"POST /mi HTTP/1.1\r\nHost: mi\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
     for _ in 0..(MAX_REQUEST_BYTES / 4096 + 2) {
         chunked.extend_from_slice(format!("1000\r\n{}\r\n", "y".repeat(4096)).as_bytes());
     }
@@ -252,12 +255,20 @@ async fn usrloc_commands_show_and_remove_registrations() {
     let shown = mi.call("ul_show_contact", json!(["location", "sip:bob@example.com"])).await.expect("show");
     assert_eq!(shown["AOR"], "bob");
     assert_eq!(shown["Contacts"][0]["Contact"], "sip:bob@192.0.2.12:5060");
-    assert_eq!(mi.call_err("ul_show_contact", json!(["carol"])).await, RemoteError { code: 404, message: "AOR not found".into(), data: None });
+    assert_eq!(
+        mi.call_err("ul_show_contact", json!(["carol"])).await,
+        RemoteError { code: 404, message: "AOR not found".into(), data: None }
+    );
     assert_eq!(mi.call_err("ul_show_contact", json!(["other", "bob"])).await.message, "Table not found");
 
-    mi.call("ul_rm_contact", json!({"aor": "alice", "contact": "sip:alice@192.0.2.11:5060"})).await.expect("rm contact");
+    mi.call("ul_rm_contact", json!({"aor": "alice", "contact": "sip:alice@192.0.2.11:5060"}))
+        .await
+        .expect("rm contact");
     assert_eq!(mi.ctx.location.lookup("alice").len(), 1);
-    assert_eq!(mi.call_err("ul_rm_contact", json!(["alice", "sip:nobody@192.0.2.1"])).await.message, "Contact not found");
+    assert_eq!(
+        mi.call_err("ul_rm_contact", json!(["alice", "sip:nobody@192.0.2.1"])).await.message,
+        "Contact not found"
+    );
     assert_eq!(mi.call("ul_rm", json!(["location", "bob"])).await.expect("rm"), json!("OK"));
     assert_eq!(mi.call_err("ul_rm", json!(["bob"])).await.message, "AOR not found");
 }
@@ -286,15 +297,24 @@ async fn statistics_cover_every_layer() {
     register(&mi, "alice", "<sip:alice@192.0.2.10:5060>", "s1");
 
     let all = mi.call("get_statistics", json!([["all"]])).await.expect("all");
-    for key in ["core:timestamp", "tm:inuse_transactions", "net:udp_send_drops", "usrloc:registered_users",
-        "usrloc:location-contacts", "evi:events_raised"]
-    {
+    for key in [
+        "core:timestamp",
+        "tm:inuse_transactions",
+        "net:udp_send_drops",
+        "usrloc:registered_users",
+        "usrloc:location-contacts",
+        "evi:events_raised",
+    ] {
         assert!(all.get(key).is_some_and(Value::is_u64), "{key} in {all}");
     }
     assert!(all.get("runtime:invocations").is_none(), "no runtime in this context");
     let usrloc = mi.call("get_statistics", json!({"statistics": ["usrloc:"]})).await.expect("group");
-    assert_eq!(usrloc, json!({"usrloc:registered_users": 1, "usrloc:location-users": 1, "usrloc:location-contacts": 1}));
-    let one = mi.call("get_statistics", json!([["REGISTERED_USERS", "tm:inuse_transactions", "nope"]])).await.expect("names");
+    assert_eq!(
+        usrloc,
+        json!({"usrloc:registered_users": 1, "usrloc:location-users": 1, "usrloc:location-contacts": 1})
+    );
+    let one =
+        mi.call("get_statistics", json!([["REGISTERED_USERS", "tm:inuse_transactions", "nope"]])).await.expect("names");
     assert_eq!(one, json!({"usrloc:registered_users": 1, "tm:inuse_transactions": 0}));
     let single = mi.call("get_statistics", json!({"statistics": "net:"})).await.expect("a string is one selector");
     assert_eq!(single.as_object().map(|o| o.len()), Some(3));
@@ -310,13 +330,16 @@ async fn reload_routes_swaps_or_names_the_refusal() {
     let location = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() }).expect("location");
     let runtime = {
         let location = location.clone();
-        tokio::task::spawn_blocking(move || Runtime::new(crate::runtime::Limits::default(), location, RouteSource::Embedded))
-            .await
-            .expect("join")
-            .expect("embedded route loads")
+        tokio::task::spawn_blocking(move || {
+            Runtime::new(crate::runtime::Limits::default(), location, RouteSource::Embedded)
+        })
+        .await
+        .expect("join")
+        .expect("embedded route loads")
     };
     let bus = EventBus::new(&EventsConfig::default());
-    let mi = start(MiContext::new(bus.clone(), location.clone(), RouteSource::Embedded).with_runtime(runtime.clone())).await;
+    let mi =
+        start(MiContext::new(bus.clone(), location.clone(), RouteSource::Embedded).with_runtime(runtime.clone())).await;
     let before = runtime.current().generation;
     assert_eq!(mi.call("reload_routes", Value::Null).await.expect("reload"), json!("OK"));
     assert!(runtime.current().generation > before, "a new module generation serves");
@@ -326,7 +349,9 @@ async fn reload_routes_swaps_or_names_the_refusal() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bogus = dir.path().join("not-a-module.wasm");
     std::fs::write(&bogus, b"this is not wasm").expect("write");
-    let bad = start(MiContext::new(bus.clone(), location.clone(), RouteSource::File(bogus)).with_runtime(runtime.clone())).await;
+    let bad =
+        start(MiContext::new(bus.clone(), location.clone(), RouteSource::File(bogus)).with_runtime(runtime.clone()))
+            .await;
     let generation = runtime.current().generation;
     let err = bad.call_err("reload_routes", Value::Null).await;
     assert_eq!((err.code, err.message.as_str()), (500, "Failed to reload"));

@@ -26,7 +26,8 @@ impl Listener {
 
     async fn next(&self) -> String {
         let mut buf = vec![0u8; 65_536];
-        let (n, _) = tokio::time::timeout(WAIT, self.sock.recv_from(&mut buf)).await.expect("event in time").expect("recv");
+        let (n, _) =
+            tokio::time::timeout(WAIT, self.sock.recv_from(&mut buf)).await.expect("event in time").expect("recv");
         String::from_utf8(buf[..n].to_vec()).expect("UTF-8 payload")
     }
 }
@@ -192,7 +193,10 @@ async fn flatstore_rotation_over_mi() {
     // logrotate: move the file away, then tell the MI; the next line goes to a new file.
     let moved = dir.path().join("events.log.1");
     std::fs::rename(&path, &moved).expect("rename");
-    assert_eq!(mi.call("event_flatstore:rotate", json!({"path_to_file": path_str})).await.expect("rotate"), json!("OK"));
+    assert_eq!(
+        mi.call("event_flatstore:rotate", json!({"path_to_file": path_str})).await.expect("rotate"),
+        json!("OK")
+    );
     mi.call("raise_event", json!(["E_ROT", ["two"]])).await.expect("raise");
     let fresh = wait_for(|| read(&path).filter(|t| t.contains("E_ROT,two"))).await;
     assert!(!fresh.contains("one"), "the new file starts empty: {fresh:?}");

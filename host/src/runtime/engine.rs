@@ -2,8 +2,8 @@
 //! allocator, and the epoch ticker that bounds guest CPU time. Every number that
 //! sizes the sandbox is set here, each with the reason for its value.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -111,10 +111,7 @@ impl Limits {
             self.max_instances,
             max_instances_for(mappings),
         );
-        anyhow::ensure!(
-            (1..=4096).contains(&self.memory_mb),
-            "limits.memory_mb must be between 1 and 4096"
-        );
+        anyhow::ensure!((1..=4096).contains(&self.memory_mb), "limits.memory_mb must be between 1 and 4096");
         anyhow::ensure!(self.cpu_ms >= 1, "limits.cpu_ms must be at least 1");
         anyhow::ensure!(self.wall_ms >= self.cpu_ms, "limits.wall_ms must be at least limits.cpu_ms");
         anyhow::ensure!(
@@ -127,10 +124,7 @@ impl Limits {
              instance, so the first run must too, or state kept in a warm instance could make the \
              two runs differ"
         );
-        anyhow::ensure!(
-            self.pool_threshold_percent <= 100,
-            "limits.pool_threshold_percent must be between 0 and 100"
-        );
+        anyhow::ensure!(self.pool_threshold_percent <= 100, "limits.pool_threshold_percent must be between 0 and 100");
         Ok(())
     }
 }
@@ -156,10 +150,7 @@ fn max_instances_for(mappings: u64) -> u64 {
 
 /// The kernel's per-process mapping limit; Linux's default when unreadable.
 fn max_map_count() -> u64 {
-    std::fs::read_to_string("/proc/sys/vm/max_map_count")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(65_530)
+    std::fs::read_to_string("/proc/sys/vm/max_map_count").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(65_530)
 }
 
 /// Builds the engine. Uses the pooling allocator when the address space can

@@ -13,8 +13,8 @@
 use wasmtime::component::{ComponentExportIndex, Instance, InstancePre, Resource};
 use wasmtime::{AsContextMut, Result};
 
-use super::bindings::types::{Event, Tid};
 use super::bindings::RoutePre;
+use super::bindings::types::{Event, Tid};
 use super::host::message::{ReplyHandle, RequestHandle};
 use super::state::HostState;
 
@@ -42,9 +42,7 @@ impl RouteModulePre {
         RoutePre::new(pre.clone())?;
         let component = pre.component();
         let index = |name: &str| {
-            component
-                .get_export_index(None, name)
-                .ok_or_else(|| anyhow::anyhow!("no export named `{name}`"))
+            component.get_export_index(None, name).ok_or_else(|| anyhow::anyhow!("no export named `{name}`"))
         };
         let indices = ExportIndices {
             on_request: index("on-request")?,

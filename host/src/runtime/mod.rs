@@ -26,9 +26,9 @@ mod host;
 mod modules;
 mod replay;
 mod state;
-mod warm;
 #[cfg(test)]
 mod tests;
+mod warm;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -39,11 +39,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{HasSelf, Linker, Resource};
 use wasmtime::{Engine, Store, StoreLimitsBuilder, UpdateDeadline};
 
-pub use engine::{Limits, Suspend, EPOCH_TICK};
+pub use engine::{EPOCH_TICK, Limits, Suspend};
 pub use modules::{LoadedRoute, RouteSource};
 
 use crate::events::ebr::NotifyHandler;
-use crate::events::{Event, EventBus, EventRouteHandler, Params, E_CORE_SHM_THRESHOLD, E_CORE_THRESHOLD};
+use crate::events::{E_CORE_SHM_THRESHOLD, E_CORE_THRESHOLD, Event, EventBus, EventRouteHandler, Params};
 use crate::location::Location;
 use crate::sip::{self, Method};
 use crate::transaction::{BoxFut, Core, Router, ServerTx};
@@ -110,12 +110,25 @@ enum Invocation {
     // future live for as long as a guest is parked in `wait-for-event`.
     // The message is handed to the instance's state for the call (and taken
     // back when a replayed guest parks), hence the `Option`.
-    Reply { hook: Arc<str>, reply: Option<Box<sip::Message>> },
-    Failure { hook: Arc<str>, best: Option<Box<sip::Message>> },
+    Reply {
+        hook: Arc<str>,
+        reply: Option<Box<sip::Message>>,
+    },
+    Failure {
+        hook: Arc<str>,
+        best: Option<Box<sip::Message>>,
+    },
     /// An event for an event route (`route:NAME` subscription).
-    Event { route: Arc<str>, event: Event },
+    Event {
+        route: Arc<str>,
+        event: Event,
+    },
     /// An EBR notification for the subscription `route` of transaction `tid`.
-    Notify { route: Arc<str>, event: Event, tid: u64 },
+    Notify {
+        route: Arc<str>,
+        event: Event,
+        tid: u64,
+    },
 }
 
 impl Runtime {
@@ -165,10 +178,9 @@ impl Runtime {
     pub async fn reload(&self, source: RouteSource) -> anyhow::Result<Arc<LoadedRoute>> {
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let inner = self.inner.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            modules::prepare(&inner.engine, &inner.linker, &source, generation)
-        })
-        .await??;
+        let loaded =
+            tokio::task::spawn_blocking(move || modules::prepare(&inner.engine, &inner.linker, &source, generation))
+                .await??;
         self.smoke_test(&loaded).await?;
         let loaded = Arc::new(loaded);
         let previous = self.inner.current.swap(loaded.clone());
@@ -468,10 +480,7 @@ impl Runtime {
             }
             None => "event route".to_string(),
         };
-        let params = Params::new()
-            .with("source", "msg processing")
-            .with("time", took as i64)
-            .with("extra", extra);
+        let params = Params::new().with("source", "msg processing").with("time", took as i64).with("extra", extra);
         bus.raise(Event::new(E_CORE_THRESHOLD, params));
     }
 

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
 
 use super::exports::RouteModulePre;
 use super::state::HostState;
@@ -64,19 +64,18 @@ pub(crate) fn prepare(
     let name = source.name();
     let bytes: std::borrow::Cow<'static, [u8]> = match source {
         RouteSource::Embedded => DEFAULT_ROUTE.into(),
-        RouteSource::File(path) => std::fs::read(path)
-            .with_context(|| format!("cannot read route module {}", path.display()))?
-            .into(),
+        RouteSource::File(path) => {
+            std::fs::read(path).with_context(|| format!("cannot read route module {}", path.display()))?.into()
+        }
     };
     check_component_header(&bytes).with_context(|| format!("route module {name} refused"))?;
-    let component = Component::new(engine, &bytes)
-        .map_err(|e| anyhow::anyhow!("route module {name} failed to compile: {e:#}"))?;
-    let pre = linker.instantiate_pre(&component).map_err(|e| {
-        anyhow::anyhow!("route module {name} does not fit the sipbox:route world: {e:#}")
-    })?;
-    let pre = RouteModulePre::new(pre).map_err(|e| {
-        anyhow::anyhow!("route module {name} lacks the sipbox:route exports: {e:#}")
-    })?;
+    let component =
+        Component::new(engine, &bytes).map_err(|e| anyhow::anyhow!("route module {name} failed to compile: {e:#}"))?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| anyhow::anyhow!("route module {name} does not fit the sipbox:route world: {e:#}"))?;
+    let pre = RouteModulePre::new(pre)
+        .map_err(|e| anyhow::anyhow!("route module {name} lacks the sipbox:route exports: {e:#}"))?;
     Ok(LoadedRoute { pre, name: name.into(), generation, warm: WarmInstances::default() })
 }
 

@@ -77,7 +77,11 @@ impl Journal {
 
     /// During a replay, the recorded result of the next call, which must be
     /// `import` with the same arguments; `None` when the run is live.
-    pub(crate) fn replay<T: Clone + 'static>(&mut self, import: &'static str, args: u64) -> Option<wasmtime::Result<T>> {
+    pub(crate) fn replay<T: Clone + 'static>(
+        &mut self,
+        import: &'static str,
+        args: u64,
+    ) -> Option<wasmtime::Result<T>> {
         let entry = self.entries.get(self.cursor)?;
         self.cursor += 1;
         if entry.import != import || entry.args != args {
@@ -222,7 +226,11 @@ impl HostState {
 
     /// The first half of [`once`](Self::once) for an import that awaits
     /// (`rest.*`): the recorded result when the guest is being replayed.
-    pub(crate) fn replayed<T: Clone + 'static>(&mut self, import: &'static str, args: u64) -> Option<wasmtime::Result<T>> {
+    pub(crate) fn replayed<T: Clone + 'static>(
+        &mut self,
+        import: &'static str,
+        args: u64,
+    ) -> Option<wasmtime::Result<T>> {
         self.journal.as_mut()?.replay(import, args)
     }
 
@@ -248,7 +256,11 @@ mod tests {
     fn replay_returns_recorded_results_in_order_then_goes_live() {
         let mut journal = Journal::new();
         journal.record("tm.reply", fingerprint((180u16, "Ringing")), Ok::<(), String>(()));
-        journal.record("location.lookup", fingerprint("sip:bob@x"), vec![("sip:bob@1.2.3.4".to_string(), None::<String>)]);
+        journal.record(
+            "location.lookup",
+            fingerprint("sip:bob@x"),
+            vec![("sip:bob@1.2.3.4".to_string(), None::<String>)],
+        );
         journal.rewind();
         assert!(journal.replaying());
         let reply: Result<(), String> = journal.replay("tm.reply", fingerprint((180u16, "Ringing"))).unwrap().unwrap();
@@ -283,7 +295,8 @@ mod tests {
         let err = journal.replay::<Result<(), String>>("tm.relay", fingerprint(())).unwrap().unwrap_err();
         assert!(err.to_string().contains("diverged"), "{err}");
         journal.rewind();
-        let err = journal.replay::<Result<(), String>>("tm.reply", fingerprint((183u16, "Progress"))).unwrap().unwrap_err();
+        let err =
+            journal.replay::<Result<(), String>>("tm.reply", fingerprint((183u16, "Progress"))).unwrap().unwrap_err();
         assert!(err.to_string().contains("other arguments"), "{err}");
     }
 }

@@ -8,8 +8,8 @@ use super::{Limits, RouteSource, Runtime};
 use crate::location::{Location, LocationConfig};
 
 fn runtime() -> Runtime {
-    let location = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() })
-        .expect("memory location store");
+    let location =
+        Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() }).expect("memory location store");
     Runtime::new(Limits { max_instances: 8, ..Limits::default() }, location, RouteSource::Embedded)
         .expect("embedded route loads")
 }
@@ -99,8 +99,8 @@ async fn a_fresh_instance_serves_every_invocation_by_default() {
 
 #[tokio::test]
 async fn reused_instances_serve_instance_reuse_invocations_then_are_replaced() {
-    let location = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() })
-        .expect("memory location store");
+    let location =
+        Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() }).expect("memory location store");
     let limits = Limits { max_instances: 8, instance_reuse: 3, ..Limits::default() };
     let rt = Runtime::new(limits, location, RouteSource::Embedded).expect("embedded route loads");
     rt.reload(example("event-logger")).await.expect("event-logger loads");

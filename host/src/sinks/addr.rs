@@ -54,9 +54,10 @@ impl HostPort {
         if let Some(ip) = self.ip {
             return Ok(SocketAddr::new(ip, self.port));
         }
-        tokio::net::lookup_host((self.host.as_str(), self.port)).await?.next().ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} does not resolve", self.host))
-        })
+        tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} does not resolve", self.host)))
     }
 }
 

@@ -166,10 +166,7 @@ impl FlatFiles {
             size: 0,
             seen_version: 0,
         };
-        std::thread::Builder::new()
-            .name("flatstore".into())
-            .spawn(move || writer.run(rx))
-            .map_err(SinkError::Io)?;
+        std::thread::Builder::new().name("flatstore".into()).spawn(move || writer.run(rx)).map_err(SinkError::Io)?;
         let file = Arc::new(FlatFile { tx, version });
         files.insert(path.to_owned(), Arc::downgrade(&file));
         Ok(file)
@@ -207,9 +204,7 @@ impl FlatFiles {
 }
 
 fn raise_rotation(ctx: &SinkContext, reason: &str, filename: &str, old_filename: &str) {
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let params = Params::new()
         .with("timestamp", ts.to_string())
         .with("reason", reason)
@@ -267,9 +262,7 @@ impl Writer {
 
     fn rotate_by_size(&mut self) {
         self.file = None;
-        let ts = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut target = format!("{}.{ts}", self.path);
         let mut n = 1;
         while Path::new(&target).exists() {

@@ -155,9 +155,7 @@ impl HttpSink {
             return Ok(());
         }
         let err = SinkError::Other(format!("{} answered HTTP {status}", self.canonical));
-        if status.is_server_error()
-            || status == StatusCode::REQUEST_TIMEOUT
-            || status == StatusCode::TOO_MANY_REQUESTS
+        if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS
         {
             Err(Failure::Retryable(err, retry_after))
         } else {

@@ -112,9 +112,7 @@ impl RabbitSink {
             conn.register_callback(Callbacks(confirms.clone())).await.map_err(|e| self.err("connect", e))?;
             let chan = conn.open_channel(None).await.map_err(|e| self.err("open channel", e))?;
             chan.register_callback(Callbacks(confirms.clone())).await.map_err(|e| self.err("open channel", e))?;
-            chan.confirm_select(ConfirmSelectArguments::new(false))
-                .await
-                .map_err(|e| self.err("confirm.select", e))?;
+            chan.confirm_select(ConfirmSelectArguments::new(false)).await.map_err(|e| self.err("confirm.select", e))?;
             Ok::<_, SinkError>(Link { conn, chan, confirms, settled: true })
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, open).await {

@@ -60,15 +60,26 @@ fn expiry_support_and_match_keys() {
     assert!(parse_socket("tcp:1.2.3.4:5", &c).unwrap().retry_on_error(), "stream reconnects");
     assert!(!parse_socket("udp:1.2.3.4:5", &c).unwrap().retry_on_error());
     let key = |s: &str| parse_socket(s, &c).unwrap().match_key();
-    assert_eq!(key("virtual:PARALLEL udp:1.1.1.1:1 udp:2.2.2.2:2"), key("virtual:PARALLEL udp:2.2.2.2:2 udp:1.1.1.1:1"));
-    assert_ne!(key("virtual:FAILOVER udp:1.1.1.1:1 udp:2.2.2.2:2"), key("virtual:FAILOVER udp:2.2.2.2:2 udp:1.1.1.1:1"));
+    assert_eq!(
+        key("virtual:PARALLEL udp:1.1.1.1:1 udp:2.2.2.2:2"),
+        key("virtual:PARALLEL udp:2.2.2.2:2 udp:1.1.1.1:1")
+    );
+    assert_ne!(
+        key("virtual:FAILOVER udp:1.1.1.1:1 udp:2.2.2.2:2"),
+        key("virtual:FAILOVER udp:2.2.2.2:2 udp:1.1.1.1:1")
+    );
 }
 
 #[test]
 fn flatstore_line_format() {
     let ev = Event::new(
         "E_ACC",
-        Params::new().with("callid", "a,b").with("code", 200).with("null", Value::Null).with("empty", "").with("x", "z"),
+        Params::new()
+            .with("callid", "a,b")
+            .with("code", 200)
+            .with("null", Value::Null)
+            .with("empty", "")
+            .with("x", "z"),
     );
     assert_eq!(flatstore::line(&ev, ",", false), b"E_ACC,a b,200,,,z\n");
     assert_eq!(flatstore::line(&ev, " | ", false), b"E_ACC | a,b | 200 |  |  | z\n");

@@ -192,9 +192,7 @@ fn server_binary() -> PathBuf {
         return debian.to_path_buf();
     }
     std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path).map(|d| d.join("rabbitmq-server")).find(|p| p.is_file())
-        })
+        .and_then(|path| std::env::split_paths(&path).map(|d| d.join("rabbitmq-server")).find(|p| p.is_file()))
         .unwrap_or_else(|| panic!("rabbitmq-server not found; {INSTALL_HINT}"))
 }
 
@@ -208,10 +206,7 @@ fn free_port() -> u16 {
 /// binding and no `unsafe`). The shell builtin, so no procps is needed;
 /// this exact form is the one dash accepts for a negative (group) target.
 fn signal(sig: &str, target: &str) {
-    let _ = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("kill -s {sig} -- {target} 2>/dev/null"))
-        .status();
+    let _ = std::process::Command::new("sh").arg("-c").arg(format!("kill -s {sig} -- {target} 2>/dev/null")).status();
 }
 
 /// `sh` that blocks on its stdin and kills the broker's process group when

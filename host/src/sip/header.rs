@@ -84,13 +84,42 @@ const KNOWN: &[(HeaderName, &str)] = &[
 /// [`Message::values`](super::Message::values) splits them. Headers not listed (including
 /// unknown ones, and the auth headers whose parameters contain commas) are one value per line.
 const LIST_HEADERS: &[&str] = &[
-    "Via", "Contact", "Route", "Record-Route", "Path", "Service-Route", "Allow", "Supported",
-    "Require", "Proxy-Require", "Unsupported", "Accept", "Accept-Encoding", "Accept-Language",
-    "Alert-Info", "Call-Info", "Error-Info", "Content-Encoding", "Content-Language",
-    "In-Reply-To", "Warning", "Allow-Events", "Accept-Contact", "Reject-Contact",
-    "Request-Disposition", "P-Asserted-Identity", "P-Preferred-Identity", "History-Info",
-    "Security-Client", "Security-Server", "Security-Verify", "Reason", "Diversion",
-    "P-Associated-URI", "Accept-Resource-Priority", "Resource-Priority",
+    "Via",
+    "Contact",
+    "Route",
+    "Record-Route",
+    "Path",
+    "Service-Route",
+    "Allow",
+    "Supported",
+    "Require",
+    "Proxy-Require",
+    "Unsupported",
+    "Accept",
+    "Accept-Encoding",
+    "Accept-Language",
+    "Alert-Info",
+    "Call-Info",
+    "Error-Info",
+    "Content-Encoding",
+    "Content-Language",
+    "In-Reply-To",
+    "Warning",
+    "Allow-Events",
+    "Accept-Contact",
+    "Reject-Contact",
+    "Request-Disposition",
+    "P-Asserted-Identity",
+    "P-Preferred-Identity",
+    "History-Info",
+    "Security-Client",
+    "Security-Server",
+    "Security-Verify",
+    "Reason",
+    "Diversion",
+    "P-Associated-URI",
+    "Accept-Resource-Priority",
+    "Resource-Priority",
 ];
 
 impl HeaderName {
@@ -99,10 +128,7 @@ impl HeaderName {
     /// is [`HeaderName::Other`]).
     pub fn from_name(name: &str) -> HeaderName {
         let full = expand_compact(name);
-        KNOWN
-            .iter()
-            .find(|(_, n)| n.eq_ignore_ascii_case(full))
-            .map_or(HeaderName::Other, |(h, _)| *h)
+        KNOWN.iter().find(|(_, n)| n.eq_ignore_ascii_case(full)).map_or(HeaderName::Other, |(h, _)| *h)
     }
 
     /// The canonical full name ("Call-ID"); `""` for [`HeaderName::Other`].
@@ -201,10 +227,7 @@ const METHODS: &[(&str, Method)] = &[
 impl Method {
     /// The method for a token (not validated: callers check [`is_token`] first).
     pub fn from_token(s: &str) -> Method {
-        METHODS
-            .iter()
-            .find(|(n, _)| *n == s)
-            .map_or_else(|| Method::Other(s.to_string()), |(_, m)| m.clone())
+        METHODS.iter().find(|(n, _)| *n == s).map_or_else(|| Method::Other(s.to_string()), |(_, m)| m.clone())
     }
 
     /// The method name as sent.

@@ -164,7 +164,10 @@ impl Message {
         if let Kind::Request { method, .. } = &self.kind
             && cseq.method_str != method.as_str()
         {
-            return Err(ParseError::CSeqMismatch { cseq: cseq.method_str.to_string(), method: method.as_str().to_string() });
+            return Err(ParseError::CSeqMismatch {
+                cseq: cseq.method_str.to_string(),
+                method: method.as_str().to_string(),
+            });
         }
         self.call_id()?;
         let from_value = value(HeaderName::From);

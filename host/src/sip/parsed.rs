@@ -8,9 +8,9 @@
 //! allocation- and scan-free; `vias()`, `contacts()` and the other lists are
 //! still parsed on demand.
 
+use super::Method;
 use super::message::Span;
 use super::typed::{CSeq, NameAddr, Via};
-use super::Method;
 
 /// A [`Via`] as ranges into the Via header's value.
 #[derive(Clone, Copy, Debug, Default)]

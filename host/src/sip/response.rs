@@ -31,10 +31,13 @@ pub fn response(
     body: Option<(&str, &[u8])>,
 ) -> Bytes {
     let raw = req.raw();
-    let copied = |n: HeaderName| matches!(n, HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq);
+    let copied =
+        |n: HeaderName| matches!(n, HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq);
     let extra_len: usize = extra.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
     let body_len = body.map_or(0, |(ct, b)| ct.len() + b.len() + 16);
-    let mut out = BytesMut::with_capacity(req.entries().iter().map(|e| e.line.range().len()).sum::<usize>() + extra_len + body_len + 128);
+    let mut out = BytesMut::with_capacity(
+        req.entries().iter().map(|e| e.line.range().len()).sum::<usize>() + extra_len + body_len + 128,
+    );
     put_status_line(&mut out, code, reason);
     let add_tag = match (to_tag, req.to()) {
         (Some(tag), Ok(to)) if code > 100 && to.tag().is_none() => Some(tag),
@@ -109,7 +112,10 @@ pub fn reply_to_malformed(raw: &[u8], reason: &str) -> Option<Bytes> {
             let name = std::str::from_utf8(line.get(..colon).unwrap_or(&[])).unwrap_or("").trim();
             let h = HeaderName::from_name(name);
             let printable = line.iter().all(|&b| b >= 0x20 || b == b'\t');
-            let wanted = matches!(h, HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq);
+            let wanted = matches!(
+                h,
+                HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq
+            );
             if wanted && printable && header::is_token(name) {
                 lines.push((h, (pos, content_end), (pos + colon + 1, content_end)));
             }

@@ -146,7 +146,10 @@ fn multi_value_via_on_one_line_and_several() {
     )
     .unwrap();
     let vias = one.vias().unwrap();
-    assert_eq!(vias.iter().map(|v| (v.host, v.port)).collect::<Vec<_>>(), [("h1", None), ("h2", Some(5070)), ("h3", None)]);
+    assert_eq!(
+        vias.iter().map(|v| (v.host, v.port)).collect::<Vec<_>>(),
+        [("h1", None), ("h2", Some(5070)), ("h3", None)]
+    );
     assert_eq!(one.top_via().unwrap().branch, Some("z9hG4bK1"));
     assert_eq!(vias[2].branch, None);
 }
@@ -161,7 +164,8 @@ fn response_parsing() {
     assert!(!m.is_request());
     assert_eq!((m.status(), m.reason(), m.method()), (Some(180), Some("Ringing"), None));
     assert_eq!(m.cseq().unwrap().method, Method::Invite);
-    let m = parse("SIP/2.0 200\nVia: SIP/2.0/UDP h\nFrom: <sip:a@b>\nTo: <sip:a@b>\nCall-ID: x\nCSeq: 7 BYE\n\n").unwrap();
+    let m =
+        parse("SIP/2.0 200\nVia: SIP/2.0/UDP h\nFrom: <sip:a@b>\nTo: <sip:a@b>\nCall-ID: x\nCSeq: 7 BYE\n\n").unwrap();
     assert_eq!(m.reason(), Some(""));
 }
 
@@ -200,10 +204,8 @@ fn precise_errors() {
 
 #[test]
 fn body_is_truncated_to_content_length() {
-    let m = Message::parse(Bytes::from(
-        [INVITE.replace('\n', "\r\n").as_bytes(), b"trailing garbage"].concat(),
-    ))
-    .unwrap();
+    let m =
+        Message::parse(Bytes::from([INVITE.replace('\n', "\r\n").as_bytes(), b"trailing garbage"].concat())).unwrap();
     assert_eq!(m.body(), b"v=0\r\n");
     let no_cl = parse("MESSAGE sip:a@b SIP/2.0\nVia: SIP/2.0/UDP h\nFrom: <sip:a@b>\nTo: <sip:a@b>\nCall-ID: x\nCSeq: 1 MESSAGE\n\nhello").unwrap();
     assert_eq!(no_cl.body(), b"hello");
@@ -220,7 +222,9 @@ fn uri_parsing() {
     assert_eq!((u.user, u.host, u.port, u.params), (None, "example.com", None, ""));
     let t = Uri::parse("tel:+1-201-555-0123;phone-context=x").unwrap();
     assert_eq!((t.host, t.param("phone-context")), ("+1-201-555-0123", Some(Some("x"))));
-    for bad in ["", "sip:", "nocolon", "sip:@h", "sip:a@", "sip:h:99999", "sip:h x", "1sip:h", "sip:h:5060x", "sip:[::1"] {
+    for bad in
+        ["", "sip:", "nocolon", "sip:@h", "sip:a@", "sip:h:99999", "sip:h x", "1sip:h", "sip:h:5060x", "sip:[::1"]
+    {
         assert!(Uri::parse(bad).is_err(), "{bad:?} should fail");
     }
 }
@@ -233,7 +237,16 @@ fn name_addr_forms() {
     assert_eq!((n.display, n.uri, n.param("q")), (Some("A  B"), "sip:a@b;lr", Some(Some("0.5"))));
     let n = NameAddr::parse("\"q\\\"x\"<sip:a@b>").unwrap();
     assert_eq!(n.display, Some("q\\\"x"));
-    for bad in ["\"open <sip:a@b>", "a, b <sip:a@b>", "< sip:a@b>", "<sip:a@b", "sip:a@b;;tag=1", "<sip:a@b> junk", "<nouri>", "sip:a@b?x=y"] {
+    for bad in [
+        "\"open <sip:a@b>",
+        "a, b <sip:a@b>",
+        "< sip:a@b>",
+        "<sip:a@b",
+        "sip:a@b;;tag=1",
+        "<sip:a@b> junk",
+        "<nouri>",
+        "sip:a@b?x=y",
+    ] {
         assert!(NameAddr::parse(bad).is_err(), "{bad:?} should fail");
     }
 }
@@ -241,9 +254,20 @@ fn name_addr_forms() {
 #[test]
 fn via_forms() {
     let v = Via::parse("SIP / 2.0 / UDP 10.0.0.1 : 5060 ; branch = z9hG4bK1 ; rport = 7").unwrap();
-    assert_eq!((v.transport, v.host, v.port, v.branch, v.rport), ("UDP", "10.0.0.1", Some(5060), Some("z9hG4bK1"), Some(Some(7))));
+    assert_eq!(
+        (v.transport, v.host, v.port, v.branch, v.rport),
+        ("UDP", "10.0.0.1", Some(5060), Some("z9hG4bK1"), Some(Some(7)))
+    );
     assert_eq!(v.param("BRANCH"), Some(Some("z9hG4bK1")));
-    for bad in ["SIP/2.0/UDP", "SIP/3.0/UDP h", "SIP/2.0/ h", "SIP/2.0/UDP h;;", "SIP/2.0/UDP h:x", "SIP/2.0/UDP h;rport=x", "HTTP/2.0/UDP h"] {
+    for bad in [
+        "SIP/2.0/UDP",
+        "SIP/3.0/UDP h",
+        "SIP/2.0/ h",
+        "SIP/2.0/UDP h;;",
+        "SIP/2.0/UDP h:x",
+        "SIP/2.0/UDP h;rport=x",
+        "HTTP/2.0/UDP h",
+    ] {
         assert!(Via::parse(bad).is_err(), "{bad:?} should fail");
     }
 }
@@ -294,7 +318,8 @@ fn builds_responses() {
     // 100 Trying never gets a To tag; an existing tag is kept.
     let trying = Message::parse(response(&req, 100, "Trying", Some("abc"), &[], None)).unwrap();
     assert_eq!(trying.to().unwrap().tag(), None);
-    let with_body = Message::parse(response(&req, 200, "OK\r\nX: injected", Some("t"), &[], Some(("text/plain", b"hi")))).unwrap();
+    let with_body =
+        Message::parse(response(&req, 200, "OK\r\nX: injected", Some("t"), &[], Some(("text/plain", b"hi")))).unwrap();
     assert_eq!((with_body.reason(), with_body.body()), (Some("OKX: injected"), &b"hi"[..]));
     assert_eq!(with_body.header(HeaderName::ContentType), Some("text/plain"));
     let again = Message::parse(response(&with_body, 200, "OK", Some("other"), &[], None)).unwrap();
@@ -312,8 +337,14 @@ fn replies_to_malformed_requests() {
     assert!(m.max_forwards().unwrap().is_none(), "only Via/From/To/Call-ID/CSeq are copied");
     assert_eq!(m.vias().unwrap().len(), 2);
     assert!(m.to().unwrap().tag().is_some());
-    assert!(reply_to_malformed(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\n\r\n", "x").is_none(), "never answer a response");
-    assert!(reply_to_malformed(b"ACK sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n\r\n", "x").is_none(), "never answer an ACK");
+    assert!(
+        reply_to_malformed(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\n\r\n", "x").is_none(),
+        "never answer a response"
+    );
+    assert!(
+        reply_to_malformed(b"ACK sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n\r\n", "x").is_none(),
+        "never answer an ACK"
+    );
     assert!(reply_to_malformed(b"INVITE sip:a@b SIP/2.0\r\nFrom: x\r\n\r\n", "x").is_none(), "no Via, nowhere to send");
     assert!(reply_to_malformed(b"garbage", "x").is_none());
     let r = reply_to_malformed(b"OPTIONS sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP h\r\n\r\n", "").unwrap();
@@ -325,7 +356,11 @@ fn frame_len_basics() {
     let one = crlf(INVITE);
     assert_eq!(frame_len(&one).unwrap(), Some(one.len()));
     assert_eq!(frame_len(&one[..one.len() - 1]).unwrap(), None);
-    assert_eq!(frame_len(b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\n").unwrap(), Some(33), "no Content-Length: empty body");
+    assert_eq!(
+        frame_len(b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\n").unwrap(),
+        Some(33),
+        "no Content-Length: empty body"
+    );
     assert!(frame_len(b"OPTIONS sip:a SIP/2.0\r\nContent-Length: x\r\n\r\n").is_err());
     assert!(frame_len(b"OPTIONS sip:a SIP/2.0\r\nl: 1\r\nContent-Length: 1\r\n\r\nab").is_err());
     assert!(matches!(frame_len(b"OPTIONS sip:a SIP/2.0\r\nl: 70000\r\n\r\n"), Err(ParseError::TooLarge(_))));
@@ -342,8 +377,12 @@ fn frame_len_basics() {
 #[test]
 fn frame_len_split_anywhere() {
     let a = crlf(INVITE);
-    let b = crlf("OPTIONS sip:a@b SIP/2.0\nVia: SIP/2.0/UDP h\nFrom: <sip:a@b>;tag=1\nTo: <sip:a@b>\nCall-ID: y\nCSeq: 2 OPTIONS\nContent-Length: 0\n\n");
-    let c = crlf("SIP/2.0 200 OK\nVia: SIP/2.0/UDP h\nFrom: <sip:a@b>\nTo: <sip:a@b>\nCall-ID: y\nCSeq: 2 OPTIONS\nl: 5\n\nhello");
+    let b = crlf(
+        "OPTIONS sip:a@b SIP/2.0\nVia: SIP/2.0/UDP h\nFrom: <sip:a@b>;tag=1\nTo: <sip:a@b>\nCall-ID: y\nCSeq: 2 OPTIONS\nContent-Length: 0\n\n",
+    );
+    let c = crlf(
+        "SIP/2.0 200 OK\nVia: SIP/2.0/UDP h\nFrom: <sip:a@b>\nTo: <sip:a@b>\nCall-ID: y\nCSeq: 2 OPTIONS\nl: 5\n\nhello",
+    );
     let mut stream = Vec::new();
     for m in [&a, &b, &c] {
         stream.extend_from_slice(b"\r\n"); // keep-alive between messages

@@ -96,10 +96,13 @@ fn prepend_order_append_remove_set() {
     assert_eq!(e.request_uri(&m), "sip:bob@10.0.0.2:5060");
     let out = serialize(&m, &e);
     let s = text(&out);
-    assert!(s.starts_with(
-        "INVITE sip:bob@10.0.0.2:5060 SIP/2.0\r\nVia: SIP/2.0/UDP p.example.net;branch=z9hG4bKx\r\n\
+    assert!(
+        s.starts_with(
+            "INVITE sip:bob@10.0.0.2:5060 SIP/2.0\r\nVia: SIP/2.0/UDP p.example.net;branch=z9hG4bKx\r\n\
          Record-Route: <sip:p.example.net;lr>\r\nVia: SIP/2.0/UDP pc33"
-    ), "{s}");
+        ),
+        "{s}"
+    );
     assert!(s.ends_with("Content-Length: 5\r\nSubject: new\r\nX-Trace: 1\r\n\r\nv=0\r\n"), "{s}");
     assert!(!s.contains("Contact") && !s.contains("X-Gone"));
     let again = Message::parse(out).unwrap();
@@ -117,7 +120,10 @@ fn set_replaces_every_line_in_place() {
     let mut e = Edits::default();
     e.set_by_name("x-a", "3");
     let out = serialize(&m, &e);
-    assert_eq!(text(&out), "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nX-A: 3\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n");
+    assert_eq!(
+        text(&out),
+        "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nX-A: 3\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n"
+    );
 }
 
 #[test]

@@ -65,13 +65,19 @@ fn valid_torture_details() {
     assert_eq!(m.max_forwards().unwrap(), Some(68));
     assert_eq!(m.cseq().unwrap().seq, 9);
     let vias = m.vias().unwrap();
-    assert_eq!(vias.iter().map(|v| (v.transport, v.host, v.branch)).collect::<Vec<_>>(), [
-        ("UDP", "192.0.2.2", Some("390skdjuw")),
-        ("TCP", "spindle.example.com", Some("z9hG4bK9ikj8")),
-        ("UDP", "192.168.255.111", Some("z9hG4bK30239")),
-    ]);
+    assert_eq!(
+        vias.iter().map(|v| (v.transport, v.host, v.branch)).collect::<Vec<_>>(),
+        [
+            ("UDP", "192.0.2.2", Some("390skdjuw")),
+            ("TCP", "spindle.example.com", Some("z9hG4bK9ikj8")),
+            ("UDP", "192.168.255.111", Some("z9hG4bK30239")),
+        ]
+    );
     let Contacts::List(c) = m.contacts().unwrap() else { panic!() };
-    assert_eq!((c[0].uri, c[0].param("newparam"), c[0].param("q")), ("sip:jdrosen@example.com", Some(Some("newvalue")), Some(Some("0.33"))));
+    assert_eq!(
+        (c[0].uri, c[0].param("newparam"), c[0].param("q")),
+        ("sip:jdrosen@example.com", Some(Some("newvalue")), Some(Some("0.33")))
+    );
     assert_eq!(m.header_by_name("Subject"), Some(""));
     let m = get("intmeth.sip");
     assert_eq!(m.method().unwrap().as_str(), "!interesting-Method0123456789_*+`.%indeed'~");
@@ -80,7 +86,10 @@ fn valid_torture_details() {
     let m = get("dblreq.sip");
     assert_eq!((m.method(), m.body()), (Some(&Method::Register), &b""[..]));
     let m = get("transports.sip");
-    assert_eq!(m.vias().unwrap().iter().map(|v| v.transport).collect::<Vec<_>>(), ["UDP", "SCTP", "TLS", "UNKNOWN", "TCP"]);
+    assert_eq!(
+        m.vias().unwrap().iter().map(|v| v.transport).collect::<Vec<_>>(),
+        ["UDP", "SCTP", "TLS", "UNKNOWN", "TCP"]
+    );
     let m = get("mpart01.sip");
     assert!(m.body().contains(&0xff) && m.body().len() == m.content_length().unwrap().unwrap());
     let m = get("noreason.sip");
@@ -166,7 +175,8 @@ fn mutated_corpus_never_panics() {
                 parsed += 1;
                 touch_everything(&m);
                 let out = serialize(&m, &Edits::default());
-                let again = Message::parse(out.clone()).unwrap_or_else(|e| panic!("case {case}: reparse failed: {e}\n{input:?}"));
+                let again = Message::parse(out.clone())
+                    .unwrap_or_else(|e| panic!("case {case}: reparse failed: {e}\n{input:?}"));
                 assert_eq!(again.body(), m.body(), "case {case}");
                 assert_eq!(serialize(&again, &Edits::default()), out, "case {case}: not a fixpoint");
                 let mut e = Edits::default();
@@ -175,7 +185,8 @@ fn mutated_corpus_never_panics() {
                 e.prepend("Via", "SIP/2.0/UDP p;branch=z9hG4bK1");
                 e.set(HeaderName::MaxForwards, "1");
                 let _ = response(&m, 404, "Not Found", Some("t"), &[], None);
-                Message::parse(serialize(&m, &e)).unwrap_or_else(|err| panic!("case {case}: edited reparse: {err}\n{input:?}"));
+                Message::parse(serialize(&m, &e))
+                    .unwrap_or_else(|err| panic!("case {case}: edited reparse: {err}\n{input:?}"));
             }
             Err(e) => {
                 let _ = e.to_string();

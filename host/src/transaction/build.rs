@@ -139,7 +139,8 @@ mod tests {
 
     #[test]
     fn cancel_copies_the_invite_fields() {
-        let c = msg(std::str::from_utf8(&cancel(&msg(FWD), "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKme")).expect("utf8"));
+        let c =
+            msg(std::str::from_utf8(&cancel(&msg(FWD), "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKme")).expect("utf8"));
         assert_eq!(c.request_uri(), Some("sip:bob@10.0.0.2"));
         assert_eq!(c.vias().expect("vias").len(), 1);
         assert_eq!(c.top_via().expect("via").branch, Some("z9hG4bKme"));
@@ -155,7 +156,9 @@ mod tests {
     fn ack_takes_the_to_of_the_response() {
         let resp = msg("SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKme\r\n\
             From: <sip:a@x>;tag=f\r\nTo: <sip:b@x>;tag=t9\r\nCall-ID: cid\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n");
-        let a = msg(std::str::from_utf8(&ack(&msg(FWD), "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKme", &resp)).expect("utf8"));
+        let a =
+            msg(std::str::from_utf8(&ack(&msg(FWD), "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKme", &resp))
+                .expect("utf8"));
         assert_eq!(a.cseq().expect("cseq").method, crate::sip::Method::Ack);
         assert_eq!(a.to().expect("to").tag(), Some("t9"));
         assert_eq!(a.top_via().expect("via").branch, Some("z9hG4bKme"));
@@ -184,9 +187,14 @@ mod tests {
         );
         // 18.2.1: a name, or another address, gets received; the second Via is untouched.
         assert_eq!(
-            stamped("SIP/2.0/UDP pc33.example.com;branch=z9hG4bKa, SIP/2.0/UDP 10.9.9.9;branch=z9hG4bKb", "192.0.2.4:5060")
-                .as_deref(),
-            Some("SIP/2.0/UDP pc33.example.com;branch=z9hG4bKa;received=192.0.2.4, SIP/2.0/UDP 10.9.9.9;branch=z9hG4bKb")
+            stamped(
+                "SIP/2.0/UDP pc33.example.com;branch=z9hG4bKa, SIP/2.0/UDP 10.9.9.9;branch=z9hG4bKb",
+                "192.0.2.4:5060"
+            )
+            .as_deref(),
+            Some(
+                "SIP/2.0/UDP pc33.example.com;branch=z9hG4bKa;received=192.0.2.4, SIP/2.0/UDP 10.9.9.9;branch=z9hG4bKb"
+            )
         );
         assert_eq!(
             stamped("SIP/2.0/TCP [2001:db8::1]:5060;branch=z9hG4bKa", "[2001:db8::9]:5070").as_deref(),

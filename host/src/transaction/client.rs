@@ -128,7 +128,10 @@ mod tests {
         let c = cfg(false);
         let s = State::Trying { e: Duration::from_millis(500) };
         assert_eq!(step(s, Event::Resp1xx, &c), (State::Proceeding, vec![Action::PassUp]));
-        assert_eq!(step(State::Proceeding, Event::TimerE, &c), (State::Proceeding, vec![Action::Retransmit, d("start E 4s")]));
+        assert_eq!(
+            step(State::Proceeding, Event::TimerE, &c),
+            (State::Proceeding, vec![Action::Retransmit, d("start E 4s")])
+        );
         assert_eq!(step(State::Proceeding, Event::Resp1xx, &c), (State::Proceeding, vec![Action::PassUp]));
         let (s, a) = step(State::Proceeding, Event::RespFinal, &c);
         assert_eq!((s, a), (State::Completed, vec![Action::PassUp, d("stop E"), d("stop F"), d("start K 5s")]));
@@ -149,7 +152,8 @@ mod tests {
     fn every_combination_is_defined_and_terminated_absorbs() {
         use Event as E;
         let events = [E::Resp1xx, E::RespFinal, E::TimerE, E::TimerF, E::TimerK, E::TransportErr, E::Abandon];
-        let states = [State::Trying { e: Duration::from_millis(500) }, State::Proceeding, State::Completed, State::Terminated];
+        let states =
+            [State::Trying { e: Duration::from_millis(500) }, State::Proceeding, State::Completed, State::Terminated];
         for reliable in [false, true] {
             let c = cfg(reliable);
             for s in states {

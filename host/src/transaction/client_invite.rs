@@ -102,7 +102,9 @@ pub(crate) fn step(state: State, ev: Event, cfg: &Cfg) -> (State, Vec<Action>) {
         (S::Accepted, E::TimerM) => (S::Terminated, vec![]),
         (S::Accepted, _) => (S::Accepted, vec![]),
         (S::Calling { .. } | S::Proceeding | S::Completed, E::Abandon) => (S::Terminated, vec![]),
-        (S::Calling { .. } | S::Proceeding, E::TimerD | E::TimerM) | (S::Proceeding, E::TimerA | E::TimerB) => (state, vec![]),
+        (S::Calling { .. } | S::Proceeding, E::TimerD | E::TimerM) | (S::Proceeding, E::TimerA | E::TimerB) => {
+            (state, vec![])
+        }
         (S::Terminated, _) => (S::Terminated, vec![]),
     }
 }
@@ -177,7 +179,10 @@ mod tests {
     #[test]
     fn errors_and_abandon() {
         let c = cfg(false);
-        assert_eq!(step(State::Calling { a: T1 }, Event::TransportErr, &c), (State::Terminated, vec![Action::TransportError]));
+        assert_eq!(
+            step(State::Calling { a: T1 }, Event::TransportErr, &c),
+            (State::Terminated, vec![Action::TransportError])
+        );
         assert_eq!(step(State::Completed, Event::TransportErr, &c), (State::Terminated, vec![]));
         assert_eq!(step(State::Proceeding, Event::Abandon, &c), (State::Terminated, vec![]));
         assert_eq!(step(State::Proceeding, Event::TimerB, &c), (State::Proceeding, vec![]));
@@ -188,9 +193,18 @@ mod tests {
     fn every_combination_is_defined_and_terminated_absorbs() {
         use Event as E;
         let events = [
-            E::Resp1xx, E::Resp2xx, E::Resp300_699, E::TimerA, E::TimerB, E::TimerD, E::TimerM, E::TransportErr, E::Abandon,
+            E::Resp1xx,
+            E::Resp2xx,
+            E::Resp300_699,
+            E::TimerA,
+            E::TimerB,
+            E::TimerD,
+            E::TimerM,
+            E::TransportErr,
+            E::Abandon,
         ];
-        let states = [State::Calling { a: T1 }, State::Proceeding, State::Completed, State::Accepted, State::Terminated];
+        let states =
+            [State::Calling { a: T1 }, State::Proceeding, State::Completed, State::Accepted, State::Terminated];
         for reliable in [false, true] {
             let c = cfg(reliable);
             for s in states {

@@ -64,7 +64,8 @@ pub(crate) struct ClientSpec {
 /// Registers and starts a client transaction; `None` if the key is taken (never for our
 /// unique branches, but checked rather than assumed).
 pub(crate) fn spawn(core: &Arc<CoreInner>, spec: ClientSpec) -> Option<ClientHandle> {
-    let handle = ClientHandle { id: core.next_id.fetch_add(1, Ordering::Relaxed), inbox: Arc::new(Inbox::new(INBOX_LEN)) };
+    let handle =
+        ClientHandle { id: core.next_id.fetch_add(1, Ordering::Relaxed), inbox: Arc::new(Inbox::new(INBOX_LEN)) };
     if core.clients.insert_new(spec.key.clone(), handle.clone()).is_err() {
         tracing::warn!(branch = %spec.key.branch, "duplicate client transaction key");
         return None;
@@ -95,7 +96,9 @@ impl Fsm {
         matches!(
             self,
             Fsm::Invite(
-                client_invite::State::Calling { .. } | client_invite::State::Proceeding | client_invite::State::Completed
+                client_invite::State::Calling { .. }
+                    | client_invite::State::Proceeding
+                    | client_invite::State::Completed
             )
         )
     }

@@ -28,7 +28,13 @@ pub(crate) enum ProxyEvent {
     /// `relay` or `inject` was called: start these branches (a new serial stage when
     /// earlier ones ended); `cancel_existing`: CANCEL the pending ones first (call pickup);
     /// `stop_waiting`: this was the last expected injection.
-    Branches { plans: Vec<BranchPlan>, on_reply: Option<Arc<str>>, on_failure: Option<Arc<str>>, cancel_existing: bool, stop_waiting: bool },
+    Branches {
+        plans: Vec<BranchPlan>,
+        on_reply: Option<Arc<str>>,
+        on_failure: Option<Arc<str>>,
+        cancel_existing: bool,
+        stop_waiting: bool,
+    },
     /// `wait_for_new_branches`: hold the context open until `until` (Timer C).
     Wait { until: Instant, on_reply: Option<Arc<str>>, on_failure: Option<Arc<str>> },
     /// `stop_waiting`: no more injections are awaited.
@@ -528,7 +534,9 @@ impl Ctx {
                     continue;
                 }
                 for h in other.headers() {
-                    if h.raw_name.eq_ignore_ascii_case("WWW-Authenticate") || h.raw_name.eq_ignore_ascii_case("Proxy-Authenticate") {
+                    if h.raw_name.eq_ignore_ascii_case("WWW-Authenticate")
+                        || h.raw_name.eq_ignore_ascii_case("Proxy-Authenticate")
+                    {
                         edits.append(h.raw_name, h.value.trim().to_owned());
                     }
                 }

@@ -55,7 +55,12 @@ struct State<T> {
 impl<T> Inbox<T> {
     /// An empty, open inbox that holds at most `capacity` events; allocates nothing.
     pub(crate) fn new(capacity: usize) -> Inbox<T> {
-        Inbox { state: Mutex::new(State { queue: VecDeque::new(), closed: false }), ready: Notify::new(), room: Notify::new(), capacity }
+        Inbox {
+            state: Mutex::new(State { queue: VecDeque::new(), closed: false }),
+            ready: Notify::new(),
+            room: Notify::new(),
+            capacity,
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State<T>> {

@@ -47,7 +47,13 @@ impl ServerTx {
             check_open(&tu)?;
             tu.stages_requested += 1;
             tu.wait = Some(WaitTu { expected_left: expected.filter(|&n| n > 0) });
-            let kept = Forward { edits, record_route, on_reply: on_reply.clone(), on_failure: on_failure.clone(), ..Forward::default() };
+            let kept = Forward {
+                edits,
+                record_route,
+                on_reply: on_reply.clone(),
+                on_failure: on_failure.clone(),
+                ..Forward::default()
+            };
             tu.wait_template = Some(Box::new(kept));
             self.context_sender(&mut tu)
         };
@@ -70,7 +76,12 @@ impl ServerTx {
     ///
     /// Errors as [`relay`](ServerTx::relay): answered, CANCELled or ended by a 2xx/6xx, no
     /// transaction, Max-Forwards 0, or a target or next hop unusable (nothing started then).
-    pub fn inject(&self, targets: Vec<String>, next_hops: Vec<Option<String>>, cancel_existing: bool) -> Result<u32, TmError> {
+    pub fn inject(
+        &self,
+        targets: Vec<String>,
+        next_hops: Vec<Option<String>>,
+        cancel_existing: bool,
+    ) -> Result<u32, TmError> {
         if !self.has_transaction() {
             return Err(TmError::Completed);
         }

@@ -150,7 +150,8 @@ mod tests {
         assert_ne!(inv, cancel, "CANCEL is its own transaction");
         assert_eq!(cancel.with_method(Method::Invite), inv);
         assert_eq!(&*inv.sent_by, "host.example:5070");
-        let other_port = ServerKey::of(&req("INVITE", "SIP/2.0/UDP host.example:5071;branch=z9hG4bKx1", "")).expect("key");
+        let other_port =
+            ServerKey::of(&req("INVITE", "SIP/2.0/UDP host.example:5071;branch=z9hG4bKx1", "")).expect("key");
         assert_ne!(inv, other_port, "sent-by is part of the key");
     }
 

@@ -75,7 +75,17 @@ impl ServerTx {
             .targets
             .iter()
             .enumerate()
-            .map(|(k, t)| plan_branch(self, &fwd.edits, t, hop(k), mf, rr.as_deref(), format!("{MAGIC_COOKIE}{hash}.{}", first + k)))
+            .map(|(k, t)| {
+                plan_branch(
+                    self,
+                    &fwd.edits,
+                    t,
+                    hop(k),
+                    mf,
+                    rr.as_deref(),
+                    format!("{MAGIC_COOKIE}{hash}.{}", first + k),
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
 
         // Commit: re-check under the lock the CANCEL path also takes, so a CANCEL either
@@ -88,13 +98,20 @@ impl ServerTx {
             self.context_sender(&mut tu)
         };
         let Forward { edits, record_route, on_reply, on_failure, .. } = fwd;
-        let ev = ProxyEvent::Branches { plans, on_reply: on_reply.clone(), on_failure: on_failure.clone(), cancel_existing: false, stop_waiting: false };
+        let ev = ProxyEvent::Branches {
+            plans,
+            on_reply: on_reply.clone(),
+            on_failure: on_failure.clone(),
+            cancel_existing: false,
+            stop_waiting: false,
+        };
         if let Err(e) = sender.push(ev) {
             self.tu().stages_requested -= 1;
             return Err(TmError::Transport(format!("response context busy: {e}")));
         }
         // Kept for branches injected later without a wait template.
-        self.tu().last_relay = Some(Box::new(Forward { edits, record_route, on_reply, on_failure, ..Forward::default() }));
+        self.tu().last_relay =
+            Some(Box::new(Forward { edits, record_route, on_reply, on_failure, ..Forward::default() }));
         Ok(())
     }
 
@@ -180,7 +197,9 @@ pub(crate) fn plan_branch(
             None => uri,
         };
         let proto = match hop.param("transport") {
-            Some(Some(t)) => Proto::from_name(t).ok_or_else(|| TmError::BadTarget(format!("unsupported transport {t}")))?,
+            Some(Some(t)) => {
+                Proto::from_name(t).ok_or_else(|| TmError::BadTarget(format!("unsupported transport {t}")))?
+            }
             _ => Proto::Udp,
         };
         (proto, hop.host.to_owned(), hop.port.unwrap_or(5060))

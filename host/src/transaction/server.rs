@@ -83,7 +83,10 @@ mod tests {
     fn trying_absorbs_then_final_completes_udp() {
         let c = cfg(false);
         assert_eq!(step(start(), Event::Request, &c), (State::Trying, vec![]));
-        assert_eq!(step(State::Trying, Event::TuFinal, &c), (State::Completed, vec![Action::SendResponse, d("start J 32s")]));
+        assert_eq!(
+            step(State::Trying, Event::TuFinal, &c),
+            (State::Completed, vec![Action::SendResponse, d("start J 32s")])
+        );
         assert_eq!(step(State::Completed, Event::Request, &c), (State::Completed, vec![Action::Retransmit]));
         assert_eq!(step(State::Completed, Event::TuFinal, &c), (State::Completed, vec![]));
         assert_eq!(step(State::Completed, Event::TimerJ, &c), (State::Terminated, vec![]));

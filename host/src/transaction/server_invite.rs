@@ -106,7 +106,9 @@ pub(crate) fn step(state: State, ev: Event, cfg: &Cfg) -> (State, Vec<Action>) {
         // A 2xx from another branch after the final: RFC 3261 16.7 step 5 forwards every 2xx
         // to an INVITE, so send it without leaving the state.
         (S::Completed { g }, E::Tu2xx) => (S::Completed { g }, vec![Action::SendResponse]),
-        (S::Completed { g }, E::Tu1xx | E::Tu300_699 | E::TuDropped | E::TimerL | E::TimerI) => (S::Completed { g }, vec![]),
+        (S::Completed { g }, E::Tu1xx | E::Tu300_699 | E::TuDropped | E::TimerL | E::TimerI) => {
+            (S::Completed { g }, vec![])
+        }
 
         // 17.2.1: Confirmed absorbs ACK (and INVITE) retransmissions until Timer I.
         (S::Confirmed, E::TimerI) => (S::Terminated, vec![]),
@@ -211,7 +213,10 @@ mod tests {
         let c = cfg(false);
         assert_eq!(step(State::Proceeding, Event::TuDropped, &c), (State::Accepted, vec![d("start L 32s")]));
         assert_eq!(step(State::Proceeding, Event::TransportErr, &c), (State::Terminated, vec![Action::TransportError]));
-        assert_eq!(step(State::Completed { g: T1 }, Event::TransportErr, &c), (State::Terminated, vec![Action::TransportError]));
+        assert_eq!(
+            step(State::Completed { g: T1 }, Event::TransportErr, &c),
+            (State::Terminated, vec![Action::TransportError])
+        );
         assert_eq!(step(State::Terminated, Event::Request, &c), (State::Terminated, vec![]));
     }
 
@@ -219,10 +224,20 @@ mod tests {
     fn every_combination_is_defined_and_terminated_absorbs() {
         use Event as E;
         let events = [
-            E::Request, E::Ack, E::Tu1xx, E::Tu2xx, E::Tu300_699, E::TuDropped,
-            E::TimerG, E::TimerH, E::TimerI, E::TimerL, E::TransportErr,
+            E::Request,
+            E::Ack,
+            E::Tu1xx,
+            E::Tu2xx,
+            E::Tu300_699,
+            E::TuDropped,
+            E::TimerG,
+            E::TimerH,
+            E::TimerI,
+            E::TimerL,
+            E::TransportErr,
         ];
-        let states = [State::Proceeding, State::Completed { g: T1 }, State::Confirmed, State::Accepted, State::Terminated];
+        let states =
+            [State::Proceeding, State::Completed { g: T1 }, State::Confirmed, State::Accepted, State::Terminated];
         for reliable in [false, true] {
             let c = cfg(reliable);
             for s in states {

@@ -133,7 +133,13 @@ impl ServerTx {
     /// Sends a response built from the request (RFC 3261 8.2.6, with this transaction's To
     /// tag on every response above 100). Provisionals may precede one final; after the
     /// final, [`TmError::AlreadyAnswered`]. A final response also cancels pending branches.
-    pub fn reply(&self, code: u16, reason: &str, extra: &[(&str, &str)], body: Option<(&str, &[u8])>) -> Result<(), TmError> {
+    pub fn reply(
+        &self,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+    ) -> Result<(), TmError> {
         if self.inner.inbox.is_none() {
             return Err(TmError::Completed);
         }
@@ -264,7 +270,12 @@ impl ServerTx {
 }
 
 impl ServerTxInner {
-    fn new(core: Arc<CoreInner>, inb: Inbound, key: Option<ServerKey>, inbox: Option<Inbox<ServerEvent>>) -> ServerTxInner {
+    fn new(
+        core: Arc<CoreInner>,
+        inb: Inbound,
+        key: Option<ServerKey>,
+        inbox: Option<Inbox<ServerEvent>>,
+    ) -> ServerTxInner {
         let reply_dst = build::reply_destination(inb.msg.top_via().ok().as_ref(), inb.proto, inb.src);
         ServerTxInner {
             id: core.next_id.fetch_add(1, Ordering::Relaxed),
@@ -320,9 +331,11 @@ impl ServerTxInner {
         match inbox.push(ServerEvent::Tu { code, bytes }) {
             Ok(()) => Ok(()),
             Err(PushError::Full(_)) => Err(TmError::Transport("transaction inbox full".into())),
-            Err(PushError::Closed(ServerEvent::Tu { bytes, .. })) => {
-                self.core.transports.send(self.proto, self.reply_dst, bytes).map_err(|e| TmError::Transport(e.to_string()))
-            }
+            Err(PushError::Closed(ServerEvent::Tu { bytes, .. })) => self
+                .core
+                .transports
+                .send(self.proto, self.reply_dst, bytes)
+                .map_err(|e| TmError::Transport(e.to_string())),
             Err(PushError::Closed(_)) => Err(TmError::Completed),
         }
     }

@@ -132,7 +132,12 @@ impl Net {
         let transports = Transports::bind(&specs, slot.clone()).await.expect("bind");
         let proxy = transports.listeners()[0].addr;
         let listeners = transports.listeners().to_vec();
-        let router = Arc::new(TestRouter { on_request: Mutex::new(None), on_failure: Mutex::new(None), replies: Mutex::new(vec![]), gate: Mutex::new(None) });
+        let router = Arc::new(TestRouter {
+            on_request: Mutex::new(None),
+            on_failure: Mutex::new(None),
+            replies: Mutex::new(vec![]),
+            gate: Mutex::new(None),
+        });
         let core = Core::new(transports, timers, router.clone());
         slot.set(Arc::new(core.clone()));
         Net { core, proxy, listeners, router, uac: Peer::new().await, uas: Peer::new().await, uas2: Peer::new().await }
@@ -157,7 +162,15 @@ impl Net {
 }
 
 /// A request from `from` with one Via.
-pub(crate) fn request(method: &str, ruri: &str, from: SocketAddr, branch: &str, call: &str, cseq: u32, extra: &str) -> String {
+pub(crate) fn request(
+    method: &str,
+    ruri: &str,
+    from: SocketAddr,
+    branch: &str,
+    call: &str,
+    cseq: u32,
+    extra: &str,
+) -> String {
     format!(
         "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK{branch};rport\r\nMax-Forwards: 70\r\n\
          From: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>\r\nCall-ID: {call}\r\n\
@@ -353,7 +366,10 @@ async fn route_reply_and_provisional_rules() {
         assert!(tx.reply(180, "Ringing", &[], None).is_ok());
         assert!(tx.reply(404, "Not Found", &[("X-Why", "test")], None).is_ok());
         assert!(matches!(tx.reply(500, "Again", &[], None), Err(TmError::AlreadyAnswered)));
-        assert!(matches!(tx.relay(Forward { targets: vec!["sip:x@127.0.0.1".into()], ..Forward::default() }), Err(TmError::AlreadyAnswered)));
+        assert!(matches!(
+            tx.relay(Forward { targets: vec!["sip:x@127.0.0.1".into()], ..Forward::default() }),
+            Err(TmError::AlreadyAnswered)
+        ));
         assert!(tx.is_answered());
     }));
     net.uac.send(net.proxy, &net.invite("rr1", "call-rr")).await;

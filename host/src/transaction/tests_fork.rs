@@ -194,7 +194,10 @@ async fn best_response_aggregates_challenges_and_hides_503() {
     let f1 = net.uas.recv().await;
     let f2 = net.uas2.recv().await;
     let with = |m: &Message, realm: &str| {
-        response_to(m, 401, "x").replace("Content-Length: 0", &format!("WWW-Authenticate: Digest realm=\"{realm}\", nonce=\"n\"\r\nContent-Length: 0"))
+        response_to(m, 401, "x").replace(
+            "Content-Length: 0",
+            &format!("WWW-Authenticate: Digest realm=\"{realm}\", nonce=\"n\"\r\nContent-Length: 0"),
+        )
     };
     net.uas.send(net.proxy, &with(&f1, "one")).await;
     net.uas2.send(net.proxy, &with(&f2, "two")).await;
@@ -255,7 +258,8 @@ async fn refused_tcp_connect_is_a_transport_error_not_a_timeout() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
     net.relay_to(vec![format!("sip:x@{closed};transport=tcp")], false);
     for (i, method) in ["OPTIONS", "INVITE"].iter().enumerate() {
-        let req = request(method, "sip:bob@example.com", net.uac.addr, &format!("rc{i}"), &format!("call-rc{i}"), 1, "");
+        let req =
+            request(method, "sip:bob@example.com", net.uac.addr, &format!("rc{i}"), &format!("call-rc{i}"), 1, "");
         net.uac.send(net.proxy, &req).await;
         assert_eq!(net.uac.recv_skip_100().await.status(), Some(500), "{method}");
     }
@@ -283,7 +287,12 @@ async fn on_reply_hook_sees_each_non_100_reply() {
     let net = Net::new(fast_timers()).await;
     let uri = net.uas.uri();
     *net.router.on_request.lock().expect("lock") = Some(Box::new(move |tx: ServerTx| {
-        let fwd = Forward { targets: vec![uri.clone()], on_reply: Some(Arc::from("r")), record_route: true, ..Forward::default() };
+        let fwd = Forward {
+            targets: vec![uri.clone()],
+            on_reply: Some(Arc::from("r")),
+            record_route: true,
+            ..Forward::default()
+        };
         tx.relay(fwd).expect("relay");
     }));
     net.uac.send(net.proxy, &net.invite("h1", "call-h1")).await;
@@ -306,7 +315,8 @@ async fn tcp_uac_gets_responses_on_its_connection() {
     let tcp_addr = net.listeners.iter().find(|l| l.proto == Proto::Tcp).expect("tcp").addr;
     let mut c = TcpStream::connect(tcp_addr).await.expect("connect");
     let me = c.local_addr().expect("addr");
-    let inv = request("INVITE", &format!("sip:bob@{tcp_addr}"), me, "tcp1", "call-tcp1", 1, "").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    let inv = request("INVITE", &format!("sip:bob@{tcp_addr}"), me, "tcp1", "call-tcp1", 1, "")
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
     c.write_all(inv.as_bytes()).await.expect("write");
     let f1 = net.uas.recv().await;
     assert_eq!(f1.vias().expect("vias")[1].transport, "TCP");

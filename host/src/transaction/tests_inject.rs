@@ -315,7 +315,9 @@ fn next_hop_forms() {
     assert_eq!(ok("sip:10.0.0.1:5070;transport=tcp"), (Proto::Tcp, "10.0.0.1".into(), 5070));
     assert_eq!(ok("10.0.0.1:7"), (Proto::Udp, "10.0.0.1".into(), 7));
     assert_eq!(ok("udp:edge.example.com"), (Proto::Udp, "edge.example.com".into(), 5060));
-    for bad in ["", "udp:", "udp:1.2.3.4:0", "udp:1.2.3.4:x", "tcp:[::1", "tcp:[::1]x", "udp:a@b:5", "sip:x;transport=sctp"] {
+    for bad in
+        ["", "udp:", "udp:1.2.3.4:0", "udp:1.2.3.4:x", "tcp:[::1", "tcp:[::1]x", "udp:a@b:5", "sip:x;transport=sctp"]
+    {
         assert!(parse_next_hop(bad).is_err(), "{bad:?} accepted");
     }
 }

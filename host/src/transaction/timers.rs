@@ -91,8 +91,20 @@ pub enum Timer {
 }
 
 impl Timer {
-    const ALL: [Timer; 12] =
-        [Timer::A, Timer::B, Timer::D, Timer::E, Timer::F, Timer::G, Timer::H, Timer::I, Timer::J, Timer::K, Timer::L, Timer::M];
+    const ALL: [Timer; 12] = [
+        Timer::A,
+        Timer::B,
+        Timer::D,
+        Timer::E,
+        Timer::F,
+        Timer::G,
+        Timer::H,
+        Timer::I,
+        Timer::J,
+        Timer::K,
+        Timer::L,
+        Timer::M,
+    ];
 
     fn index(self) -> usize {
         Timer::ALL.iter().position(|t| *t == self).unwrap_or(0)
@@ -124,11 +136,7 @@ impl TimerSet {
 
     /// The earliest armed timer.
     pub(crate) fn next(&self) -> Option<(Instant, Timer)> {
-        self.deadlines
-            .iter()
-            .zip(Timer::ALL)
-            .filter_map(|(d, t)| d.map(|d| (d, t)))
-            .min_by_key(|(d, _)| *d)
+        self.deadlines.iter().zip(Timer::ALL).filter_map(|(d, t)| d.map(|d| (d, t))).min_by_key(|(d, _)| *d)
     }
 
     /// Disarms `t` (it fired).

@@ -321,13 +321,8 @@ impl Transports {
     /// (`"[::1]"`) so `format!("{host}:{port}")` is valid; an unspecified bind address is
     /// replaced by the host's primary address.
     pub fn sent_by(&self, proto: Proto) -> (String, u16) {
-        let l = self
-            .inner
-            .listeners
-            .iter()
-            .find(|l| l.proto == proto)
-            .or_else(|| self.inner.listeners.first())
-            .copied();
+        let l =
+            self.inner.listeners.iter().find(|l| l.proto == proto).or_else(|| self.inner.listeners.first()).copied();
         let Some(l) = l else { return ("127.0.0.1".to_owned(), 5060) };
         let ip = match l.addr.ip() {
             ip if ip.is_unspecified() => self.inner.advertised_ip.unwrap_or(ip),
@@ -348,14 +343,13 @@ impl Transports {
         let host = host.trim();
         let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
         let ip = bare.parse::<IpAddr>().ok();
-        let is_localhost = ip.is_none() && (bare.eq_ignore_ascii_case("localhost") || bare.eq_ignore_ascii_case("localhost."));
+        let is_localhost =
+            ip.is_none() && (bare.eq_ignore_ascii_case("localhost") || bare.eq_ignore_ascii_case("localhost."));
         self.inner.listeners.iter().filter(|l| l.addr.port() == port).any(|l| {
             let lip = l.addr.ip();
             match ip {
                 Some(ip) => {
-                    ip == lip
-                        || (lip.is_unspecified()
-                            && (ip.is_loopback() || Some(ip) == self.inner.advertised_ip))
+                    ip == lip || (lip.is_unspecified() && (ip.is_loopback() || Some(ip) == self.inner.advertised_ip))
                 }
                 None => is_localhost && (lip.is_loopback() || lip.is_unspecified()),
             }

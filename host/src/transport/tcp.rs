@@ -112,9 +112,15 @@ impl TcpSide {
 
     /// Queues `bytes` on the connection to `dst`, opening one if there is none. When the
     /// connection is still being opened, `on_failure` runs if that fails.
-    pub(super) fn send(&self, dst: SocketAddr, bytes: Bytes, on_failure: Option<ConnectFailed>) -> Result<(), SendError> {
+    pub(super) fn send(
+        &self,
+        dst: SocketAddr,
+        bytes: Bytes,
+        on_failure: Option<ConnectFailed>,
+    ) -> Result<(), SendError> {
         let shared = &self.shared;
-        let mut conns = shared.conns.lock().map_err(|_| SendError::Io { addr: dst, reason: "connection table poisoned".into() })?;
+        let mut conns =
+            shared.conns.lock().map_err(|_| SendError::Io { addr: dst, reason: "connection table poisoned".into() })?;
         let bytes = match conns.get_mut(&dst) {
             Some(entry) => match entry.tx.try_send(bytes) {
                 Ok(()) => {
@@ -288,7 +294,13 @@ async fn run_connection(
 
 /// Frames every complete message in `buf` and hands it to the handler (zero-copy: each
 /// message's `Bytes` is split off the read buffer).
-fn drain(buf: &mut BytesMut, handler: &dyn InboundHandler, counters: &Counters, peer: SocketAddr, local: SocketAddr) -> Drained {
+fn drain(
+    buf: &mut BytesMut,
+    handler: &dyn InboundHandler,
+    counters: &Counters,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Drained {
     let mut out = Drained::More;
     loop {
         let k = sip::skip_keepalive(buf);

@@ -254,5 +254,6 @@ fn try_mi_call(addr: SocketAddr, method: &str, params: serde_json::Value) -> std
             body
         }
     };
-    serde_json::from_slice(&body).map_err(|e| bad(format!("response is not JSON ({e}): {}", String::from_utf8_lossy(&body))))
+    serde_json::from_slice(&body)
+        .map_err(|e| bad(format!("response is not JSON ({e}): {}", String::from_utf8_lossy(&body))))
 }

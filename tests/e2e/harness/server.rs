@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use super::{LOCALHOST, RawUdp, SocketKind, TestEnv, free_port, port_is_bound, signal, status_of, tail_file, wait_child};
+use super::{
+    LOCALHOST, RawUdp, SocketKind, TestEnv, free_port, port_is_bound, signal, status_of, tail_file, wait_child,
+};
 
 /// How long a fresh server may take to answer its first OPTIONS: it compiles
 /// the route module (cranelift) before it serves, on a loaded 2-core machine.
@@ -28,9 +30,7 @@ impl Route {
     /// Where host/build.rs leaves the example modules. Integration tests cannot
     /// see the library's OUT_DIR, so they use the fixed build location.
     pub fn example_path(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/wasm-routes/wasm32-wasip2/release")
-            .join(name)
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm-routes/wasm32-wasip2/release").join(name)
     }
 }
 
@@ -149,7 +149,14 @@ impl Server {
             .spawn()
             .expect("spawn the sipbox binary");
         let label = format!("{}: sipbox on port {port}", env.name());
-        let mut server = Server { child: Some(child), port, mi_port, log, config: ServerConfig { port: Some(port), ..config }, label };
+        let mut server = Server {
+            child: Some(child),
+            port,
+            mi_port,
+            log,
+            config: ServerConfig { port: Some(port), ..config },
+            label,
+        };
         server.wait_ready();
         server
     }

@@ -147,13 +147,16 @@ impl Sipp {
     }
 
     fn start(&self) -> Child {
-        self.command().spawn().unwrap_or_else(|e| panic!("{}: cannot run sipp (is sip-tester installed?): {e}", self.label))
+        self.command()
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: cannot run sipp (is sip-tester installed?): {e}", self.label))
     }
 
     /// Runs to completion (bounded) and returns the verdict.
     pub fn run(self) -> SippOutcome {
         let child = self.start();
-        let proc = SippProc { child: Some(child), label: self.label, files: self.files, bound: self.timeout + KILL_GRACE };
+        let proc =
+            SippProc { child: Some(child), label: self.label, files: self.files, bound: self.timeout + KILL_GRACE };
         proc.wait()
     }
 
@@ -162,7 +165,8 @@ impl Sipp {
     pub fn spawn(self) -> SippProc {
         let child = self.start();
         let port = self.local_port;
-        let mut proc = SippProc { child: Some(child), label: self.label, files: self.files, bound: self.timeout + KILL_GRACE };
+        let mut proc =
+            SippProc { child: Some(child), label: self.label, files: self.files, bound: self.timeout + KILL_GRACE };
         if let Some(port) = port {
             let up = wait_until(Duration::from_secs(5), || port_is_bound(SocketKind::Udp, port) || proc.has_exited());
             if !up || proc.has_exited() {

@@ -64,11 +64,8 @@ fn ps(ctx: &MiContext, _args: &Args) -> MiResult {
         let workers = handle.metrics().num_workers();
         types.extend((0..workers).map(|i| format!("worker {i}")));
     }
-    let procs: Vec<Value> = types
-        .into_iter()
-        .enumerate()
-        .map(|(id, ty)| json!({"ID": id, "PID": pid, "Type": ty}))
-        .collect();
+    let procs: Vec<Value> =
+        types.into_iter().enumerate().map(|(id, ty)| json!({"ID": id, "PID": pid, "Type": ty})).collect();
     Ok(json!({ "Processes": procs }))
 }
 
@@ -95,12 +92,7 @@ fn version(_ctx: &MiContext, _args: &Args) -> MiResult {
 
 /// The product string (`sipbox (0.1.0 (x86_64/linux))`).
 pub(crate) fn server_string() -> String {
-    format!(
-        "sipbox ({} ({}/{}))",
-        env!("CARGO_PKG_VERSION"),
-        std::env::consts::ARCH,
-        std::env::consts::OS
-    )
+    format!("sipbox ({} ({}/{}))", env!("CARGO_PKG_VERSION"), std::env::consts::ARCH, std::env::consts::OS)
 }
 
 /// `which`: every command name; with `command`, that command's parameter

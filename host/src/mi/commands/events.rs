@@ -241,12 +241,8 @@ mod tests {
         let p = event_params(&json!(["a", 5])).expect("array");
         assert_eq!(p, Params(vec![(None, Value::from("a")), (None, Value::from("5"))]));
         let p = event_params(&json!(r#"{"z": 1, "a": "x", "m": 2.9, "o": {"k": true}, "n": null}"#)).expect("object");
-        let expect = Params::new()
-            .with("z", 1i64)
-            .with("a", "x")
-            .with("m", 2i64)
-            .with("o", r#"{"k":true}"#)
-            .with("n", "null");
+        let expect =
+            Params::new().with("z", 1i64).with("a", "x").with("m", 2i64).with("o", r#"{"k":true}"#).with("n", "null");
         assert_eq!(p, expect, "document order kept");
         assert_eq!(event_params(&json!("[1]")).expect_err("not an object").message, "Bad Params");
         assert_eq!(event_params(&json!("{bad")).expect_err("not JSON").message, "Bad Params");

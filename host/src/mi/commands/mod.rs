@@ -102,10 +102,27 @@ mod tests {
                 assert!(std::ptr::eq(lookup(&full).expect("module:name resolves"), cmd), "{full}");
             }
         }
-        for alias in ["event_subscribe", "evi:subscribe", "subscribe", "events_list", "evi:list", "subscribers_list",
-            "evi:subscribers", "raise_event", "evi:raise", "evi_flat_rotate", "event_flatstore:rotate", "ul_dump",
-            "ul_show_contact", "ps", "uptime", "version", "which", "get_statistics", "reload_routes"]
-        {
+        for alias in [
+            "event_subscribe",
+            "evi:subscribe",
+            "subscribe",
+            "events_list",
+            "evi:list",
+            "subscribers_list",
+            "evi:subscribers",
+            "raise_event",
+            "evi:raise",
+            "evi_flat_rotate",
+            "event_flatstore:rotate",
+            "ul_dump",
+            "ul_show_contact",
+            "ps",
+            "uptime",
+            "version",
+            "which",
+            "get_statistics",
+            "reload_routes",
+        ] {
             assert!(lookup(alias).is_some(), "{alias}");
         }
         assert!(lookup("evi:ps").is_none(), "a module prefix must match the command's module");

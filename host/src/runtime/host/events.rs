@@ -9,7 +9,7 @@ use crate::events::ebr::Filters;
 use crate::events::{self, Event, Params};
 use crate::runtime::bindings::events as wit;
 use crate::runtime::bindings::types::{Param, Value};
-use crate::runtime::replay::{fingerprint, Parked, WAIT_FOR_EVENT};
+use crate::runtime::replay::{Parked, WAIT_FOR_EVENT, fingerprint};
 use crate::runtime::state::HostState;
 use crate::transaction::{Core, ServerTx};
 

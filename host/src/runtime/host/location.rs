@@ -70,11 +70,7 @@ impl HostState {
         }
         let (proto, src) = tx.source();
         let outcome = self.location.save(req, src, proto);
-        let headers: Vec<(&str, &str)> =
-            outcome.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-        Ok(tx
-            .reply(outcome.code, &outcome.reason, &headers, None)
-            .map(|()| outcome.code)
-            .map_err(|e| e.to_string()))
+        let headers: Vec<(&str, &str)> = outcome.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        Ok(tx.reply(outcome.code, &outcome.reason, &headers, None).map(|()| outcome.code).map_err(|e| e.to_string()))
     }
 }

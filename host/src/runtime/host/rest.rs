@@ -50,7 +50,10 @@ impl HostState {
         Ok(result)
     }
 
-    async fn exchange(&mut self, HttpRequest { method, url, headers, body, timeout_ms }: HttpRequest) -> Result<Response, String> {
+    async fn exchange(
+        &mut self,
+        HttpRequest { method, url, headers, body, timeout_ms }: HttpRequest,
+    ) -> Result<Response, String> {
         let url = check_url(&url)?;
         if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
             return Err(format!("timeout-ms must be 1..={MAX_TIMEOUT_MS}"));

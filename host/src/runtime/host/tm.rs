@@ -58,8 +58,7 @@ impl tm::Host for HostState {
             Ok(forward) => forward,
             Err(e) => return Ok(Err(e)),
         };
-        let result =
-            self.once("tm.relay", (), |state| Ok(state.tx()?.relay(forward).map_err(|e| e.to_string())))?;
+        let result = self.once("tm.relay", (), |state| Ok(state.tx()?.relay(forward).map_err(|e| e.to_string())))?;
         if result.is_ok() {
             self.relayed = true;
         }

@@ -76,9 +76,8 @@ impl Target {
 
 /// Parses a whole `rabbitmq:...` socket. The error says what is wrong.
 pub(crate) fn parse_target(socket: &str) -> Result<Target, String> {
-    let rest = socket
-        .strip_prefix("rabbitmq:")
-        .ok_or_else(|| "a RabbitMQ socket starts with 'rabbitmq:'".to_owned())?;
+    let rest =
+        socket.strip_prefix("rabbitmq:").ok_or_else(|| "a RabbitMQ socket starts with 'rabbitmq:'".to_owned())?;
     let (authority, tail) = rest
         .split_once('/')
         .ok_or_else(|| "missing '/' before the routing key (rabbitmq:host[:port]/routing_key)".to_owned())?;
@@ -264,8 +263,10 @@ mod tests {
         let c = x.canonical();
         assert!(!c.contains("p%2F"), "{c}");
         let back = t(&c);
-        assert_eq!((back.user, back.host, back.port, back.exchange, back.routing_key),
-                   (x.user.clone(), x.host.clone(), x.port, x.exchange.clone(), x.routing_key.clone()));
+        assert_eq!(
+            (back.user, back.host, back.port, back.exchange, back.routing_key),
+            (x.user.clone(), x.host.clone(), x.port, x.exchange.clone(), x.routing_key.clone())
+        );
         assert!(!format!("{x:?}").contains("p/?w"));
     }
 

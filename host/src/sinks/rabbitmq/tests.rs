@@ -222,4 +222,3 @@ fn malformed_sockets_are_refused_with_the_reason() {
         assert!(err.to_string().contains(s), "{err}");
     }
 }
-
