@@ -32,7 +32,7 @@ RULES = [
     ("EBR waiter (entry, filters, oneshot)", r"events::ebr|events/ebr|oneshot::Inner<sipbox::events::Event>|wait_for_event"),
     ("route invocation future (Box::pin in Runtime::on_request)", r"pin<sipbox::runtime::\{impl#\d+\}::on_request"),
     ("route task (tokio task cell, proxy::spawn_route)", r"Cell<sipbox::transaction::proxy::.*spawn_route"),
-    ("ServerTx driver task (tokio task cell, servertx::run)", r"Cell<sipbox::transaction::servertx::run"),
+    ("ServerTx driver task (tokio task cell, server_tx::run)", r"Cell<sipbox::transaction::server_tx::run"),
     ("ServerTx inbox (mpsc channel)", r"ServerEvent"),
     ("ServerTx: last response kept for retransmission", r"src/sip/response\.rs"),
     ("ServerTxInner (Arc)", r"ServerTxInner"),

@@ -29,8 +29,6 @@ mod registry;
 mod subscription;
 
 #[cfg(test)]
-mod ebr_tests;
-#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_sinks;

@@ -326,5 +326,5 @@ pub(crate) fn sort_for_lookup(bindings: &mut [Binding]) {
 }
 
 #[cfg(test)]
-#[path = "store_tests.rs"]
+#[path = "tests_store.rs"]
 mod tests;

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::best::{choose_best, upstream_code};
-use super::clienttx::{self, ClientHandle, ClientSpec};
+use super::client_tx::{self, ClientHandle, ClientSpec};
 use super::inbox::Inbox;
 use super::key::ClientKey;
 use super::relay::BranchPlan;
-use super::servertx::ServerTx;
+use super::server_tx::ServerTx;
 use super::{build, proxy::CoreInner};
 use crate::sip::{self, Edits, HeaderName, Message, Method};
 
@@ -96,7 +96,7 @@ struct Branch {
     elsewhere: bool,
 }
 
-struct Ctx {
+struct ResponseContext {
     tx: ServerTx,
     core: Arc<CoreInner>,
     /// Our inbox: branches' client transactions and resolver tasks report here.
@@ -116,7 +116,7 @@ struct Ctx {
 pub(crate) fn spawn(tx: ServerTx, me: Arc<Inbox<ProxyEvent>>) {
     let core = tx.inner.core.clone();
     let is_invite = tx.inner.is_invite;
-    let ctx = Ctx {
+    let ctx = ResponseContext {
         tx,
         core,
         me,
@@ -131,7 +131,7 @@ pub(crate) fn spawn(tx: ServerTx, me: Arc<Inbox<ProxyEvent>>) {
     tokio::spawn(ctx.run());
 }
 
-impl Ctx {
+impl ResponseContext {
     async fn run(mut self) {
         let inbox = self.me.clone();
         'run: loop {
@@ -171,7 +171,7 @@ impl Ctx {
     /// Done when a final went upstream and every branch has its own. Their client
     /// transactions live on (Timer M, D or K, up to 32 s) without the context: a 2xx one
     /// still passes up (a retransmission, or another UAS behind a forking proxy) is
-    /// forwarded statelessly (`clienttx`), as 16.7 step 5 forwards every 2xx.
+    /// forwarded statelessly (`client_tx`), as 16.7 step 5 forwards every 2xx.
     fn finished(&self) -> bool {
         let tu = self.tx.tu();
         tu.final_sent && tu.stages_requested == self.stages_started && self.branches.iter().all(|b| b.final_.is_some())
@@ -274,7 +274,7 @@ impl Ctx {
             tu: Some((self.me.clone(), idx)),
         };
         tracing::trace!(target_uri = %b.plan.target, %dst, "branch started");
-        b.client = clienttx::spawn(&self.core, spec);
+        b.client = client_tx::spawn(&self.core, spec);
         if b.client.is_none() {
             self.set_final(idx, Final::Local(500));
             return;
@@ -431,7 +431,7 @@ impl Ctx {
             dst,
             tu: None,
         };
-        clienttx::spawn(&self.core, spec);
+        client_tx::spawn(&self.core, spec);
     }
 
     /// Forwards a branch response upstream with our Via popped (16.7 step 9).

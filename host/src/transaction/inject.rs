@@ -15,7 +15,7 @@ use super::fork::ProxyEvent;
 use super::inbox::PushError;
 use super::key::MAGIC_COOKIE;
 use super::relay::{check_open, plan_branch};
-use super::servertx::{ServerTx, WaitTu};
+use super::server_tx::{ServerTx, WaitTu};
 use super::{Forward, TmError, build};
 
 impl ServerTx {

@@ -10,32 +10,30 @@
 //!
 //! # Layout
 //! - [`timers`]: [`Timers`] (the `[timers]` config) and the per-transaction timer set;
-//! - `server`, `server_invite`, `client`, `client_invite`: the state machines (Figures 8, 7, 6, 5);
+//! - `fsm`: the four pure state machines (`client_invite`, `client_non_invite`, `server_invite`,
+//!   `server_non_invite`: Figures 5-8), their [`Action`](fsm::Action)s and step configuration;
 //! - `key`: matching keys (17.1.3, 17.2.3) and the sharded transaction table;
 //! - `proxy`: [`Core`], inbound dispatch (retransmissions, ACK, CANCEL, loops, malformed);
-//! - `servertx`: [`ServerTx`], replies and the server transaction driver;
+//! - `server_tx`: [`ServerTx`], replies and the server transaction driver;
 //! - `inbox`: the server transaction driver's queue, which owns no memory while empty;
 //! - `relay`: building forwarded requests (Via, Record-Route, Max-Forwards, next hop);
 //! - `fork`: the response context of a relayed request (forking, Timer C, CANCEL, 16.7);
 //! - `inject`: OpenSIPS's `t_wait_for_new_branches` / `t_inject_branches` (branches added
 //!   later by an unrelated route, e.g. on an event) and [`Core::find_tx`];
-//! - `clienttx`: the client transaction driver; `best`: best-response choice (16.7 step 6);
+//! - `client_tx`: the client transaction driver; `best`: best-response choice (16.7 step 6);
 //! - `build`: CANCEL and ACK requests the proxy originates (9.1, 17.1.1.3).
 
 mod best;
 mod build;
-mod client;
-mod client_invite;
-mod clienttx;
+mod client_tx;
 mod fork;
+mod fsm;
 mod inbox;
 mod inject;
 mod key;
 mod proxy;
 mod relay;
-mod server;
-mod server_invite;
-mod servertx;
+mod server_tx;
 pub mod timers;
 
 #[cfg(test)]
@@ -51,7 +49,7 @@ use std::sync::Arc;
 
 pub use best::choose_best;
 pub use proxy::{Core, TmStats};
-pub use servertx::ServerTx;
+pub use server_tx::ServerTx;
 pub use timers::Timers;
 
 use crate::sip;
@@ -111,82 +109,4 @@ pub enum TmError {
     /// The message could not be handed to the transport or transaction.
     #[error("transport: {0}")]
     Transport(String),
-}
-
-/// What a state machine asks its driver to do. Messages stay in the driver: an event
-/// classifies the message at hand and the actions refer to it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Action {
-    /// Client: send the request (the first time).
-    SendRequest,
-    /// Server: send the response carried by the current event and remember it.
-    SendResponse,
-    /// Client: resend the request. Server: resend the last response (if any).
-    Retransmit,
-    /// Arm or disarm a timer.
-    Timer(timers::TimerOp),
-    /// Client: give the current response to the TU.
-    PassUp,
-    /// INVITE client: ACK the current 300-699 response (17.1.1.3).
-    SendAck,
-    /// INVITE server (Accepted): give the current ACK to the TU.
-    PassAck,
-    /// Tell the TU the transaction timed out.
-    Timeout,
-    /// Tell the TU sending failed.
-    TransportError,
-}
-
-/// What every state machine step needs to know besides its state.
-#[derive(Clone, Debug)]
-pub(crate) struct Cfg {
-    /// Reliable transport (TCP): no retransmissions, zero wait timers.
-    pub(crate) reliable: bool,
-    pub(crate) timers: Timers,
-}
-
-#[cfg(test)]
-pub(crate) mod test_fsm {
-    //! Helpers for the state machine tests.
-    use std::time::Duration;
-
-    use super::timers::{Timer, TimerOp};
-    use super::{Action, Cfg, Timers};
-
-    pub(crate) fn cfg(reliable: bool) -> Cfg {
-        Cfg { reliable, timers: Timers::default() }
-    }
-
-    /// Parses "start G 500ms", "start J 32s" or "stop A".
-    pub(crate) fn d(s: &str) -> Action {
-        let parts: Vec<&str> = s.split_whitespace().collect();
-        let timer = match parts[1] {
-            "A" => Timer::A,
-            "B" => Timer::B,
-            "D" => Timer::D,
-            "E" => Timer::E,
-            "F" => Timer::F,
-            "G" => Timer::G,
-            "H" => Timer::H,
-            "I" => Timer::I,
-            "J" => Timer::J,
-            "K" => Timer::K,
-            "L" => Timer::L,
-            "M" => Timer::M,
-            other => panic!("unknown timer {other}"),
-        };
-        match parts[0] {
-            "stop" => Action::Timer(TimerOp::Stop(timer)),
-            "start" => {
-                let v = parts[2];
-                let dur = if let Some(ms) = v.strip_suffix("ms") {
-                    Duration::from_millis(ms.parse().expect("ms"))
-                } else {
-                    Duration::from_secs(v.strip_suffix('s').expect("unit").parse().expect("s"))
-                };
-                Action::Timer(TimerOp::Start(timer, dur))
-            }
-            other => panic!("unknown op {other}"),
-        }
-    }
 }

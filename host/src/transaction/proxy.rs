@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use bytes::Bytes;
 
 use super::build;
-use super::clienttx::ClientHandle;
+use super::client_tx::ClientHandle;
 use super::key::{ClientKey, MAGIC_COOKIE, ServerKey, Sharded};
-use super::servertx::{ServerEvent, ServerTx, ServerTxInner};
+use super::server_tx::{ServerEvent, ServerTx, ServerTxInner};
 use super::{Router, Timers};
 use crate::sip::{self, Edits, HeaderName, Message, Method};
 use crate::transport::{Inbound, InboundHandler, Proto, Transports};

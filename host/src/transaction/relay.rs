@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use super::fork::{self, ProxyEvent};
 use super::inbox::Inbox;
 use super::key::MAGIC_COOKIE;
-use super::servertx::{ServerTx, TuState};
+use super::server_tx::{ServerTx, TuState};
 use super::{Forward, TmError, build};
 use crate::sip::{self, Edits, HeaderName, Message, Method, Uri};
 use crate::transport::Proto;

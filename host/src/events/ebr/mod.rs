@@ -31,6 +31,8 @@
 mod by_tid;
 mod filter;
 #[cfg(test)]
+mod tests;
+#[cfg(test)]
 mod tests_tid;
 
 use std::collections::{BTreeSet, HashMap};

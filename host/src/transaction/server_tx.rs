@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use bytes::Bytes;
 
 use super::fork::ProxyEvent;
+use super::fsm::{Action, Cfg, server_invite, server_non_invite};
 use super::inbox::{Inbox, PushError};
 use super::key::ServerKey;
 use super::proxy::CoreInner;
 use super::timers::{Timer, TimerSet};
-use super::{Action, Cfg, Forward, TmError, build, server, server_invite};
+use super::{Forward, TmError, build};
 use crate::sip::{self, Message, Method, Uri};
 use crate::transport::{Inbound, Proto};
 
@@ -345,12 +346,15 @@ impl ServerTxInner {
 #[derive(Clone, Copy, Debug)]
 enum Fsm {
     Invite(server_invite::State),
-    NonInvite(server::State),
+    NonInvite(server_non_invite::State),
 }
 
 impl Fsm {
     fn terminated(self) -> bool {
-        matches!(self, Fsm::Invite(server_invite::State::Terminated) | Fsm::NonInvite(server::State::Terminated))
+        matches!(
+            self,
+            Fsm::Invite(server_invite::State::Terminated) | Fsm::NonInvite(server_non_invite::State::Terminated)
+        )
     }
 }
 
@@ -387,7 +391,7 @@ fn step(fsm: Fsm, input: Input, cfg: &Cfg) -> (Fsm, Vec<Action>) {
             (Fsm::Invite(s), a)
         }
         Fsm::NonInvite(s) => {
-            use server::Event as E;
+            use server_non_invite::Event as E;
             let ev = match input {
                 Input::Request => E::Request,
                 // An ACK never matches a non-INVITE transaction (its key says INVITE).
@@ -399,7 +403,7 @@ fn step(fsm: Fsm, input: Input, cfg: &Cfg) -> (Fsm, Vec<Action>) {
                 Input::Timer(_) => return (fsm, vec![]),
                 Input::TransportErr => E::TransportErr,
             };
-            let (s, a) = server::step(s, ev, cfg);
+            let (s, a) = server_non_invite::step(s, ev, cfg);
             (Fsm::NonInvite(s), a)
         }
     }
@@ -411,7 +415,11 @@ async fn run(inner: Arc<ServerTxInner>) {
     let Some(inbox) = inner.inbox.as_ref() else { return };
     let mut driver = Driver {
         cfg: Cfg { reliable: inner.proto.is_reliable(), timers: inner.core.timers.clone() },
-        fsm: if inner.is_invite { Fsm::Invite(server_invite::start()) } else { Fsm::NonInvite(server::start()) },
+        fsm: if inner.is_invite {
+            Fsm::Invite(server_invite::start())
+        } else {
+            Fsm::NonInvite(server_non_invite::start())
+        },
         timers: TimerSet::default(),
         last: None,
     };

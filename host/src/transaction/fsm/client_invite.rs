@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use super::timers::{Timer, TimerOp};
 use super::{Action, Cfg};
+use crate::transaction::timers::{Timer, TimerOp};
 
 /// States of Figure 5 as updated by RFC 6026 section 7.2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,7 +120,7 @@ fn stop(t: Timer) -> Action {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transaction::test_fsm::{cfg, d};
+    use crate::transaction::fsm::test_fsm::{cfg, d};
 
     const T1: Duration = Duration::from_millis(500);
 

@@ -1,7 +1,7 @@
 //! Non-INVITE server transaction (RFC 3261 section 17.2.2, Figure 8) as a pure state machine.
 
-use super::timers::{Timer, TimerOp};
 use super::{Action, Cfg};
+use crate::transaction::timers::{Timer, TimerOp};
 
 /// States of Figure 8.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +77,7 @@ fn completed(cfg: &Cfg, mut actions: Vec<Action>) -> (State, Vec<Action>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transaction::test_fsm::{cfg, d};
+    use crate::transaction::fsm::test_fsm::{cfg, d};
 
     #[test]
     fn trying_absorbs_then_final_completes_udp() {

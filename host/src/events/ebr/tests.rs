@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-use super::ebr::{EbrStats, Filters, NotifyHandler};
-use super::*;
+use super::{EbrStats, Filters, NotifyHandler};
+use crate::events::*;
 
 fn filters(list: &[&str]) -> Filters {
     Filters::parse(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("valid filters")

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use super::timers::{Timer, TimerOp};
 use super::{Action, Cfg};
+use crate::transaction::timers::{Timer, TimerOp};
 
 /// States of Figure 6.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,7 +100,7 @@ fn stop(t: Timer) -> Action {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transaction::test_fsm::{cfg, d};
+    use crate::transaction::fsm::test_fsm::{cfg, d};
 
     #[test]
     fn udp_start_and_timer_e_backoff() {

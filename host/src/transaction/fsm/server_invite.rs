@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use super::timers::{Timer, TimerOp};
 use super::{Action, Cfg};
+use crate::transaction::timers::{Timer, TimerOp};
 
 /// States of Figure 7 as updated by RFC 6026 section 7.1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,7 +137,7 @@ fn start_t(t: Timer, d: Duration) -> Action {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transaction::test_fsm::{cfg, d};
+    use crate::transaction::fsm::test_fsm::{cfg, d};
 
     const T1: Duration = Duration::from_millis(500);
 

@@ -8,13 +8,14 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
+use super::build;
 use super::fork::ProxyEvent;
+use super::fsm::{Action, Cfg, client_invite, client_non_invite};
 use super::inbox::Inbox;
 use super::key::ClientKey;
 use super::proxy::CoreInner;
-use super::servertx::sleep_until;
+use super::server_tx::sleep_until;
 use super::timers::{Timer, TimerSet};
-use super::{Action, Cfg, build, client, client_invite};
 use crate::sip::Message;
 use crate::transport::Proto;
 
@@ -78,7 +79,7 @@ pub(crate) fn spawn(core: &Arc<CoreInner>, spec: ClientSpec) -> Option<ClientHan
 #[derive(Clone, Copy, Debug)]
 enum Fsm {
     Invite(client_invite::State),
-    NonInvite(client::State),
+    NonInvite(client_non_invite::State),
 }
 
 impl Fsm {
@@ -87,7 +88,7 @@ impl Fsm {
         matches!(
             self,
             Fsm::Invite(client_invite::State::Calling { .. })
-                | Fsm::NonInvite(client::State::Trying { .. } | client::State::Proceeding)
+                | Fsm::NonInvite(client_non_invite::State::Trying { .. } | client_non_invite::State::Proceeding)
         )
     }
 
@@ -104,7 +105,10 @@ impl Fsm {
     }
 
     fn terminated(self) -> bool {
-        matches!(self, Fsm::Invite(client_invite::State::Terminated) | Fsm::NonInvite(client::State::Terminated))
+        matches!(
+            self,
+            Fsm::Invite(client_invite::State::Terminated) | Fsm::NonInvite(client_non_invite::State::Terminated)
+        )
     }
 }
 
@@ -136,7 +140,7 @@ fn step(fsm: Fsm, input: Input, cfg: &Cfg) -> (Fsm, Vec<Action>) {
             (Fsm::Invite(s), a)
         }
         Fsm::NonInvite(s) => {
-            use client::Event as E;
+            use client_non_invite::Event as E;
             let ev = match input {
                 Input::Resp(c) if c < 200 => E::Resp1xx,
                 Input::Resp(_) => E::RespFinal,
@@ -147,7 +151,7 @@ fn step(fsm: Fsm, input: Input, cfg: &Cfg) -> (Fsm, Vec<Action>) {
                 Input::TransportErr => E::TransportErr,
                 Input::Abandon => E::Abandon,
             };
-            let (s, a) = client::step(s, ev, cfg);
+            let (s, a) = client_non_invite::step(s, ev, cfg);
             (Fsm::NonInvite(s), a)
         }
     }
@@ -160,7 +164,7 @@ async fn run(core: Arc<CoreInner>, mut spec: ClientSpec, handle: ClientHandle) {
         let (s, a) = client_invite::start(&cfg);
         (Fsm::Invite(s), a)
     } else {
-        let (s, a) = client::start(&cfg);
+        let (s, a) = client_non_invite::start(&cfg);
         (Fsm::NonInvite(s), a)
     };
     let mut timers = TimerSet::default();
