@@ -347,7 +347,7 @@ async fn ebr_listeners_count_for_raise_and_probe() {
     assert!(wait.await.is_some());
     assert!(bus.has_subscribers("E_DTMF"), "the notify subscription stays");
     // Together with an EVI subscriber.
-    let _events = super::tests::recorder(&bus);
+    let _events = crate::events::tests::recorder(&bus);
     bus.subscribe("E_DTMF", "route:dtmf", None).unwrap();
     assert_eq!(bus.raise(ev("E_DTMF", Params::new())), 2);
 }
