@@ -62,10 +62,10 @@ impl Config {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         let mut config = Config::parse(&text).with_context(|| format!("invalid config file {}", path.display()))?;
-        if let (Some(module), Some(dir)) = (&config.routes.module, path.parent()) {
-            if module.is_relative() {
-                config.routes.module = Some(dir.join(module));
-            }
+        if let (Some(module), Some(dir)) = (&config.routes.module, path.parent())
+            && module.is_relative()
+        {
+            config.routes.module = Some(dir.join(module));
         }
         Ok(config)
     }
