@@ -34,9 +34,10 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sipbox::events::{Event, EventBus, EventRouteHandler, EventsConfig, Params};
+use sipbox::events::{Event, EventBus, EventRouteHandler, EventsConfig, Params, SinkSchemes};
 use sipbox::location::{Location, LocationConfig};
 use sipbox::runtime::{Limits, RouteSource, Runtime, bench_hooks};
+use sipbox::sinks::{self, Flatstore};
 use sipbox::sip::{self, Bytes, Edits, HeaderName, Message};
 use sipbox::transaction::{BoxFut, Core, Router, ServerTx, Timers};
 use sipbox::transport::{DeferredHandler, Inbound, InboundHandler, ListenSpec, Proto, Transports};
@@ -185,7 +186,7 @@ impl Proxy {
         let (tx, done) = std::sync::mpsc::channel();
         let timed = Arc::new(Timed { runtime: runtime.clone(), done: tx });
         let (core, bus, listener) = tokio.block_on(async {
-            let bus = EventBus::new(&EventsConfig::default());
+            let bus = EventBus::new(&EventsConfig::default(), SinkSchemes::new())?;
             runtime.set_event_bus(bus.clone());
             let deferred = DeferredHandler::new();
             let listen = [ListenSpec { proto: Proto::Udp, addr: "127.0.0.1:0".parse()? }];
@@ -390,7 +391,8 @@ fn bench_events(c: &mut Criterion) {
         .build()
         .unwrap_or_else(|e| panic!("tokio: {e}"));
     let _guard = tokio.enter();
-    let bus = EventBus::new(&EventsConfig::default());
+    let bus = EventBus::new(&EventsConfig::default(), sinks::schemes(None, &Flatstore::default()))
+        .unwrap_or_else(|e| panic!("bus: {e}"));
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("subscriber socket: {e}"));
     socket.set_read_timeout(Some(WAIT)).unwrap_or_else(|e| panic!("socket: {e}"));
     let port = socket.local_addr().map(|a| a.port()).unwrap_or_else(|e| panic!("socket: {e}"));

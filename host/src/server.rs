@@ -13,6 +13,7 @@ use crate::location::Location;
 use crate::mi::{self, MiContext};
 use crate::pike::Pike;
 use crate::runtime::{RouteSource, Runtime};
+use crate::sinks::{self, Flatstore};
 use crate::transaction::Core;
 use crate::transport::{DeferredHandler, Transports};
 
@@ -57,7 +58,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // The event registry: static subscriptions from the config, registrar
     // events, and the runtime (routes raise events; route: sinks run them).
-    let bus = EventBus::try_new(&config.events).context("invalid [events] configuration")?;
+    let flatstore = Flatstore::default();
+    let schemes = sinks::schemes(Some(Arc::new(runtime.clone())), &flatstore);
+    let bus = EventBus::new(&config.events, schemes).context("invalid [events] configuration")?;
     runtime.set_event_bus(bus.clone());
     runtime.set_vars(config.routes.vars.clone());
     usrloc::bridge(bus.clone(), &location);
@@ -76,6 +79,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let mi_context = MiContext::new(bus.clone(), location.clone(), source.clone())
+        .with_flatstore(flatstore)
         .with_runtime(runtime.clone())
         .with_core(core.clone())
         .with_transports(transports.clone());

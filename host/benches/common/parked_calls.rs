@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sipbox::events::{EventBus, EventsConfig};
+use sipbox::events::{EventBus, EventsConfig, SinkSchemes};
 use sipbox::location::{Location, LocationConfig};
 use sipbox::runtime::{Limits, RouteSource, Runtime, Suspend};
 use sipbox::transaction::{Core, Timers};
@@ -61,7 +61,8 @@ pub async fn start_route(
     let location = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() })?;
     let limits = Limits { max_instances: (n + HEADROOM) as u32, memory_mb: 4, suspend, ..Limits::default() };
     let runtime = Runtime::new(limits, location, RouteSource::File(route))?;
-    let bus = EventBus::new(&EventsConfig { ebr_max_waiters: n + HEADROOM, ..EventsConfig::default() });
+    let bus =
+        EventBus::new(&EventsConfig { ebr_max_waiters: n + HEADROOM, ..EventsConfig::default() }, SinkSchemes::new())?;
     runtime.set_event_bus(bus.clone());
     runtime.set_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
     let deferred = DeferredHandler::new();

@@ -203,11 +203,10 @@ impl Runtime {
     }
 
     /// Connects the runtime to the event registry: routes can raise events,
-    /// `route:` subscriptions run `on-event`, and the runtime raises
+    /// EBR notifications run `on-notify`, and the runtime raises
     /// E_CORE_THRESHOLD and E_CORE_SHM_THRESHOLD.
     pub fn set_event_bus(&self, bus: EventBus) {
         if self.inner.bus.set(bus.clone()).is_ok() {
-            bus.set_route_handler(Arc::new(self.clone()));
             bus.set_notify_handler(Arc::new(self.clone()));
         }
     }

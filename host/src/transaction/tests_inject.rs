@@ -333,7 +333,8 @@ impl crate::events::ebr::NotifyHandler for Notified {
 }
 
 fn ebr_bus() -> (crate::events::EventBus, Arc<Mutex<Vec<u64>>>) {
-    let bus = crate::events::EventBus::try_new(&crate::events::EventsConfig::default()).expect("bus");
+    let bus = crate::events::EventBus::new(&crate::events::EventsConfig::default(), crate::events::SinkSchemes::new())
+        .expect("bus");
     let ran: Arc<Mutex<Vec<u64>>> = Arc::default();
     bus.set_notify_handler(Arc::new(Notified(ran.clone())));
     (bus, ran)

@@ -24,11 +24,11 @@ fn ev(name: &str, params: Params) -> Event {
 fn bus_with(max_waiters: usize, max_notify: usize) -> EventBus {
     let cfg =
         EventsConfig { ebr_max_waiters: max_waiters, ebr_max_notify_concurrency: max_notify, ..Default::default() };
-    EventBus::try_new(&cfg).expect("bus")
+    EventBus::new(&cfg, SinkSchemes::new()).expect("bus")
 }
 
 fn bus() -> EventBus {
-    EventBus::try_new(&EventsConfig::default()).expect("bus")
+    EventBus::new(&EventsConfig::default(), SinkSchemes::new()).expect("bus")
 }
 
 /// Records every notification; route `stuck` never completes.
@@ -338,7 +338,7 @@ async fn a_raise_with_no_subscriber_at_all() {
 async fn ebr_listeners_count_for_raise_and_probe() {
     // MI raise_event answers 480 unless has_subscribers, and reports what
     // raise reached: an event only EBR listens to must count.
-    let bus = bus();
+    let (bus, _events) = crate::events::tests::recording_bus(&EventsConfig::default());
     let _rx = notes(&bus);
     let wait = bus.wait_for_event("E_DTMF", filters(&["callid=c9"]), Duration::from_secs(30)).unwrap();
     assert!(bus.has_subscribers("E_DTMF"));
@@ -347,7 +347,6 @@ async fn ebr_listeners_count_for_raise_and_probe() {
     assert!(wait.await.is_some());
     assert!(bus.has_subscribers("E_DTMF"), "the notify subscription stays");
     // Together with an EVI subscriber.
-    let _events = super::tests::recorder(&bus);
     bus.subscribe("E_DTMF", "route:dtmf", None).unwrap();
     assert_eq!(bus.raise(ev("E_DTMF", Params::new())), 2);
 }

@@ -10,10 +10,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::events::ebr::{Filters, NotifyHandler};
-use crate::events::{BoxFut, Event, EventBus, EventsConfig, Params};
+use crate::events::{BoxFut, Event, EventBus, EventsConfig, Params, SinkSchemes};
 
 fn bus() -> EventBus {
-    EventBus::try_new(&EventsConfig::default()).expect("bus")
+    EventBus::new(&EventsConfig::default(), SinkSchemes::new()).expect("bus")
 }
 
 fn any() -> Filters {
