@@ -77,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 2. raise() -> registry -> subscriber queue -> udp sink task -> socket.
     let cfg = EventsConfig { queue_len: n, ..EventsConfig::default() };
-    let bus = EventBus::new(&cfg, sinks::schemes(None, &Flatstore::default()))?;
+    let bus = EventBus::new(&cfg, sinks::schemes(None, &Flatstore::default()), None)?;
     let (port, handle, _) = receiver(n)?;
     bus.subscribe("E_UL_CONTACT_INSERT", &format!("udp:127.0.0.1:{port}"), None)?;
     let start = Instant::now();

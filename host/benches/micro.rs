@@ -34,9 +34,9 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sipbox::events::{Event, EventBus, EventRouteHandler, EventsConfig, Params, SinkSchemes};
+use sipbox::events::{Event, EventBus, EventsConfig, Params, SinkSchemes};
 use sipbox::location::{Location, LocationConfig};
-use sipbox::runtime::{Limits, RouteSource, Runtime, bench_hooks};
+use sipbox::runtime::{self, Limits, RouteServices, RouteSource, Runtime, bench_hooks};
 use sipbox::sinks::{self, Flatstore};
 use sipbox::sip::{self, Bytes, Edits, HeaderName, Message};
 use sipbox::transaction::{BoxFut, Core, Router, ServerTx, Timers};
@@ -180,14 +180,15 @@ impl Proxy {
         let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         // The location store and the runtime start background tasks.
         let _guard = tokio.enter();
+        let (invoker, invocations) = runtime::invocations(1024);
+        let bus = EventBus::new(&EventsConfig::default(), SinkSchemes::new(), Some(invoker.notify_handler()))?;
         let location = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() })?;
-        let runtime = Runtime::new(limits, location, source)?;
+        let services = RouteServices { location, bus: bus.clone() };
+        let runtime = Runtime::new(limits, source, services, invocations)?;
         runtime.set_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
         let (tx, done) = std::sync::mpsc::channel();
         let timed = Arc::new(Timed { runtime: runtime.clone(), done: tx });
-        let (core, bus, listener) = tokio.block_on(async {
-            let bus = EventBus::new(&EventsConfig::default(), SinkSchemes::new())?;
-            runtime.set_event_bus(bus.clone());
+        let (core, listener) = tokio.block_on(async {
             let deferred = DeferredHandler::new();
             let listen = [ListenSpec { proto: Proto::Udp, addr: "127.0.0.1:0".parse()? }];
             let transports = Transports::bind(&listen, deferred.clone()).await?;
@@ -199,7 +200,7 @@ impl Proxy {
             let core = Core::new(transports, timers, timed);
             runtime.set_core(core.clone());
             deferred.set(Arc::new(core.clone()));
-            anyhow::Ok((core, bus, listener))
+            anyhow::Ok((core, listener))
         })?;
         let caller = UdpSocket::bind("127.0.0.1:0")?;
         caller.set_read_timeout(Some(WAIT))?;
@@ -391,7 +392,7 @@ fn bench_events(c: &mut Criterion) {
         .build()
         .unwrap_or_else(|e| panic!("tokio: {e}"));
     let _guard = tokio.enter();
-    let bus = EventBus::new(&EventsConfig::default(), sinks::schemes(None, &Flatstore::default()))
+    let bus = EventBus::new(&EventsConfig::default(), sinks::schemes(None, &Flatstore::default()), None)
         .unwrap_or_else(|e| panic!("bus: {e}"));
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("subscriber socket: {e}"));
     socket.set_read_timeout(Some(WAIT)).unwrap_or_else(|e| panic!("socket: {e}"));

@@ -12,7 +12,7 @@ use crate::events::{EventBus, usrloc};
 use crate::location::Location;
 use crate::mi::{self, MiContext};
 use crate::pike::Pike;
-use crate::runtime::{RouteSource, Runtime};
+use crate::runtime::{self, INVOCATION_BACKLOG, RouteServices, RouteSource, Runtime};
 use crate::sinks::{self, Flatstore};
 use crate::transaction::Core;
 use crate::transport::{DeferredHandler, Transports};
@@ -37,9 +37,9 @@ fn route_source(config: &Config) -> RouteSource {
 
 /// Loads a route module the way `run` would, without opening sockets.
 pub async fn check_route(config: &Config, source: RouteSource) -> anyhow::Result<()> {
-    let location = Location::open(&crate::location::LocationConfig { db_path: None, ..config.location.clone() })?;
+    config.location.validate()?;
     let limits = config.limits.clone();
-    let runtime = tokio::task::spawn_blocking(move || Runtime::new(limits, location, RouteSource::Embedded)).await??;
+    let runtime = tokio::task::spawn_blocking(move || Runtime::standalone(limits, RouteSource::Embedded)).await??;
     runtime.reload(source).await?;
     Ok(())
 }
@@ -47,23 +47,26 @@ pub async fn check_route(config: &Config, source: RouteSource) -> anyhow::Result
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen_specs()?;
-    let location = Location::open(&config.location).context("cannot open the location store")?;
     let source = route_source(&config);
-    let limits = config.limits.clone();
-    let runtime = {
-        let (location, source) = (location.clone(), source.clone());
-        tokio::task::spawn_blocking(move || Runtime::new(limits, location, source)).await??
-    };
-    let route = runtime.current();
 
+    // The runtime's invoker first: the event registry hands it `route:`
+    // deliveries and EBR notifications, which the runtime, built last, runs.
+    let (invoker, invocations) = runtime::invocations(config.events.ebr_max_notify_concurrency + INVOCATION_BACKLOG);
     // The event registry: static subscriptions from the config, registrar
-    // events, and the runtime (routes raise events; route: sinks run them).
+    // events, and routes (they raise events; route: sinks run them).
     let flatstore = Flatstore::default();
-    let schemes = sinks::schemes(Some(Arc::new(runtime.clone())), &flatstore);
-    let bus = EventBus::new(&config.events, schemes).context("invalid [events] configuration")?;
-    runtime.set_event_bus(bus.clone());
-    runtime.set_vars(config.routes.vars.clone());
+    let schemes = sinks::schemes(Some(invoker.route_handler()), &flatstore);
+    let bus = EventBus::new(&config.events, schemes, Some(invoker.notify_handler()))
+        .context("invalid [events] configuration")?;
+    let location = Location::open(&config.location).context("cannot open the location store")?;
     usrloc::bridge(bus.clone(), &location);
+    let runtime = {
+        let services = RouteServices { location: location.clone(), bus: bus.clone() };
+        let (limits, source) = (config.limits.clone(), source.clone());
+        tokio::task::spawn_blocking(move || Runtime::new(limits, source, services, invocations)).await??
+    };
+    runtime.set_vars(config.routes.vars.clone());
+    let route = runtime.current();
 
     // The transports need the core to hand messages to, and the core needs
     // the transports to send: bind with a deferred handler, then point it at

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use sipbox::events::{EventBus, EventsConfig, SinkSchemes};
 use sipbox::location::{Location, LocationConfig};
-use sipbox::runtime::{Limits, RouteSource, Runtime, Suspend};
+use sipbox::runtime::{self, Limits, RouteServices, RouteSource, Runtime, Suspend};
 use sipbox::transaction::{Core, Timers};
 use sipbox::transport::{DeferredHandler, ListenSpec, Proto, Transports};
 
@@ -58,12 +58,13 @@ pub async fn start_route(
         .join(format!("../target/wasm-routes/wasm32-wasip2/release/{module}.wasm"));
     anyhow::ensure!(route.exists(), "{} missing: build the host first (cargo build)", route.display());
 
+    let (invoker, invocations) = runtime::invocations(1024);
+    let events = EventsConfig { ebr_max_waiters: n + HEADROOM, ..EventsConfig::default() };
+    let bus = EventBus::new(&events, SinkSchemes::new(), Some(invoker.notify_handler()))?;
     let location = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() })?;
     let limits = Limits { max_instances: (n + HEADROOM) as u32, memory_mb: 4, suspend, ..Limits::default() };
-    let runtime = Runtime::new(limits, location, RouteSource::File(route))?;
-    let bus =
-        EventBus::new(&EventsConfig { ebr_max_waiters: n + HEADROOM, ..EventsConfig::default() }, SinkSchemes::new())?;
-    runtime.set_event_bus(bus.clone());
+    let services = RouteServices { location, bus: bus.clone() };
+    let runtime = Runtime::new(limits, RouteSource::File(route), services, invocations)?;
     runtime.set_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
     let deferred = DeferredHandler::new();
     let listen = [ListenSpec { proto: Proto::Udp, addr: "127.0.0.1:0".parse()? }];

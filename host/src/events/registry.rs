@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::ebr::Ebr;
+use super::ebr::{Ebr, NotifyHandler};
 use super::sink::{SinkContext, SinkSchemes};
 use super::subscription::{Counters, Queued, Subscription};
 use super::{Event, EventError, EventsConfig, PREDEFINED_EVENTS, check_name};
@@ -59,12 +59,17 @@ impl EventBus {
     /// A registry with the predefined events published and `cfg.subscribe`
     /// applied, parsing subscriber sockets with `schemes` (the transports
     /// `sinks::schemes` provides; an empty table for a bus that only
-    /// raises). Call it inside a tokio runtime: subscribers' delivery tasks
-    /// run there.
+    /// raises), and handing EBR notifications to `notify` (the runtime's
+    /// invoker; without one they are dropped and counted). Call it inside a
+    /// tokio runtime: subscribers' delivery tasks run there.
     ///
     /// # Errors
     /// The first failing `[[events.subscribe]]` entry, naming the problem.
-    pub fn new(cfg: &EventsConfig, schemes: SinkSchemes) -> Result<EventBus, EventError> {
+    pub fn new(
+        cfg: &EventsConfig,
+        schemes: SinkSchemes,
+        notify: Option<Arc<dyn NotifyHandler>>,
+    ) -> Result<EventBus, EventError> {
         let runtime = tokio::runtime::Handle::try_current().ok();
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             // Sinks raise E_FLATSTORE_ROTATION through a weak handle: a
@@ -82,7 +87,7 @@ impl EventBus {
                 counters: Mutex::new(BTreeMap::new()),
                 raised: AtomicU64::new(0),
                 runtime: runtime.clone(),
-                ebr: Ebr::new(cfg, runtime.clone()),
+                ebr: Ebr::new(cfg, runtime.clone(), notify),
             }
         });
         let bus = EventBus { inner };

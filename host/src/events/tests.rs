@@ -28,7 +28,7 @@ impl EventRouteHandler for Recorder {
 /// A bus with sipbox's transports (the registry is tested with real sinks);
 /// `route:` subscribers run on `handler`.
 pub(crate) fn bus_with(cfg: &EventsConfig, handler: Option<Arc<dyn EventRouteHandler>>) -> EventBus {
-    EventBus::new(cfg, crate::sinks::schemes(handler, &crate::sinks::Flatstore::default())).expect("bus")
+    EventBus::new(cfg, crate::sinks::schemes(handler, &crate::sinks::Flatstore::default()), None).expect("bus")
 }
 
 /// A bus with the default settings and no event route handler.
@@ -282,7 +282,7 @@ async fn static_subscriptions_from_config() {
 
     let bad: EventsConfig = toml::from_str(r#"subscribe = [{ event = "E", socket = "nope:x" }]"#).unwrap();
     let schemes = crate::sinks::schemes(None, &crate::sinks::Flatstore::default());
-    assert!(matches!(EventBus::new(&bad, schemes), Err(EventError::UnknownTransport(_))));
+    assert!(matches!(EventBus::new(&bad, schemes, None), Err(EventError::UnknownTransport(_))));
     assert!(toml::from_str::<EventsConfig>("queue_size = 3").is_err(), "unknown keys rejected");
     let zero = EventsConfig { queue_len: 0, ..EventsConfig::default() };
     assert!(zero.validate().is_err());

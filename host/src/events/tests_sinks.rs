@@ -150,7 +150,7 @@ async fn flatstore_shared_file_lines_mi_rotation_and_permissions() {
     let flatstore = crate::sinks::Flatstore::default();
     let (tx, mut rot) = tokio::sync::mpsc::unbounded_channel();
     let schemes = crate::sinks::schemes(Some(Arc::new(Recorder(tx))), &flatstore);
-    let bus = EventBus::new(&cfg, schemes).unwrap();
+    let bus = EventBus::new(&cfg, schemes, None).unwrap();
     bus.subscribe(E_FLATSTORE_ROTATION, "route:rot", None).unwrap();
     bus.subscribe("E_A", &socket, Some(600)).unwrap();
     bus.subscribe("E_B", &socket, None).unwrap();

@@ -55,7 +55,7 @@ impl Mi {
 pub(super) fn context() -> MiContext {
     let location = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() }).expect("location");
     let flatstore = Flatstore::default();
-    let bus = EventBus::new(&EventsConfig::default(), sinks::schemes(None, &flatstore)).expect("bus");
+    let bus = EventBus::new(&EventsConfig::default(), sinks::schemes(None, &flatstore), None).expect("bus");
     MiContext::new(bus, location, RouteSource::Embedded).with_flatstore(flatstore)
 }
 
@@ -329,17 +329,12 @@ async fn statistics_cover_every_layer() {
 
 #[tokio::test]
 async fn reload_routes_swaps_or_names_the_refusal() {
-    let location = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() }).expect("location");
-    let runtime = {
-        let location = location.clone();
-        tokio::task::spawn_blocking(move || {
-            Runtime::new(crate::runtime::Limits::default(), location, RouteSource::Embedded)
-        })
-        .await
-        .expect("join")
-        .expect("embedded route loads")
-    };
-    let bus = EventBus::new(&EventsConfig::default(), sinks::schemes(None, &Flatstore::default())).expect("bus");
+    let runtime =
+        tokio::task::spawn_blocking(|| Runtime::standalone(crate::runtime::Limits::default(), RouteSource::Embedded))
+            .await
+            .expect("join")
+            .expect("embedded route loads");
+    let (bus, location) = (runtime.bus().clone(), runtime.location().clone());
     let mi =
         start(MiContext::new(bus.clone(), location.clone(), RouteSource::Embedded).with_runtime(runtime.clone())).await;
     let before = runtime.current().generation;

@@ -166,9 +166,12 @@ async fn survives_a_broker_outage_up_to_the_queue_bound() {
     let probe = sink(&format!("rabbitmq:127.0.0.1:{port}/persistent?q-probe"));
     probe.deliver(&event(-1)).await.expect("before the outage");
 
-    let bus =
-        EventBus::new(&EventsConfig { queue_len: 4, ..EventsConfig::default() }, schemes(None, &Flatstore::default()))
-            .expect("bus");
+    let bus = EventBus::new(
+        &EventsConfig { queue_len: 4, ..EventsConfig::default() },
+        schemes(None, &Flatstore::default()),
+        None,
+    )
+    .expect("bus");
     let socket = format!("rabbitmq:127.0.0.1:{port}/q-outage");
     bus.subscribe("E_PIKE_BLOCKED", &socket, Some(60)).expect("subscribe");
     let subs = bus.subscribers(Some("E_PIKE_BLOCKED")).expect("listed").to_string();
