@@ -58,8 +58,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let schemes = sinks::schemes(Some(invoker.route_handler()), &flatstore);
     let bus = EventBus::new(&config.events, schemes, Some(invoker.notify_handler()))
         .context("invalid [events] configuration")?;
-    let location = Location::open(&config.location).context("cannot open the location store")?;
-    usrloc::bridge(bus.clone(), &location);
+    // The location's changes become E_UL_* events, raised as they are made.
+    let location = Location::open_with_listener(&config.location, usrloc::listener(bus.clone()))
+        .context("cannot open the location store")?;
     let runtime = {
         let services = RouteServices { location: location.clone(), bus: bus.clone() };
         let (limits, source) = (config.limits.clone(), source.clone());

@@ -15,7 +15,8 @@
 //!   (socket prefix → parser) and the [`SinkContext`] parsers get;
 //! - `subscription`: one subscriber: its queue, drain task and expiry;
 //! - [`ebr`]: event-based routing (`notify_on_event`, `wait_for_event`);
-//! - [`usrloc`]: turns registrar [`LocationEvent`](crate::location::LocationEvent)s into `E_UL_*` events.
+//! - [`usrloc`]: the location listener that turns registrar
+//!   [`LocationEvent`](crate::location::LocationEvent)s into `E_UL_*` events.
 //!
 //! # Delivery model
 //! OpenSIPS raises synchronously in the producing worker and lets each

@@ -300,8 +300,8 @@ async fn usrloc_bridge_raises_contact_insert_for_a_register() {
     bus.subscribe(usrloc::E_UL_AOR_INSERT, "route:ul", None).unwrap();
     bus.subscribe(usrloc::E_UL_CONTACT_INSERT, "route:ul", None).unwrap();
     bus.subscribe(usrloc::E_UL_CONTACT_UPDATE, "route:ul", None).unwrap();
-    let loc = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() }).unwrap();
-    assert!(usrloc::bridge(bus.clone(), &loc));
+    let cfg = LocationConfig { db_path: None, ..LocationConfig::default() };
+    let loc = Location::open_with_listener(&cfg, usrloc::listener(bus.clone())).unwrap();
 
     let register = |cseq: u32| {
         Message::parse(Bytes::from(format!(
