@@ -39,7 +39,7 @@ use sipbox::location::{Location, LocationConfig};
 use sipbox::runtime::{self, Limits, RouteServices, RouteSource, Runtime, bench_hooks};
 use sipbox::sinks::{self, Flatstore};
 use sipbox::sip::{self, Bytes, Edits, HeaderName, Message};
-use sipbox::transaction::{BoxFut, Core, Router, ServerTx, Timers};
+use sipbox::transaction::{BoxFut, Core, Router, ServerTx, Timers, Transactions};
 use sipbox::transport::{DeferredHandler, Inbound, InboundHandler, ListenSpec, Proto, Transports};
 
 /// How long the harness waits for anything the proxy should do at once.
@@ -183,9 +183,10 @@ impl Proxy {
         let (invoker, invocations) = runtime::invocations(1024);
         let bus = EventBus::new(&EventsConfig::default(), SinkSchemes::new(), Some(invoker.notify_handler()))?;
         let location = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() })?;
-        let services = RouteServices { location, bus: bus.clone() };
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let transactions = Transactions::default();
+        let services = RouteServices { location, bus: bus.clone(), transactions: transactions.clone(), vars };
         let runtime = Runtime::new(limits, source, services, invocations)?;
-        runtime.set_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
         let (tx, done) = std::sync::mpsc::channel();
         let timed = Arc::new(Timed { runtime: runtime.clone(), done: tx });
         let (core, listener) = tokio.block_on(async {
@@ -197,8 +198,7 @@ impl Proxy {
             // ends within a second, so thousands of iterations do not pile
             // up live transactions.
             let timers = Timers { t1_ms: 20, t4_ms: 100, ..Timers::default() };
-            let core = Core::new(transports, timers, timed);
-            runtime.set_core(core.clone());
+            let core = Core::with_transactions(transports, timers, timed, transactions);
             deferred.set(Arc::new(core.clone()));
             anyhow::Ok((core, listener))
         })?;

@@ -1,6 +1,11 @@
-//! Wires the layers into a running server: location service, route runtime,
-//! proxy core and transports; then waits for signals (SIGHUP reloads the
-//! route module, SIGINT/SIGTERM stop after flushing registrations).
+//! Wires the layers into a running server, building each service once, in
+//! dependency order, with everything it needs (nothing is filled in later):
+//! the runtime's invocation queue, the event bus (sink schemes, the queue's
+//! invoker), the location service (its E_UL_* listener on the bus), the
+//! transaction table, the route runtime (location, bus, table, vars, queue),
+//! then transports, proxy core (the runtime as its router, the table) and the
+//! management interface; then waits for signals (SIGHUP reloads the route
+//! module, SIGINT/SIGTERM stop after flushing registrations).
 
 use std::sync::Arc;
 
@@ -14,7 +19,7 @@ use crate::mi::{self, MiContext};
 use crate::pike::Pike;
 use crate::runtime::{self, INVOCATION_BACKLOG, RouteServices, RouteSource, Runtime};
 use crate::sinks::{self, Flatstore};
-use crate::transaction::Core;
+use crate::transaction::{Core, Transactions};
 use crate::transport::{DeferredHandler, Transports};
 
 /// The documented defaults (the repository's `sipbox.toml`).
@@ -61,12 +66,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The location's changes become E_UL_* events, raised as they are made.
     let location = Location::open_with_listener(&config.location, usrloc::listener(bus.clone()))
         .context("cannot open the location store")?;
+    // The core registers its transactions where the runtime finds them
+    // (tm.inject-branches), so the runtime needs no handle on the core.
+    let transactions = Transactions::default();
     let runtime = {
-        let services = RouteServices { location: location.clone(), bus: bus.clone() };
+        let services = RouteServices {
+            location: location.clone(),
+            bus: bus.clone(),
+            transactions: transactions.clone(),
+            vars: config.routes.vars.clone(),
+        };
         let (limits, source) = (config.limits.clone(), source.clone());
         tokio::task::spawn_blocking(move || Runtime::new(limits, source, services, invocations)).await??
     };
-    runtime.set_vars(config.routes.vars.clone());
     let route = runtime.current();
 
     // The transports need the core to hand messages to, and the core needs
@@ -74,8 +86,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // the core before any message can be processed.
     let deferred = DeferredHandler::new();
     let transports = Transports::bind(&listen, deferred.clone()).await.context("cannot open the SIP listeners")?;
-    let core = Core::new(transports.clone(), config.timers.clone(), Arc::new(runtime.clone()));
-    runtime.set_core(core.clone());
+    let router = Arc::new(runtime.clone());
+    let core = Core::with_transactions(transports.clone(), config.timers.clone(), router, transactions);
     if config.pike.enabled {
         deferred.set(Pike::new(&config.pike, Arc::new(core.clone()), bus.clone()));
     } else {

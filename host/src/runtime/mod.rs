@@ -15,6 +15,18 @@
 //!   back (`[limits] suspend = "replay"`);
 //! - this file: [`Runtime`], which runs invocations for the proxy core.
 //!
+//! # Construction
+//! Everything the runtime reaches is built before it and handed to
+//! [`Runtime::new`] in [`RouteServices`]: the location store, the event bus,
+//! the [`Transactions`] table the proxy core registers in (give the same one
+//! to [`Core::with_transactions`](crate::transaction::Core::with_transactions))
+//! and `[routes.vars]`; nothing is filled in afterwards. The two links that
+//! point back at the runtime need no late wiring either: the core, built after
+//! it, takes it as its `Router`; the bus, built before it, got the
+//! [`Invoker`] of the [`invocations`] queue the runtime drains. The runtime
+//! needs no handle on the core at all: `tm.inject-branches` finds the other
+//! request's transaction in the shared table.
+//!
 //! Isolation: a guest gets only its imports (WASI is linked with nothing
 //! granted). A trap, a CPU overrun (epoch deadline), memory exhaustion (store
 //! limiter) or a wall-clock overrun ends that invocation only; the request it
@@ -33,8 +45,9 @@ mod state;
 mod tests;
 mod warm;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -49,7 +62,7 @@ pub use modules::{LoadedRoute, RouteSource};
 use crate::events::{E_CORE_SHM_THRESHOLD, E_CORE_THRESHOLD, Event, EventBus, EventsConfig, Params, SinkSchemes};
 use crate::location::Location;
 use crate::sip::{self, Method};
-use crate::transaction::{BoxFut, Core, Router, ServerTx};
+use crate::transaction::{BoxFut, Router, ServerTx, Transactions};
 use bindings::Route;
 use exports::ReplyExport;
 use host::message::{REPLY_REP, REQUEST_REP};
@@ -73,10 +86,10 @@ pub struct RuntimeStats {
 
 /// Process-wide services the WIT imports reach through `HostState`.
 pub(crate) struct Services {
-    /// The proxy core, for `tm.inject-branches` into another transaction.
-    pub(crate) core: OnceLock<Core>,
+    /// The live transactions, for `tm.inject-branches` into another one.
+    pub(crate) transactions: Transactions,
     /// `[routes.vars]`, for `config.get`.
-    pub(crate) vars: ArcSwap<std::collections::BTreeMap<String, String>>,
+    pub(crate) vars: BTreeMap<String, String>,
     /// One HTTP connection pool for every route's `rest` calls.
     pub(crate) http: reqwest::Client,
 }
@@ -88,6 +101,12 @@ pub struct RouteServices {
     /// The event registry: routes raise, subscribe and wait; the runtime
     /// raises E_CORE_THRESHOLD and E_CORE_SHM_THRESHOLD.
     pub bus: EventBus,
+    /// The live transactions the proxy core registers (give the same to
+    /// [`Core::with_transactions`](crate::transaction::Core::with_transactions)):
+    /// `tm.inject-branches` finds other requests' transactions there.
+    pub transactions: Transactions,
+    /// `[routes.vars]`, what routes read with `config.get`.
+    pub vars: BTreeMap<String, String>,
 }
 
 /// The route runtime. Cheap to clone; implements the proxy core's [`Router`],
@@ -159,7 +178,7 @@ impl Runtime {
         services: RouteServices,
         invocations: Invocations,
     ) -> anyhow::Result<Runtime> {
-        let RouteServices { location, bus } = services;
+        let RouteServices { location, bus, transactions, vars } = services;
         limits.validate()?;
         let engine = engine::build_engine(&limits)?;
         let mut linker = Linker::new(&engine);
@@ -181,8 +200,8 @@ impl Runtime {
                 bus,
                 pool_pressure: AtomicBool::new(false),
                 services: Arc::new(Services {
-                    core: OnceLock::new(),
-                    vars: ArcSwap::from_pointee(Default::default()),
+                    transactions,
+                    vars,
                     http: reqwest::Client::builder()
                         .user_agent(concat!("sipbox/", env!("CARGO_PKG_VERSION")))
                         .build()?,
@@ -204,7 +223,8 @@ impl Runtime {
         let (invoker, invocations) = invocations(cfg.ebr_max_notify_concurrency + INVOCATION_BACKLOG);
         let bus = EventBus::new(&cfg, SinkSchemes::new(), Some(invoker.notify_handler()))?;
         let location = Location::open(&crate::location::LocationConfig { db_path: None, ..Default::default() })?;
-        Runtime::new(limits, source, RouteServices { location, bus }, invocations)
+        let services = RouteServices { location, bus, transactions: Transactions::default(), vars: BTreeMap::new() };
+        Runtime::new(limits, source, services, invocations)
     }
 
     /// The event registry routes use.
@@ -256,16 +276,6 @@ impl Runtime {
             .await
             .map_err(|e| anyhow::anyhow!("route module {} failed to instantiate: {e:#}", route.name))?;
         Ok(())
-    }
-
-    /// Connects the runtime to the proxy core (for `tm.inject-branches`).
-    pub fn set_core(&self, core: Core) {
-        let _ = self.inner.services.core.set(core);
-    }
-
-    /// Sets the `[routes.vars]` routes read with `config.get`.
-    pub fn set_vars(&self, vars: std::collections::BTreeMap<String, String>) {
-        self.inner.services.vars.store(Arc::new(vars));
     }
 
     /// Route instances alive now, and the pool's capacity.

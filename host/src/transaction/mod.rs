@@ -46,7 +46,7 @@ mod tests_inject;
 use std::sync::Arc;
 
 pub use best::choose_best;
-pub use proxy::{Core, TmStats};
+pub use proxy::{Core, TmStats, Transactions};
 pub use server_tx::ServerTx;
 pub use timers::Timers;
 
