@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sipbox::events::{Event, EventBus, EventsConfig, Params};
+use sipbox::sinks::{self, Flatstore};
 
 /// A receiver thread counting datagrams; returns (count, time of the last).
 fn receiver(expected: usize) -> anyhow::Result<(u16, std::thread::JoinHandle<(usize, Instant)>, Arc<AtomicUsize>)> {
@@ -75,7 +76,8 @@ async fn main() -> anyhow::Result<()> {
     row("plain sendto loop (payloads prebuilt)", n, got, last.duration_since(start));
 
     // 2. raise() -> registry -> subscriber queue -> udp sink task -> socket.
-    let bus = EventBus::new(&EventsConfig { queue_len: n, ..EventsConfig::default() });
+    let cfg = EventsConfig { queue_len: n, ..EventsConfig::default() };
+    let bus = EventBus::new(&cfg, sinks::schemes(None, &Flatstore::default()), None)?;
     let (port, handle, _) = receiver(n)?;
     bus.subscribe("E_UL_CONTACT_INSERT", &format!("udp:127.0.0.1:{port}"), None)?;
     let start = Instant::now();

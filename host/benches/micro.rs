@@ -34,11 +34,12 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sipbox::events::{Event, EventBus, EventRouteHandler, EventsConfig, Params};
+use sipbox::events::{Event, EventBus, EventsConfig, Params, SinkSchemes};
 use sipbox::location::{Location, LocationConfig};
-use sipbox::runtime::{Limits, RouteSource, Runtime, bench_hooks};
+use sipbox::runtime::{self, Limits, RouteServices, RouteSource, Runtime, bench_hooks};
+use sipbox::sinks::{self, Flatstore};
 use sipbox::sip::{self, Bytes, Edits, HeaderName, Message};
-use sipbox::transaction::{BoxFut, Core, Router, ServerTx, Timers};
+use sipbox::transaction::{BoxFut, Core, Router, ServerTx, Timers, Transactions};
 use sipbox::transport::{DeferredHandler, Inbound, InboundHandler, ListenSpec, Proto, Transports};
 
 /// How long the harness waits for anything the proxy should do at once.
@@ -179,14 +180,16 @@ impl Proxy {
         let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         // The location store and the runtime start background tasks.
         let _guard = tokio.enter();
+        let (invoker, invocations) = runtime::invocations(1024);
+        let bus = EventBus::new(&EventsConfig::default(), SinkSchemes::new(), Some(invoker.notify_handler()))?;
         let location = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() })?;
-        let runtime = Runtime::new(limits, location, source)?;
-        runtime.set_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let transactions = Transactions::default();
+        let services = RouteServices { location, bus: bus.clone(), transactions: transactions.clone(), vars };
+        let runtime = Runtime::new(limits, source, services, invocations)?;
         let (tx, done) = std::sync::mpsc::channel();
         let timed = Arc::new(Timed { runtime: runtime.clone(), done: tx });
-        let (core, bus, listener) = tokio.block_on(async {
-            let bus = EventBus::new(&EventsConfig::default());
-            runtime.set_event_bus(bus.clone());
+        let (core, listener) = tokio.block_on(async {
             let deferred = DeferredHandler::new();
             let listen = [ListenSpec { proto: Proto::Udp, addr: "127.0.0.1:0".parse()? }];
             let transports = Transports::bind(&listen, deferred.clone()).await?;
@@ -195,10 +198,9 @@ impl Proxy {
             // ends within a second, so thousands of iterations do not pile
             // up live transactions.
             let timers = Timers { t1_ms: 20, t4_ms: 100, ..Timers::default() };
-            let core = Core::new(transports, timers, timed);
-            runtime.set_core(core.clone());
+            let core = Core::with_transactions(transports, timers, timed, transactions);
             deferred.set(Arc::new(core.clone()));
-            anyhow::Ok((core, bus, listener))
+            anyhow::Ok((core, listener))
         })?;
         let caller = UdpSocket::bind("127.0.0.1:0")?;
         caller.set_read_timeout(Some(WAIT))?;
@@ -390,7 +392,8 @@ fn bench_events(c: &mut Criterion) {
         .build()
         .unwrap_or_else(|e| panic!("tokio: {e}"));
     let _guard = tokio.enter();
-    let bus = EventBus::new(&EventsConfig::default());
+    let bus = EventBus::new(&EventsConfig::default(), sinks::schemes(None, &Flatstore::default()), None)
+        .unwrap_or_else(|e| panic!("bus: {e}"));
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("subscriber socket: {e}"));
     socket.set_read_timeout(Some(WAIT)).unwrap_or_else(|e| panic!("socket: {e}"));
     let port = socket.local_addr().map(|a| a.port()).unwrap_or_else(|e| panic!("socket: {e}"));

@@ -11,6 +11,11 @@
 //! - [`pike`]: flood detection by source IP;
 //! - [`config`]: `sipbox.toml` with embedded defaults; [`server`]: wires the layers together.
 
+/// A boxed handler future (router hooks, event and notification routes):
+/// `Send + 'static`, so the caller may await it in place or spawn it. Shared
+/// by the layers that call handlers, so none borrows it from another.
+pub type BoxFut = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+
 pub mod config;
 pub mod events;
 pub mod location;

@@ -1,6 +1,11 @@
-//! Wires the layers into a running server: location service, route runtime,
-//! proxy core and transports; then waits for signals (SIGHUP reloads the
-//! route module, SIGINT/SIGTERM stop after flushing registrations).
+//! Wires the layers into a running server, building each service once, in
+//! dependency order, with everything it needs (nothing is filled in later):
+//! the runtime's invocation queue, the event bus (sink schemes, the queue's
+//! invoker), the location service (its E_UL_* listener on the bus), the
+//! transaction table, the route runtime (location, bus, table, vars, queue),
+//! then transports, proxy core (the runtime as its router, the table) and the
+//! management interface; then waits for signals (SIGHUP reloads the route
+//! module, SIGINT/SIGTERM stop after flushing registrations).
 
 use std::sync::Arc;
 
@@ -12,8 +17,9 @@ use crate::events::{EventBus, usrloc};
 use crate::location::Location;
 use crate::mi::{self, MiContext};
 use crate::pike::Pike;
-use crate::runtime::{RouteSource, Runtime};
-use crate::transaction::Core;
+use crate::runtime::{self, INVOCATION_BACKLOG, RouteServices, RouteSource, Runtime};
+use crate::sinks::{self, Flatstore};
+use crate::transaction::{Core, Transactions};
 use crate::transport::{DeferredHandler, Transports};
 
 /// The documented defaults (the repository's `sipbox.toml`).
@@ -36,9 +42,9 @@ fn route_source(config: &Config) -> RouteSource {
 
 /// Loads a route module the way `run` would, without opening sockets.
 pub async fn check_route(config: &Config, source: RouteSource) -> anyhow::Result<()> {
-    let location = Location::open(&crate::location::LocationConfig { db_path: None, ..config.location.clone() })?;
+    config.location.validate()?;
     let limits = config.limits.clone();
-    let runtime = tokio::task::spawn_blocking(move || Runtime::new(limits, location, RouteSource::Embedded)).await??;
+    let runtime = tokio::task::spawn_blocking(move || Runtime::standalone(limits, RouteSource::Embedded)).await??;
     runtime.reload(source).await?;
     Ok(())
 }
@@ -46,29 +52,42 @@ pub async fn check_route(config: &Config, source: RouteSource) -> anyhow::Result
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen_specs()?;
-    let location = Location::open(&config.location).context("cannot open the location store")?;
     let source = route_source(&config);
-    let limits = config.limits.clone();
+
+    // The runtime's invoker first: the event registry hands it `route:`
+    // deliveries and EBR notifications, which the runtime, built last, runs.
+    let (invoker, invocations) = runtime::invocations(config.events.ebr_max_notify_concurrency + INVOCATION_BACKLOG);
+    // The event registry: static subscriptions from the config, registrar
+    // events, and routes (they raise events; route: sinks run them).
+    let flatstore = Flatstore::default();
+    let schemes = sinks::schemes(Some(invoker.route_handler()), &flatstore);
+    let bus = EventBus::new(&config.events, schemes, Some(invoker.notify_handler()))
+        .context("invalid [events] configuration")?;
+    // The location's changes become E_UL_* events, raised as they are made.
+    let location = Location::open_with_listener(&config.location, usrloc::listener(bus.clone()))
+        .context("cannot open the location store")?;
+    // The core registers its transactions where the runtime finds them
+    // (tm.inject-branches), so the runtime needs no handle on the core.
+    let transactions = Transactions::default();
     let runtime = {
-        let (location, source) = (location.clone(), source.clone());
-        tokio::task::spawn_blocking(move || Runtime::new(limits, location, source)).await??
+        let services = RouteServices {
+            location: location.clone(),
+            bus: bus.clone(),
+            transactions: transactions.clone(),
+            vars: config.routes.vars.clone(),
+        };
+        let (limits, source) = (config.limits.clone(), source.clone());
+        tokio::task::spawn_blocking(move || Runtime::new(limits, source, services, invocations)).await??
     };
     let route = runtime.current();
-
-    // The event registry: static subscriptions from the config, registrar
-    // events, and the runtime (routes raise events; route: sinks run them).
-    let bus = EventBus::try_new(&config.events).context("invalid [events] configuration")?;
-    runtime.set_event_bus(bus.clone());
-    runtime.set_vars(config.routes.vars.clone());
-    usrloc::bridge(bus.clone(), &location);
 
     // The transports need the core to hand messages to, and the core needs
     // the transports to send: bind with a deferred handler, then point it at
     // the core before any message can be processed.
     let deferred = DeferredHandler::new();
     let transports = Transports::bind(&listen, deferred.clone()).await.context("cannot open the SIP listeners")?;
-    let core = Core::new(transports.clone(), config.timers.clone(), Arc::new(runtime.clone()));
-    runtime.set_core(core.clone());
+    let router = Arc::new(runtime.clone());
+    let core = Core::with_transactions(transports.clone(), config.timers.clone(), router, transactions);
     if config.pike.enabled {
         deferred.set(Pike::new(&config.pike, Arc::new(core.clone()), bus.clone()));
     } else {
@@ -76,6 +95,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let mi_context = MiContext::new(bus.clone(), location.clone(), source.clone())
+        .with_flatstore(flatstore)
         .with_runtime(runtime.clone())
         .with_core(core.clone())
         .with_transports(transports.clone());

@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sipbox::events::{EventBus, EventsConfig};
+use sipbox::events::{EventBus, EventsConfig, SinkSchemes};
 use sipbox::location::{Location, LocationConfig};
-use sipbox::runtime::{Limits, RouteSource, Runtime, Suspend};
-use sipbox::transaction::{Core, Timers};
+use sipbox::runtime::{self, Limits, RouteServices, RouteSource, Runtime, Suspend};
+use sipbox::transaction::{Core, Timers, Transactions};
 use sipbox::transport::{DeferredHandler, ListenSpec, Proto, Transports};
 
 /// Instances beyond `n`: room for the load-time smoke instantiation and strays.
@@ -58,18 +58,20 @@ pub async fn start_route(
         .join(format!("../target/wasm-routes/wasm32-wasip2/release/{module}.wasm"));
     anyhow::ensure!(route.exists(), "{} missing: build the host first (cargo build)", route.display());
 
+    let (invoker, invocations) = runtime::invocations(1024);
+    let events = EventsConfig { ebr_max_waiters: n + HEADROOM, ..EventsConfig::default() };
+    let bus = EventBus::new(&events, SinkSchemes::new(), Some(invoker.notify_handler()))?;
     let location = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() })?;
     let limits = Limits { max_instances: (n + HEADROOM) as u32, memory_mb: 4, suspend, ..Limits::default() };
-    let runtime = Runtime::new(limits, location, RouteSource::File(route))?;
-    let bus = EventBus::new(&EventsConfig { ebr_max_waiters: n + HEADROOM, ..EventsConfig::default() });
-    runtime.set_event_bus(bus.clone());
-    runtime.set_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let transactions = Transactions::default();
+    let services = RouteServices { location, bus: bus.clone(), transactions: transactions.clone(), vars };
+    let runtime = Runtime::new(limits, RouteSource::File(route), services, invocations)?;
     let deferred = DeferredHandler::new();
     let listen = [ListenSpec { proto: Proto::Udp, addr: "127.0.0.1:0".parse()? }];
     let transports = Transports::bind(&listen, deferred.clone()).await?;
     let addr = transports.listeners()[0].addr;
-    let core = Core::new(transports, Timers::default(), Arc::new(runtime.clone()));
-    runtime.set_core(core.clone());
+    let core = Core::with_transactions(transports, Timers::default(), Arc::new(runtime.clone()), transactions);
     deferred.set(Arc::new(core.clone()));
     Ok(ParkedCallServer { runtime, bus, addr, _core: core })
 }

@@ -1,7 +1,9 @@
 //! The Event Interface (OpenSIPS EVI semantics): the registry of published
 //! events, subscriptions with expiry, and `raise`, which hands each event to
 //! every live subscriber's bounded queue without ever blocking the caller.
-//! The transports that carry events out live in [`crate::sinks`].
+//! The transports that carry events out live in the `sinks` module, which
+//! implements [`Sink`] and fills the [`SinkSchemes`] table the bus is built
+//! with; nothing here names a transport.
 //!
 //! # Layout
 //! - this file: the data model ([`Value`], [`Params`], [`Event`]), [`EventError`]
@@ -9,15 +11,18 @@
 //! - [`config`]: [`EventsConfig`], the `[events]` table of `sipbox.toml`;
 //! - `payload`: the OpenSIPS JSON-RPC notification encoder (`evi_build_payload`);
 //! - `registry`: [`EventBus`] — publish, subscribe/refresh/unsubscribe, raise, listing;
+//! - `sink`: the [`Sink`] trait transports implement, the [`SinkSchemes`] table
+//!   (socket prefix → parser) and the [`SinkContext`] parsers get;
 //! - `subscription`: one subscriber: its queue, drain task and expiry;
 //! - [`ebr`]: event-based routing (`notify_on_event`, `wait_for_event`);
-//! - [`usrloc`]: turns registrar [`LocationEvent`](crate::location::LocationEvent)s into `E_UL_*` events.
+//! - [`usrloc`]: the location listener that turns registrar
+//!   [`LocationEvent`](crate::location::LocationEvent)s into `E_UL_*` events.
 //!
 //! # Delivery model
 //! OpenSIPS raises synchronously in the producing worker and lets each
 //! transport queue or send. Here `raise` only `try_send`s an `Arc<Event>` into
 //! each subscriber's bounded queue (a full queue drops and counts); one tokio
-//! task per subscription drains it into [`Sink::deliver`](crate::sinks::Sink::deliver).
+//! task per subscription drains it into [`Sink::deliver`].
 //! A slow or dead destination therefore stalls nothing but its own queue.
 
 pub mod config;
@@ -26,6 +31,7 @@ pub mod usrloc;
 
 pub(crate) mod payload;
 mod registry;
+mod sink;
 mod subscription;
 
 #[cfg(test)]
@@ -37,9 +43,9 @@ use std::sync::Arc;
 
 pub use config::{EventsConfig, StaticSubscription};
 pub use registry::EventBus;
+pub use sink::{DeliverFut, ParseSocket, Sink, SinkContext, SinkError, SinkSchemes};
 
-/// A boxed future an [`EventRouteHandler`] returns.
-pub type BoxFut = crate::transaction::BoxFut;
+pub use crate::BoxFut;
 
 /// Longest event name (OpenSIPS `MAX_EVENT_NAME`).
 pub const MAX_EVENT_NAME: usize = 64;
@@ -169,9 +175,10 @@ impl Event {
     }
 }
 
-/// Runs `event_route`s: what a `route:NAME` subscriber calls (the lead wires
-/// it to a route component's `on-event` export). Set with
-/// [`EventBus::set_route_handler`]; without one, `route:` deliveries fail.
+/// Runs `event_route`s: what a `route:NAME` subscriber calls (the runtime,
+/// which runs a route component's `on-event` export). The `route:` scheme is
+/// given one when the sink schemes are built; without one, `route:`
+/// deliveries fail.
 pub trait EventRouteHandler: Send + Sync + 'static {
     /// Runs route `route` for `event`; the future completes when it is done.
     fn run_event_route(&self, route: Arc<str>, event: Event) -> BoxFut;

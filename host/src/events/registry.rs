@@ -15,10 +15,10 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::ebr::Ebr;
+use super::ebr::{Ebr, NotifyHandler};
+use super::sink::{SinkContext, SinkSchemes};
 use super::subscription::{Counters, Queued, Subscription};
-use super::{Event, EventError, EventRouteHandler, EventsConfig, PREDEFINED_EVENTS, check_name};
-use crate::sinks::{self, SinkContext};
+use super::{Event, EventError, EventsConfig, PREDEFINED_EVENTS, check_name};
 
 /// How often expired subscribers are swept when nothing else purges them.
 const PURGE_INTERVAL: Duration = Duration::from_secs(5);
@@ -57,50 +57,39 @@ struct Slot {
 
 impl EventBus {
     /// A registry with the predefined events published and `cfg.subscribe`
-    /// applied; a static subscription that fails is logged and skipped
-    /// (use [`try_new`](Self::try_new) to fail instead). Call it inside a
+    /// applied, parsing subscriber sockets with `schemes` (the transports
+    /// `sinks::schemes` provides; an empty table for a bus that only
+    /// raises), and handing EBR notifications to `notify` (the runtime's
+    /// invoker; without one they are dropped and counted). Call it inside a
     /// tokio runtime: subscribers' delivery tasks run there.
-    pub fn new(cfg: &EventsConfig) -> EventBus {
-        let bus = EventBus::bare(cfg);
-        for s in &cfg.subscribe {
-            if let Err(e) = bus.subscribe(&s.event, &s.socket, s.expire) {
-                tracing::error!(event = %s.event, socket = %s.socket, error = %e, "static event subscription failed");
-            }
-        }
-        bus
-    }
-
-    /// As [`new`](Self::new), but a static subscription that cannot be made
-    /// is an error.
     ///
     /// # Errors
     /// The first failing `[[events.subscribe]]` entry, naming the problem.
-    pub fn try_new(cfg: &EventsConfig) -> Result<EventBus, EventError> {
-        let bus = EventBus::bare(cfg);
-        for s in &cfg.subscribe {
-            bus.subscribe(&s.event, &s.socket, s.expire)?;
-        }
-        Ok(bus)
-    }
-
-    fn bare(cfg: &EventsConfig) -> EventBus {
+    pub fn new(
+        cfg: &EventsConfig,
+        schemes: SinkSchemes,
+        notify: Option<Arc<dyn NotifyHandler>>,
+    ) -> Result<EventBus, EventError> {
         let runtime = tokio::runtime::Handle::try_current().ok();
-        let inner = Arc::new(Inner {
-            cfg: cfg.clone(),
-            ctx: SinkContext::new(cfg),
-            table: RwLock::new(Table::default()),
-            counters: Mutex::new(BTreeMap::new()),
-            raised: AtomicU64::new(0),
-            runtime: runtime.clone(),
-            ebr: Ebr::new(cfg, runtime.clone()),
-        });
-        // Sinks raise E_FLATSTORE_ROTATION through a weak handle (no cycle).
-        let weak = Arc::downgrade(&inner);
-        inner.ctx.set_raiser(Box::new(move |event| {
-            if let Some(inner) = weak.upgrade() {
-                EventBus { inner }.raise(event);
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
+            // Sinks raise E_FLATSTORE_ROTATION through a weak handle: a
+            // subscription's sink must not keep its own bus alive.
+            let weak = weak.clone();
+            let raiser = Box::new(move |event| {
+                if let Some(inner) = weak.upgrade() {
+                    EventBus { inner }.raise(event);
+                }
+            });
+            Inner {
+                cfg: cfg.clone(),
+                ctx: SinkContext::new(cfg, schemes, raiser),
+                table: RwLock::new(Table::default()),
+                counters: Mutex::new(BTreeMap::new()),
+                raised: AtomicU64::new(0),
+                runtime: runtime.clone(),
+                ebr: Ebr::new(cfg, runtime.clone(), notify),
             }
-        }));
+        });
         let bus = EventBus { inner };
         for name in PREDEFINED_EVENTS {
             let _ = bus.publish(name);
@@ -108,7 +97,10 @@ impl EventBus {
         if let Some(rt) = runtime {
             rt.spawn(purge_task(Arc::downgrade(&bus.inner)));
         }
-        bus
+        for s in &cfg.subscribe {
+            bus.subscribe(&s.event, &s.socket, s.expire)?;
+        }
+        Ok(bus)
     }
 
     /// The EBR half of the registry (see [`super::ebr`]).
@@ -214,7 +206,7 @@ impl EventBus {
     /// destination that refuses ([`EventError::Refused`]), no runtime.
     pub fn subscribe(&self, event: &str, socket: &str, expire: Option<u32>) -> Result<(), EventError> {
         check_name(event)?;
-        let sink = sinks::parse_socket(socket, &self.inner.ctx)?;
+        let sink = self.inner.ctx.parse(socket)?;
         let key = sink.match_key();
         let now = Instant::now();
         if expire == Some(0) {
@@ -311,7 +303,7 @@ impl EventBus {
     /// [`EventError::NoSuchSubscriber`].
     pub fn subscriber(&self, event: &str, socket: &str) -> Result<serde_json::Value, EventError> {
         let now = Instant::now();
-        let key = sinks::parse_socket(socket, &self.inner.ctx)?.match_key();
+        let key = self.inner.ctx.parse(socket)?.match_key();
         self.purge(Some(event), now);
         let table = self.read();
         let (id, slot) = lookup(&table, event)?;
@@ -341,26 +333,6 @@ impl EventBus {
             out.push((format!("events_failed:{socket}"), get(&c.failed)));
         }
         out
-    }
-
-    /// Installs the handler that runs `route:NAME` subscribers.
-    pub fn set_route_handler(&self, h: Arc<dyn EventRouteHandler>) {
-        self.inner.ctx.set_route_handler(h);
-    }
-
-    /// MI `event_flatstore:rotate` / `evi_flat_rotate`: the flatstore files
-    /// for `path` (or all of them) are reopened before their next write.
-    /// Returns how many files that was.
-    ///
-    /// # Errors
-    /// [`EventError::FileNotFound`] when `path` is no open flatstore file.
-    pub fn rotate_flatstore(&self, path: Option<&str>) -> Result<usize, EventError> {
-        self.inner.ctx.inner.flat_files.rotate(path, &self.inner.ctx)
-    }
-
-    /// The context sinks of this bus share (settings, route handler, files).
-    pub fn sink_context(&self) -> SinkContext {
-        self.inner.ctx.clone()
     }
 
     /// Removes expired subscribers of one event, or of all.

@@ -7,8 +7,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::Event;
-use crate::sinks::Sink;
+use super::{Event, Sink};
 
 /// First and longest pause between retries of a failed delivery (sinks
 /// that reconnect, see [`Sink::retry_on_error`]).

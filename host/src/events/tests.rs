@@ -25,10 +25,21 @@ impl EventRouteHandler for Recorder {
     }
 }
 
-pub(crate) fn recorder(bus: &EventBus) -> mpsc::UnboundedReceiver<(Arc<str>, Event)> {
+/// A bus with sipbox's transports (the registry is tested with real sinks);
+/// `route:` subscribers run on `handler`.
+pub(crate) fn bus_with(cfg: &EventsConfig, handler: Option<Arc<dyn EventRouteHandler>>) -> EventBus {
+    EventBus::new(cfg, crate::sinks::schemes(handler, &crate::sinks::Flatstore::default()), None).expect("bus")
+}
+
+/// A bus with the default settings and no event route handler.
+pub(crate) fn bus() -> EventBus {
+    bus_with(&EventsConfig::default(), None)
+}
+
+/// A bus whose `route:` deliveries are recorded (see [`Recorder`]).
+pub(crate) fn recording_bus(cfg: &EventsConfig) -> (EventBus, mpsc::UnboundedReceiver<(Arc<str>, Event)>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    bus.set_route_handler(Arc::new(Recorder(tx)));
-    rx
+    (bus_with(cfg, Some(Arc::new(Recorder(tx)))), rx)
 }
 
 pub(crate) async fn next(rx: &mut mpsc::UnboundedReceiver<(Arc<str>, Event)>) -> (Arc<str>, Event) {
@@ -77,7 +88,7 @@ fn event_param_lookup_is_case_sensitive() {
 
 #[tokio::test]
 async fn publish_ids_are_dense_idempotent_and_case_sensitive() {
-    let bus = EventBus::new(&EventsConfig::default());
+    let bus = bus();
     let events = bus.events();
     // Predefined events come first, in order, ids 0..
     for (i, name) in PREDEFINED_EVENTS.iter().enumerate() {
@@ -97,7 +108,7 @@ async fn publish_ids_are_dense_idempotent_and_case_sensitive() {
 
 #[tokio::test]
 async fn raise_without_subscribers_publishes_and_reaches_nobody() {
-    let bus = EventBus::new(&EventsConfig::default());
+    let bus = bus();
     assert_eq!(bus.raise(Event::new("E_CUSTOM", Params::new().with("a", 1))), 0);
     assert!(bus.event_id("E_CUSTOM").is_some(), "raise publishes a custom event");
     assert!(!bus.has_subscribers("E_CUSTOM"));
@@ -106,8 +117,7 @@ async fn raise_without_subscribers_publishes_and_reaches_nobody() {
 
 #[tokio::test]
 async fn route_subscriber_receives_the_event() {
-    let bus = EventBus::new(&EventsConfig::default());
-    let mut rx = recorder(&bus);
+    let (bus, mut rx) = recording_bus(&EventsConfig::default());
     bus.subscribe("E_PIKE_BLOCKED", "route:blocked", Some(60)).unwrap();
     assert!(bus.has_subscribers("E_PIKE_BLOCKED"));
     assert_eq!(bus.raise(Event::new("E_PIKE_BLOCKED", Params::new().with("ip", "192.0.2.1"))), 1);
@@ -121,7 +131,7 @@ async fn route_subscriber_receives_the_event() {
 
 #[tokio::test]
 async fn route_without_handler_counts_failed() {
-    let bus = EventBus::new(&EventsConfig::default());
+    let bus = bus();
     bus.subscribe("E_X", "route:nobody", None).unwrap();
     bus.raise(Event::new("E_X", Params::new()));
     timeout(Duration::from_secs(5), async {
@@ -136,7 +146,7 @@ async fn route_without_handler_counts_failed() {
 
 #[tokio::test(start_paused = true)]
 async fn expiry_refresh_and_unsubscribe() {
-    let bus = EventBus::new(&EventsConfig::default());
+    let bus = bus();
     let sock = "udp:127.0.0.1:9";
     bus.subscribe("E_X", sock, Some(10)).unwrap();
     let first = bus.subscribers(Some("E_X")).unwrap();
@@ -171,7 +181,7 @@ async fn expiry_refresh_and_unsubscribe() {
 
 #[tokio::test(start_paused = true)]
 async fn periodic_sweep_purges_events_never_raised() {
-    let bus = EventBus::new(&EventsConfig::default());
+    let bus = bus();
     bus.subscribe("E_QUIET", "udp:127.0.0.1:9", Some(1)).unwrap();
     assert_eq!(bus.subscription_count(), 1);
     // Nothing raises or lists E_QUIET; only the sweep can remove it.
@@ -181,7 +191,7 @@ async fn periodic_sweep_purges_events_never_raised() {
 
 #[tokio::test]
 async fn subscribers_list_shapes_and_errors() {
-    let bus = EventBus::new(&EventsConfig::default());
+    let bus = bus();
     bus.subscribe("E_A", "udp:127.0.0.1:9", None).unwrap();
     bus.subscribe("E_A", "route:r", None).unwrap();
     let id = bus.event_id("E_A").unwrap();
@@ -204,7 +214,7 @@ async fn subscribers_list_shapes_and_errors() {
 
 #[tokio::test]
 async fn bad_subscriptions_name_the_problem() {
-    let bus = EventBus::new(&EventsConfig::default());
+    let bus = bus();
     let err = |s: &str| bus.subscribe("E_X", s, None).unwrap_err();
     assert!(matches!(err("smtp:foo"), EventError::UnknownTransport(_)));
     assert!(matches!(err("nocolon"), EventError::UnknownTransport(_)));
@@ -225,8 +235,7 @@ async fn bad_subscriptions_name_the_problem() {
 #[tokio::test]
 async fn full_queue_drops_and_counts_without_blocking() {
     let cfg = EventsConfig { queue_len: 4, ..EventsConfig::default() };
-    let bus = EventBus::new(&cfg);
-    let _rx = recorder(&bus);
+    let (bus, _rx) = recording_bus(&cfg);
     bus.subscribe("E_FLOOD", "route:stuck", None).unwrap();
     let start = std::time::Instant::now();
     let reached: usize = (0..100).map(|i| bus.raise(Event::new("E_FLOOD", Params::new().with("i", i)))).sum();
@@ -239,8 +248,7 @@ async fn full_queue_drops_and_counts_without_blocking() {
 
 #[tokio::test]
 async fn a_stuck_sink_does_not_delay_another() {
-    let bus = EventBus::new(&EventsConfig::default());
-    let mut rx = recorder(&bus);
+    let (bus, mut rx) = recording_bus(&EventsConfig::default());
     bus.subscribe("E_X", "route:stuck", None).unwrap();
     bus.subscribe("E_X", "route:ok", None).unwrap();
     for i in 0..20 {
@@ -267,13 +275,14 @@ async fn static_subscriptions_from_config() {
     )
     .unwrap();
     cfg.validate().unwrap();
-    let bus = EventBus::try_new(&cfg).unwrap();
+    let bus = bus_with(&cfg, None);
     assert!(bus.has_subscribers("E_STATIC"));
     let sub = bus.subscriber("E_UL_AOR_INSERT", "udp:127.0.0.1:9").unwrap();
     assert_eq!(sub["Event"]["Subscriber"]["expire"], 30);
 
     let bad: EventsConfig = toml::from_str(r#"subscribe = [{ event = "E", socket = "nope:x" }]"#).unwrap();
-    assert!(matches!(EventBus::try_new(&bad), Err(EventError::UnknownTransport(_))));
+    let schemes = crate::sinks::schemes(None, &crate::sinks::Flatstore::default());
+    assert!(matches!(EventBus::new(&bad, schemes, None), Err(EventError::UnknownTransport(_))));
     assert!(toml::from_str::<EventsConfig>("queue_size = 3").is_err(), "unknown keys rejected");
     let zero = EventsConfig { queue_len: 0, ..EventsConfig::default() };
     assert!(zero.validate().is_err());
@@ -287,13 +296,12 @@ async fn usrloc_bridge_raises_contact_insert_for_a_register() {
     use crate::sip::{Bytes, Message};
     use crate::transport::Proto;
 
-    let bus = EventBus::new(&EventsConfig::default());
-    let mut rx = recorder(&bus);
+    let (bus, mut rx) = recording_bus(&EventsConfig::default());
     bus.subscribe(usrloc::E_UL_AOR_INSERT, "route:ul", None).unwrap();
     bus.subscribe(usrloc::E_UL_CONTACT_INSERT, "route:ul", None).unwrap();
     bus.subscribe(usrloc::E_UL_CONTACT_UPDATE, "route:ul", None).unwrap();
-    let loc = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() }).unwrap();
-    assert!(usrloc::bridge(bus.clone(), &loc));
+    let cfg = LocationConfig { db_path: None, ..LocationConfig::default() };
+    let loc = Location::open_with_listener(&cfg, usrloc::listener(bus.clone())).unwrap();
 
     let register = |cseq: u32| {
         Message::parse(Bytes::from(format!(
@@ -377,9 +385,8 @@ impl EventRouteHandler for Hold {
 
 #[tokio::test]
 async fn unsubscribing_stops_a_stuck_delivery_task() {
-    let bus = EventBus::new(&EventsConfig::default());
     let token = Arc::new(());
-    bus.set_route_handler(Arc::new(Hold(token.clone())));
+    let bus = bus_with(&EventsConfig::default(), Some(Arc::new(Hold(token.clone()))));
     bus.subscribe("E_X", "route:hold", None).unwrap();
     bus.raise(Event::new("E_X", Params::new()));
     // Strong refs besides deliveries: this test's, the handler's, and `wait`'s own clone.

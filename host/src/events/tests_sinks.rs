@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram};
 use tokio::time::timeout;
 
-use super::tests::{next, recorder};
+use super::tests::{Recorder, bus, bus_with, next, recording_bus};
 use super::*;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -57,7 +57,7 @@ async fn closed_port() -> u16 {
 
 #[tokio::test]
 async fn udp_listener_gets_the_exact_opensips_datagram() {
-    let bus = EventBus::new(&EventsConfig::default());
+    let bus = bus();
     let (sock, socket) = udp_listener().await;
     bus.subscribe("E_PIKE_BLOCKED", &socket, Some(60)).unwrap();
     assert_eq!(bus.raise(Event::new("E_PIKE_BLOCKED", Params::new().with("ip", "203.0.113.9"))), 1);
@@ -70,7 +70,7 @@ async fn unix_listener_gets_the_datagram() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
-    let bus = EventBus::new(&EventsConfig::default());
+    let bus = bus();
     bus.subscribe("E_X", &format!("unix:{}", path.display()), None).unwrap();
     bus.raise(ev("E_X", 1));
     let mut buf = vec![0u8; 65_536];
@@ -96,7 +96,7 @@ async fn read_exactly(conn: &mut TcpStream, want: usize) -> String {
 async fn tcp_stream_back_to_back_and_reconnect_after_listener_restart() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
-    let bus = EventBus::new(&EventsConfig::default());
+    let bus = bus();
     bus.subscribe("E_S", &format!("tcp:{addr}"), None).unwrap();
 
     bus.raise(ev("E_S", 1));
@@ -126,7 +126,7 @@ async fn tcp_stream_method_and_event_param() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let cfg = EventsConfig { stream_event_param: Some("event".into()), ..EventsConfig::default() };
-    let bus = EventBus::new(&cfg);
+    let bus = bus_with(&cfg, None);
     bus.subscribe("E_M", &format!("stream:{addr}/notify"), None).unwrap();
     let list = bus.subscribers(Some("E_M")).unwrap();
     assert_eq!(list["Event"]["Subscribers"][0]["socket"], format!("tcp:{addr}/notify"));
@@ -147,8 +147,10 @@ async fn flatstore_shared_file_lines_mi_rotation_and_permissions() {
     let p = path.to_str().unwrap().to_owned();
     let socket = format!("flatstore:{p}");
     let cfg = EventsConfig { flatstore_file_permissions: "600".into(), ..EventsConfig::default() };
-    let bus = EventBus::new(&cfg);
-    let mut rot = recorder(&bus);
+    let flatstore = crate::sinks::Flatstore::default();
+    let (tx, mut rot) = tokio::sync::mpsc::unbounded_channel();
+    let schemes = crate::sinks::schemes(Some(Arc::new(Recorder(tx))), &flatstore);
+    let bus = EventBus::new(&cfg, schemes, None).unwrap();
     bus.subscribe(E_FLATSTORE_ROTATION, "route:rot", None).unwrap();
     bus.subscribe("E_A", &socket, Some(600)).unwrap();
     bus.subscribe("E_B", &socket, None).unwrap();
@@ -164,7 +166,7 @@ async fn flatstore_shared_file_lines_mi_rotation_and_permissions() {
     // logrotate-style: mv, then MI rotate; writes go to a fresh file.
     let moved = dir.path().join("events.log.1");
     std::fs::rename(&path, &moved).unwrap();
-    assert_eq!(bus.rotate_flatstore(Some(&p)), Ok(1));
+    assert_eq!(flatstore.rotate(Some(&p)), Ok(1));
     let (_, rotation) = next(&mut rot).await;
     assert_eq!(rotation.param("reason"), Some(&Value::Str("mi".into())));
     assert_eq!(rotation.param("filename"), Some(&Value::Str(p.clone())));
@@ -174,8 +176,8 @@ async fn flatstore_shared_file_lines_mi_rotation_and_permissions() {
     assert_eq!(lines(&path), ["E_A,3"]);
     assert_eq!(lines(&moved), ["E_A,1,x y,,", "E_B"], "old file untouched after rotation");
 
-    assert_eq!(bus.rotate_flatstore(Some("/no/such.log")), Err(EventError::FileNotFound("/no/such.log".into())));
-    assert_eq!(bus.rotate_flatstore(None), Ok(1));
+    assert_eq!(flatstore.rotate(Some("/no/such.log")), Err(EventError::FileNotFound("/no/such.log".into())));
+    assert_eq!(flatstore.rotate(None), Ok(1));
 }
 
 #[tokio::test]
@@ -184,8 +186,7 @@ async fn flatstore_rotates_by_size() {
     let path = dir.path().join("size.log");
     let p = path.to_str().unwrap().to_owned();
     let cfg = EventsConfig { flatstore_max_size: 100, ..EventsConfig::default() };
-    let bus = EventBus::new(&cfg);
-    let mut rot = recorder(&bus);
+    let (bus, mut rot) = recording_bus(&cfg);
     bus.subscribe(E_FLATSTORE_ROTATION, "route:rot", None).unwrap();
     let socket = format!("flatstore:{p}");
     bus.subscribe("E_SZ", &socket, None).unwrap();
@@ -222,7 +223,7 @@ async fn flatstore_rotates_by_size() {
 #[tokio::test]
 async fn virtual_failover_with_primary_down_delivers_everything_to_secondary() {
     let cfg = EventsConfig { failover_timeout_s: 0, ..EventsConfig::default() };
-    let bus = EventBus::new(&cfg);
+    let bus = bus_with(&cfg, None);
     let port = closed_port().await;
     let (secondary, sec) = udp_listener().await;
     let socket = format!("virtual:FAILOVER tcp:127.0.0.1:{port} {sec}");
@@ -246,7 +247,7 @@ async fn virtual_failover_with_primary_down_delivers_everything_to_secondary() {
 
 #[tokio::test]
 async fn virtual_parallel_and_round_robin() {
-    let bus = EventBus::new(&EventsConfig::default());
+    let bus = bus();
     let (a, sa) = udp_listener().await;
     let (b, sb) = udp_listener().await;
     bus.subscribe("E_P", &format!("virtual:PARALLEL {sa} {sb}"), None).unwrap();

@@ -19,7 +19,7 @@
 //! `cseq`, `attr` (empty), `latency` (0: no pinging), `shtag` (empty).
 
 use super::{Event, EventBus, Params};
-use crate::location::{Binding, Location, LocationEvent};
+use crate::location::{Binding, Listener, LocationEvent};
 
 /// An AOR got its first contact.
 pub const E_UL_AOR_INSERT: &str = "E_UL_AOR_INSERT";
@@ -37,13 +37,13 @@ pub const E_UL_CONTACT_REFRESH: &str = "E_UL_CONTACT_REFRESH";
 /// The usrloc table name OpenSIPS puts in `domain`.
 const DOMAIN: &str = "location";
 
-/// Raises `E_UL_*` on `bus` for every change of `location`, synchronously as
-/// the registrar makes it (a location listener), so no change is lost under
-/// load: a lost E_UL_CONTACT_INSERT would leave a call waiting for its
-/// callee's device until it times out. Returns false if `location` already
-/// had a listener.
-pub fn bridge(bus: EventBus, location: &Location) -> bool {
-    location.set_listener(Box::new(move |change| raise(&bus, change)))
+/// The location listener that raises `E_UL_*` on `bus` for every change,
+/// synchronously as the registrar makes it, so no change is lost under load:
+/// a lost E_UL_CONTACT_INSERT would leave a call waiting for its callee's
+/// device until it times out. Give it to
+/// [`Location::open_with_listener`](crate::location::Location::open_with_listener).
+pub fn listener(bus: EventBus) -> Listener {
+    Box::new(move |change| raise(&bus, change))
 }
 
 /// Raises the event for one location change, if anyone listens.

@@ -44,7 +44,7 @@ use clock::Clock;
 use persist::Persist;
 use store::{Change, Store};
 
-/// The synchronous change listener ([`Location::set_listener`]).
+/// The synchronous change listener ([`Location::open_with_listener`]).
 pub type Listener = Box<dyn Fn(&LocationEvent) + Send + Sync>;
 
 /// One registered contact of an address-of-record.
@@ -71,7 +71,7 @@ pub struct Binding {
     pub last_modified: u64,
 }
 
-/// A change to the location table, as given to the [`Location::set_listener`].
+/// A change to the location table, as given to the location's [`Listener`].
 ///
 /// For one REGISTER the order is: `ContactDeleted`s, then `ContactInserted`/
 /// `Updated`/`Refreshed` in Contact order; `AorInserted` comes right before
@@ -121,8 +121,8 @@ struct Shared {
     clock: Clock,
     state: Mutex<State>,
     /// Called with every change, in order, by the task that made it (see
-    /// [`Location::set_listener`]).
-    listener: std::sync::OnceLock<Listener>,
+    /// [`Location::open_with_listener`]).
+    listener: Option<Listener>,
     /// Wakes the purge task: an earlier expiry appeared, or shutdown.
     purge_wake: Notify,
     persist: Option<Persist>,
@@ -143,10 +143,31 @@ impl Location {
     /// `db_path`, the writer thread. Loading reads the database file on the
     /// calling thread: call it at start-up, not on a busy async worker.
     ///
+    /// Nothing is told of the changes (see
+    /// [`open_with_listener`](Self::open_with_listener)).
+    ///
     /// # Errors
     /// An inconsistent config, a database that cannot be opened (including
     /// one already open in this or another process), or no tokio runtime.
     pub fn open(cfg: &LocationConfig) -> anyhow::Result<Location> {
+        Location::start(cfg, None)
+    }
+
+    /// As [`open`](Self::open), with the one change listener: it is called
+    /// with each change right after the mutation that made it, outside the
+    /// lock, by the task that made it, so it cannot fall behind and lose
+    /// changes under load (the registrar's E_UL_* events, which resume calls
+    /// waiting for a device to register, go this way: `usrloc::listener`).
+    /// The changes of one mutation arrive in order; those of concurrent
+    /// mutations are not ordered between them. It must not block.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_with_listener(cfg: &LocationConfig, listener: Listener) -> anyhow::Result<Location> {
+        Location::start(cfg, Some(listener))
+    }
+
+    fn start(cfg: &LocationConfig, listener: Option<Listener>) -> anyhow::Result<Location> {
         cfg.validate()?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| anyhow::anyhow!("Location::open must be called within a tokio runtime"))?;
@@ -190,7 +211,7 @@ impl Location {
                 cfg: cfg.clone(),
                 clock,
                 state: Mutex::new(State { store, shutdown: false }),
-                listener: std::sync::OnceLock::new(),
+                listener,
                 purge_wake: Notify::new(),
                 persist,
             }
@@ -222,17 +243,6 @@ impl Location {
             Some(None) => return 0,
         };
         self.shared.mutate(|store, _now, changes| store.remove(&aor, key.as_deref(), changes))
-    }
-
-    /// Installs the one change listener: it is called with each change right
-    /// after the mutation that made it, outside the lock, by the task that
-    /// made it, so it cannot fall behind and lose changes under load (the
-    /// registrar's E_UL_* events, which resume calls waiting for a device to
-    /// register, go this way). The changes of one mutation arrive in order;
-    /// those of concurrent mutations are not ordered between them. It must
-    /// not block. A second call is ignored and returns false.
-    pub fn set_listener(&self, listener: Listener) -> bool {
-        self.shared.listener.set(listener).is_ok()
     }
 
     /// Every live binding, AORs in name order.
@@ -293,7 +303,7 @@ impl Shared {
     /// Gives published changes to the listener. Call it outside the lock: the
     /// listener may raise events whose handlers look the location up.
     fn tell_listener(&self, published: &[LocationEvent]) {
-        if let Some(listener) = self.listener.get() {
+        if let Some(listener) = &self.listener {
             published.iter().for_each(|event| listener(event));
         }
     }

@@ -84,14 +84,13 @@ fn contacts(loc: &Location, aor: &str) -> Vec<String> {
     loc.lookup(aor).into_iter().map(|b| b.contact).collect()
 }
 
-/// Every event already queued, without waiting.
-/// The location's changes, as its listener gets them.
-fn listen(loc: &Location) -> mpsc::UnboundedReceiver<LocationEvent> {
+/// A location whose changes arrive on the receiver, as its listener gets them.
+fn listened(cfg: &LocationConfig) -> (Location, mpsc::UnboundedReceiver<LocationEvent>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    assert!(loc.set_listener(Box::new(move |change| {
+    let listener = Box::new(move |change: &LocationEvent| {
         let _ = tx.send(change.clone());
-    })));
-    rx
+    });
+    (Location::open_with_listener(cfg, listener).unwrap(), rx)
 }
 
 fn drain(rx: &mut mpsc::UnboundedReceiver<LocationEvent>) -> Vec<String> {
@@ -328,8 +327,7 @@ async fn received_is_stored_when_the_source_differs() {
 
 #[tokio::test]
 async fn events_follow_the_changes_in_order() {
-    let loc = Location::open(&memory_cfg()).unwrap();
-    let mut rx = listen(&loc);
+    let (loc, mut rx) = listened(&memory_cfg());
     save(&loc, reg(1).contact("<sip:a@192.0.2.1>").contact("<sip:b@192.0.2.2>").expires(300));
     assert_eq!(drain(&mut rx), ["aor+ alice", "ins sip:a@192.0.2.1", "ins sip:b@192.0.2.2"]);
 
@@ -366,8 +364,7 @@ async fn bindings_expire_on_their_own() {
     // Real time, one-second intervals: the wait is bounded by a timeout on the
     // event, not a sleep.
     let cfg = LocationConfig { min_expires: 1, ..memory_cfg() };
-    let loc = Location::open(&cfg).unwrap();
-    let mut rx = listen(&loc);
+    let (loc, mut rx) = listened(&cfg);
     save(&loc, reg(1).contact("<sip:short@192.0.2.1>").expires(1));
     save(&loc, reg(1).user("bob").contact("<sip:long@192.0.2.2>").expires(3600));
     assert_eq!(drain(&mut rx).len(), 4);

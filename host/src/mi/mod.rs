@@ -41,6 +41,7 @@ use tokio::task::JoinHandle;
 use crate::events::EventBus;
 use crate::location::Location;
 use crate::runtime::{RouteSource, Runtime};
+use crate::sinks::Flatstore;
 use crate::transaction::Core;
 use crate::transport::Transports;
 
@@ -113,8 +114,10 @@ fn parse_addr(key: &str, s: &str) -> anyhow::Result<Option<SocketAddr>> {
 /// methods; the optional handles exist once the server has started them
 /// (commands that need a missing one say so, statistics leave its group out).
 pub struct MiContext {
-    /// The event registry (subscribe, raise, listings, flatstore rotation).
+    /// The event registry (subscribe, raise, listings).
     pub bus: EventBus,
+    /// The bus's flatstore files (`evi_flat_rotate`).
+    pub flatstore: Option<Flatstore>,
     /// Registrations (`ul_*` commands, usrloc statistics).
     pub location: Location,
     /// The route runtime (`reload_routes`, runtime statistics).
@@ -136,6 +139,7 @@ impl MiContext {
     pub fn new(bus: EventBus, location: Location, route_source: RouteSource) -> MiContext {
         MiContext {
             bus,
+            flatstore: None,
             location,
             runtime: None,
             core: None,
@@ -144,6 +148,12 @@ impl MiContext {
             started: SystemTime::now(),
             started_at: Instant::now(),
         }
+    }
+
+    /// Adds the flatstore files of the bus's `flatstore:` subscribers.
+    pub fn with_flatstore(mut self, flatstore: Flatstore) -> MiContext {
+        self.flatstore = Some(flatstore);
+        self
     }
 
     /// Adds the route runtime.

@@ -15,6 +15,7 @@ use super::client::{self, RemoteError};
 use super::*;
 use crate::events::EventsConfig;
 use crate::location::LocationConfig;
+use crate::sinks;
 use crate::sip::{Bytes, Message};
 use crate::transaction::{BoxFut, Router, ServerTx, Timers};
 use crate::transport::{DeferredHandler, ListenSpec, Proto};
@@ -53,8 +54,9 @@ impl Mi {
 /// A context with an in-memory location table and a fresh event bus.
 pub(super) fn context() -> MiContext {
     let location = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() }).expect("location");
-    let bus = EventBus::new(&EventsConfig::default());
-    MiContext::new(bus, location, RouteSource::Embedded)
+    let flatstore = Flatstore::default();
+    let bus = EventBus::new(&EventsConfig::default(), sinks::schemes(None, &flatstore), None).expect("bus");
+    MiContext::new(bus, location, RouteSource::Embedded).with_flatstore(flatstore)
 }
 
 pub(super) async fn start(ctx: MiContext) -> Mi {
@@ -327,17 +329,12 @@ async fn statistics_cover_every_layer() {
 
 #[tokio::test]
 async fn reload_routes_swaps_or_names_the_refusal() {
-    let location = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() }).expect("location");
-    let runtime = {
-        let location = location.clone();
-        tokio::task::spawn_blocking(move || {
-            Runtime::new(crate::runtime::Limits::default(), location, RouteSource::Embedded)
-        })
-        .await
-        .expect("join")
-        .expect("embedded route loads")
-    };
-    let bus = EventBus::new(&EventsConfig::default());
+    let runtime =
+        tokio::task::spawn_blocking(|| Runtime::standalone(crate::runtime::Limits::default(), RouteSource::Embedded))
+            .await
+            .expect("join")
+            .expect("embedded route loads");
+    let (bus, location) = (runtime.bus().clone(), runtime.location().clone());
     let mi =
         start(MiContext::new(bus.clone(), location.clone(), RouteSource::Embedded).with_runtime(runtime.clone())).await;
     let before = runtime.current().generation;

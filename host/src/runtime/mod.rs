@@ -9,9 +9,23 @@
 //! - `host/`: the host side of each WIT interface;
 //! - `modules.rs`: loading, validating and hot-swapping route modules;
 //! - `warm.rs`: idle instances kept for reuse;
+//! - `invocations.rs`: the queue through which the event bus starts `route:`
+//!   event routes and EBR notifications ([`invocations`]);
 //! - `replay.rs`: the journal that lets a waiting guest give its instance
 //!   back (`[limits] suspend = "replay"`);
 //! - this file: [`Runtime`], which runs invocations for the proxy core.
+//!
+//! # Construction
+//! Everything the runtime reaches is built before it and handed to
+//! [`Runtime::new`] in [`RouteServices`]: the location store, the event bus,
+//! the [`Transactions`] table the proxy core registers in (give the same one
+//! to [`Core::with_transactions`](crate::transaction::Core::with_transactions))
+//! and `[routes.vars]`; nothing is filled in afterwards. The two links that
+//! point back at the runtime need no late wiring either: the core, built after
+//! it, takes it as its `Router`; the bus, built before it, got the
+//! [`Invoker`] of the [`invocations`] queue the runtime drains. The runtime
+//! needs no handle on the core at all: `tm.inject-branches` finds the other
+//! request's transaction in the shared table.
 //!
 //! Isolation: a guest gets only its imports (WASI is linked with nothing
 //! granted). A trap, a CPU overrun (epoch deadline), memory exhaustion (store
@@ -23,6 +37,7 @@ mod bindings;
 mod engine;
 mod exports;
 mod host;
+mod invocations;
 mod modules;
 mod replay;
 mod state;
@@ -30,8 +45,9 @@ mod state;
 mod tests;
 mod warm;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -40,13 +56,13 @@ use wasmtime::component::{HasSelf, Linker, Resource};
 use wasmtime::{Engine, Store, StoreLimitsBuilder, UpdateDeadline};
 
 pub use engine::{EPOCH_TICK, Limits, Suspend};
+pub use invocations::{Invocations, Invoker, invocations};
 pub use modules::{LoadedRoute, RouteSource};
 
-use crate::events::ebr::NotifyHandler;
-use crate::events::{E_CORE_SHM_THRESHOLD, E_CORE_THRESHOLD, Event, EventBus, EventRouteHandler, Params};
+use crate::events::{E_CORE_SHM_THRESHOLD, E_CORE_THRESHOLD, Event, EventBus, EventsConfig, Params, SinkSchemes};
 use crate::location::Location;
 use crate::sip::{self, Method};
-use crate::transaction::{BoxFut, Core, Router, ServerTx};
+use crate::transaction::{BoxFut, Router, ServerTx, Transactions};
 use bindings::Route;
 use exports::ReplyExport;
 use host::message::{REPLY_REP, REQUEST_REP};
@@ -70,15 +86,31 @@ pub struct RuntimeStats {
 
 /// Process-wide services the WIT imports reach through `HostState`.
 pub(crate) struct Services {
-    /// The proxy core, for `tm.inject-branches` into another transaction.
-    pub(crate) core: OnceLock<Core>,
+    /// The live transactions, for `tm.inject-branches` into another one.
+    pub(crate) transactions: Transactions,
     /// `[routes.vars]`, for `config.get`.
-    pub(crate) vars: ArcSwap<std::collections::BTreeMap<String, String>>,
+    pub(crate) vars: BTreeMap<String, String>,
     /// One HTTP connection pool for every route's `rest` calls.
     pub(crate) http: reqwest::Client,
 }
 
-/// The route runtime. Cheap to clone; implements the proxy core's [`Router`].
+/// What routes reach outside their instance, built before the runtime.
+pub struct RouteServices {
+    /// Registrations (`location.lookup`, `save`).
+    pub location: Location,
+    /// The event registry: routes raise, subscribe and wait; the runtime
+    /// raises E_CORE_THRESHOLD and E_CORE_SHM_THRESHOLD.
+    pub bus: EventBus,
+    /// The live transactions the proxy core registers (give the same to
+    /// [`Core::with_transactions`](crate::transaction::Core::with_transactions)):
+    /// `tm.inject-branches` finds other requests' transactions there.
+    pub transactions: Transactions,
+    /// `[routes.vars]`, what routes read with `config.get`.
+    pub vars: BTreeMap<String, String>,
+}
+
+/// The route runtime. Cheap to clone; implements the proxy core's [`Router`],
+/// and runs what the event bus queues on its [`Invoker`].
 #[derive(Clone)]
 pub struct Runtime {
     inner: Arc<Inner>,
@@ -94,14 +126,17 @@ struct Inner {
     /// instantiation so overload is a 503, not an allocation failure.
     admission: Arc<Semaphore>,
     location: Location,
-    /// The event registry, set once the server has built it.
-    bus: OnceLock<EventBus>,
+    bus: EventBus,
     /// Pool pressure was reported and has not dropped below the threshold.
     pool_pressure: AtomicBool,
     services: Arc<Services>,
     stats: RuntimeStats,
     _ticker: engine::EpochTicker,
 }
+
+/// Room in the invocation queue besides the EBR notification cap: `route:`
+/// deliveries waiting to be spawned (they wait for room rather than drop).
+pub const INVOCATION_BACKLOG: usize = 1024;
 
 /// What an invocation is for.
 enum Invocation {
@@ -132,9 +167,18 @@ enum Invocation {
 }
 
 impl Runtime {
-    /// Builds the engine and linker and loads the first route module; fails
-    /// with the reason when the module is not a valid `sipbox:route` component.
-    pub fn new(limits: Limits, location: Location, source: RouteSource) -> anyhow::Result<Runtime> {
+    /// Builds the engine and linker, loads the first route module and starts
+    /// running what the bus queues on `invocations` (whose [`Invoker`] the
+    /// bus in `services` was given); fails with the reason when the module is
+    /// not a valid `sipbox:route` component. Blocking (it compiles the
+    /// module): call it from `spawn_blocking`, inside a tokio runtime.
+    pub fn new(
+        limits: Limits,
+        source: RouteSource,
+        services: RouteServices,
+        invocations: Invocations,
+    ) -> anyhow::Result<Runtime> {
+        let RouteServices { location, bus, transactions, vars } = services;
         limits.validate()?;
         let engine = engine::build_engine(&limits)?;
         let mut linker = Linker::new(&engine);
@@ -142,6 +186,8 @@ impl Runtime {
         Route::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
         let ticker = engine::EpochTicker::start(&engine);
         let first = modules::prepare(&engine, &linker, &source, 1)?;
+        let queue = tokio::runtime::Handle::try_current()
+            .map_err(|_| anyhow::anyhow!("Runtime::new must be called within a tokio runtime"))?;
         let runtime = Runtime {
             inner: Arc::new(Inner {
                 admission: Arc::new(Semaphore::new(limits.max_instances as usize)),
@@ -151,11 +197,11 @@ impl Runtime {
                 generation: AtomicU64::new(1),
                 limits,
                 location,
-                bus: OnceLock::new(),
+                bus,
                 pool_pressure: AtomicBool::new(false),
                 services: Arc::new(Services {
-                    core: OnceLock::new(),
-                    vars: ArcSwap::from_pointee(Default::default()),
+                    transactions,
+                    vars,
                     http: reqwest::Client::builder()
                         .user_agent(concat!("sipbox/", env!("CARGO_PKG_VERSION")))
                         .build()?,
@@ -164,7 +210,37 @@ impl Runtime {
                 _ticker: ticker,
             }),
         };
+        queue.spawn(invocations.serve(Arc::downgrade(&runtime.inner)));
         Ok(runtime)
+    }
+
+    /// A runtime with its own bus that only raises (no sink schemes; its
+    /// notifications run here) and a memory-only location store: for loading
+    /// a module on its own (`check_route`) and for tests. Blocking, as
+    /// [`new`](Self::new).
+    pub fn standalone(limits: Limits, source: RouteSource) -> anyhow::Result<Runtime> {
+        let cfg = EventsConfig::default();
+        let (invoker, invocations) = invocations(cfg.ebr_max_notify_concurrency + INVOCATION_BACKLOG);
+        let bus = EventBus::new(&cfg, SinkSchemes::new(), Some(invoker.notify_handler()))?;
+        let location = Location::open(&crate::location::LocationConfig { db_path: None, ..Default::default() })?;
+        let services = RouteServices { location, bus, transactions: Transactions::default(), vars: BTreeMap::new() };
+        Runtime::new(limits, source, services, invocations)
+    }
+
+    /// The event registry routes use.
+    pub fn bus(&self) -> &EventBus {
+        &self.inner.bus
+    }
+
+    /// The location store routes use.
+    pub fn location(&self) -> &Location {
+        &self.inner.location
+    }
+
+    /// Runs `on-event` for a `route:NAME` delivery, in place (what the
+    /// bus's queued deliveries come to).
+    pub async fn run_event_route(&self, route: Arc<str>, event: Event) {
+        self.invoke(None, Invocation::Event { route, event }).await
     }
 
     /// The module serving new invocations.
@@ -202,26 +278,6 @@ impl Runtime {
         Ok(())
     }
 
-    /// Connects the runtime to the event registry: routes can raise events,
-    /// `route:` subscriptions run `on-event`, and the runtime raises
-    /// E_CORE_THRESHOLD and E_CORE_SHM_THRESHOLD.
-    pub fn set_event_bus(&self, bus: EventBus) {
-        if self.inner.bus.set(bus.clone()).is_ok() {
-            bus.set_route_handler(Arc::new(self.clone()));
-            bus.set_notify_handler(Arc::new(self.clone()));
-        }
-    }
-
-    /// Connects the runtime to the proxy core (for `tm.inject-branches`).
-    pub fn set_core(&self, core: Core) {
-        let _ = self.inner.services.core.set(core);
-    }
-
-    /// Sets the `[routes.vars]` routes read with `config.get`.
-    pub fn set_vars(&self, vars: std::collections::BTreeMap<String, String>) {
-        self.inner.services.vars.store(Arc::new(vars));
-    }
-
     /// Route instances alive now, and the pool's capacity.
     pub fn instances(&self) -> (usize, usize) {
         let size = self.inner.limits.max_instances as usize;
@@ -243,7 +299,7 @@ impl Runtime {
             .build();
         let state = HostState::new(
             self.inner.location.clone(),
-            self.inner.bus.get().cloned(),
+            Some(self.inner.bus.clone()),
             self.inner.services.clone(),
             module,
             store_limits,
@@ -412,7 +468,7 @@ impl Runtime {
     ) -> Result<wasmtime::Result<()>, ()> {
         let stats = &self.inner.stats;
         let store = &mut instance.store;
-        store.data_mut().begin(tx, self.inner.limits.cpu_ticks(), self.inner.bus.get());
+        store.data_mut().begin(tx, self.inner.limits.cpu_ticks(), Some(&self.inner.bus));
         store.data_mut().journal = journal;
         store.set_epoch_deadline(1);
         instance.uses += 1;
@@ -467,7 +523,7 @@ impl Runtime {
     /// routing took longer than the configured time.
     fn check_threshold(&self, started: Instant, tx: Option<&ServerTx>) {
         let threshold = self.inner.limits.exec_msg_threshold_us;
-        let Some(bus) = self.inner.bus.get() else { return };
+        let bus = &self.inner.bus;
         let took = started.elapsed().as_micros() as u64;
         if threshold == 0 || took <= threshold || !bus.has_subscribers(E_CORE_THRESHOLD) {
             return;
@@ -489,7 +545,7 @@ impl Runtime {
     /// re-armed once it falls below.
     fn check_pool_pressure(&self) {
         let threshold = self.inner.limits.pool_threshold_percent as usize;
-        let Some(bus) = self.inner.bus.get() else { return };
+        let bus = &self.inner.bus;
         if threshold == 0 {
             return;
         }
@@ -557,19 +613,5 @@ impl Router for Runtime {
     fn on_failure(&self, tx: ServerTx, hook: Arc<str>, best: sip::Message) -> BoxFut {
         let rt = self.clone();
         Box::pin(async move { rt.invoke(Some(tx), Invocation::Failure { hook, best: Some(Box::new(best)) }).await })
-    }
-}
-
-impl NotifyHandler for Runtime {
-    fn notify(&self, route: Arc<str>, event: Event, tid: u64) -> BoxFut {
-        let rt = self.clone();
-        Box::pin(async move { rt.invoke(None, Invocation::Notify { route, event, tid }).await })
-    }
-}
-
-impl EventRouteHandler for Runtime {
-    fn run_event_route(&self, route: Arc<str>, event: Event) -> BoxFut {
-        let rt = self.clone();
-        Box::pin(async move { rt.invoke(None, Invocation::Event { route, event }).await })
     }
 }

@@ -5,12 +5,9 @@ use std::path::PathBuf;
 
 use super::modules::example_route_path;
 use super::{Limits, RouteSource, Runtime};
-use crate::location::{Location, LocationConfig};
 
 fn runtime() -> Runtime {
-    let location =
-        Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() }).expect("memory location store");
-    Runtime::new(Limits { max_instances: 8, ..Limits::default() }, location, RouteSource::Embedded)
+    Runtime::standalone(Limits { max_instances: 8, ..Limits::default() }, RouteSource::Embedded)
         .expect("embedded route loads")
 }
 
@@ -75,7 +72,7 @@ fn a_pool_larger_than_the_mapping_limit_is_refused_with_the_sysctl_named() {
 
 /// Runs `count` `on-event` invocations of the current module one after another.
 async fn run_events(rt: &Runtime, count: usize) {
-    use crate::events::{Event, EventRouteHandler, Params};
+    use crate::events::{Event, Params};
     for _ in 0..count {
         let event = Event::new("E_TEST", Params::new().with("n", 1i64));
         rt.run_event_route("test".into(), event).await;
@@ -99,10 +96,8 @@ async fn a_fresh_instance_serves_every_invocation_by_default() {
 
 #[tokio::test]
 async fn reused_instances_serve_instance_reuse_invocations_then_are_replaced() {
-    let location =
-        Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() }).expect("memory location store");
     let limits = Limits { max_instances: 8, instance_reuse: 3, ..Limits::default() };
-    let rt = Runtime::new(limits, location, RouteSource::Embedded).expect("embedded route loads");
+    let rt = Runtime::standalone(limits, RouteSource::Embedded).expect("embedded route loads");
     rt.reload(example("event-logger")).await.expect("event-logger loads");
 
     run_events(&rt, 7).await;

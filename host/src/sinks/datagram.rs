@@ -9,8 +9,7 @@ use tokio::net::{UdpSocket, UnixDatagram};
 use tokio::sync::OnceCell;
 
 use super::addr::HostPort;
-use super::{DeliverFut, Sink, SinkError};
-use crate::events::{Event, EventError};
+use crate::events::{DeliverFut, Event, EventError, Sink, SinkError};
 
 /// Largest event datagram (OpenSIPS `DGRAM_BUFFER_SIZE`-derived limit).
 pub(crate) const MAX_DATAGRAM: usize = 65_457;

@@ -8,7 +8,7 @@
 //! Subscriptions to the same path share one file, written by one dedicated
 //! thread (file I/O never runs on an async worker), which lives as long as
 //! some subscriber of that path does. Rotation:
-//! - [`FlatFiles::rotate`] (MI `event_flatstore:rotate`): the writer reopens
+//! - [`Flatstore::rotate`] (MI `event_flatstore:rotate`): the writer reopens
 //!   the path before its next write, for logrotate (`mv` then rotate);
 //! - by size (`flatstore_max_size`): once a write brings the file to that
 //!   size it is renamed `<path>.<unix seconds>` and a fresh file is opened.
@@ -26,25 +26,47 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{DeliverFut, Sink, SinkContext, SinkError};
-use crate::events::{E_FLATSTORE_ROTATION, Event, EventError, Params, Value};
+use crate::events::{DeliverFut, E_FLATSTORE_ROTATION, Event, EventError, Params, Sink, SinkContext, SinkError, Value};
 
 /// Lines waiting for one file's writer thread.
 const WRITER_QUEUE: usize = 256;
 
-pub(crate) fn parse(rest: &str, ctx: &SinkContext) -> Result<Arc<dyn Sink>, EventError> {
-    if rest.trim().is_empty() {
-        return Err(EventError::BadSocket("flatstore: needs a file path".into()));
+/// The flatstore files of one bus, shared by its `flatstore:` subscribers (one
+/// writer per path) and by `evi_flat_rotate`, which reopens them. Cheap clone.
+#[derive(Clone, Default)]
+pub struct Flatstore {
+    files: Arc<FlatFiles>,
+}
+
+impl Flatstore {
+    /// Parses the part of a `flatstore:` socket after the prefix.
+    pub(crate) fn parse(&self, rest: &str, ctx: &SinkContext) -> Result<Arc<dyn Sink>, EventError> {
+        if rest.trim().is_empty() {
+            return Err(EventError::BadSocket("flatstore: needs a file path".into()));
+        }
+        if rest.bytes().any(|b| b == 0 || b == b'\n') {
+            return Err(EventError::BadSocket(format!("flatstore:{rest}: bad character in path")));
+        }
+        Ok(Arc::new(FlatSink {
+            socket: format!("flatstore:{rest}"),
+            path: rest.to_owned(),
+            ctx: ctx.clone(),
+            files: self.files.clone(),
+            file: OnceLock::new(),
+        }))
     }
-    if rest.bytes().any(|b| b == 0 || b == b'\n') {
-        return Err(EventError::BadSocket(format!("flatstore:{rest}: bad character in path")));
+
+    /// MI `event_flatstore:rotate` / `evi_flat_rotate`: the files for `path`
+    /// (with or without its `flatstore:` prefix; or all of them) are reopened
+    /// before their next write, and `E_FLATSTORE_ROTATION` (reason `mi`) is
+    /// raised for each. Returns how many files that was.
+    ///
+    /// # Errors
+    /// [`EventError::FileNotFound`] when `path` is given and no flatstore
+    /// subscriber has written to it.
+    pub fn rotate(&self, path: Option<&str>) -> Result<usize, EventError> {
+        self.files.rotate(path)
     }
-    Ok(Arc::new(FlatSink {
-        socket: format!("flatstore:{rest}"),
-        path: rest.to_owned(),
-        ctx: ctx.clone(),
-        file: OnceLock::new(),
-    }))
 }
 
 /// The text line for an event (see the module docs).
@@ -75,6 +97,7 @@ struct FlatSink {
     socket: String,
     path: String,
     ctx: SinkContext,
+    files: Arc<FlatFiles>,
     /// The shared file, attached on first delivery.
     file: OnceLock<Arc<FlatFile>>,
 }
@@ -84,7 +107,7 @@ impl FlatSink {
         let file = match self.file.get() {
             Some(f) => f.clone(),
             None => {
-                let f = self.ctx.inner.flat_files.attach(&self.path, &self.ctx)?;
+                let f = self.files.attach(&self.path, &self.ctx)?;
                 self.file.get_or_init(|| f).clone()
             }
         };
@@ -132,15 +155,17 @@ impl Sink for FlatSink {
 type Job = (Vec<u8>, oneshot::Sender<std::io::Result<()>>);
 
 /// One open flatstore path: the queue into its writer thread.
-pub(crate) struct FlatFile {
+struct FlatFile {
     tx: mpsc::Sender<Job>,
     /// Bumped by MI rotate; the writer reopens when it differs from its own.
     version: Arc<AtomicU64>,
+    /// The bus of the subscriber that opened it, which MI rotation raises on.
+    ctx: SinkContext,
 }
 
 /// The flatstore files in use, by path (shared by every subscriber of a path).
 #[derive(Default)]
-pub(crate) struct FlatFiles {
+struct FlatFiles {
     files: Mutex<HashMap<String, Weak<FlatFile>>>,
 }
 
@@ -167,7 +192,7 @@ impl FlatFiles {
             seen_version: 0,
         };
         std::thread::Builder::new().name("flatstore".into()).spawn(move || writer.run(rx)).map_err(SinkError::Io)?;
-        let file = Arc::new(FlatFile { tx, version });
+        let file = Arc::new(FlatFile { tx, version, ctx: ctx.clone() });
         files.insert(path.to_owned(), Arc::downgrade(&file));
         Ok(file)
     }
@@ -179,25 +204,24 @@ impl FlatFiles {
     /// # Errors
     /// [`EventError::FileNotFound`] when `path` is given and no flatstore
     /// subscriber has written to it.
-    pub(crate) fn rotate(&self, path: Option<&str>, ctx: &SinkContext) -> Result<usize, EventError> {
+    fn rotate(&self, path: Option<&str>) -> Result<usize, EventError> {
         let path = path.map(|p| p.strip_prefix("flatstore:").unwrap_or(p));
-        let rotated: Vec<String> = {
+        let rotated: Vec<(String, Arc<FlatFile>)> = {
             let files = self.files.lock().unwrap_or_else(|p| p.into_inner());
             files
                 .iter()
                 .filter(|(p, _)| path.is_none_or(|want| want == p.as_str()))
-                .filter_map(|(p, w)| w.upgrade().map(|f| (p, f)))
-                .map(|(p, f)| {
+                .filter_map(|(p, w)| w.upgrade().map(|f| (p.clone(), f)))
+                .inspect(|(_, f)| {
                     f.version.fetch_add(1, Ordering::Release);
-                    p.clone()
                 })
                 .collect()
         };
         if let (Some(p), true) = (path, rotated.is_empty()) {
             return Err(EventError::FileNotFound(p.to_owned()));
         }
-        for p in &rotated {
-            raise_rotation(ctx, "mi", p, p);
+        for (p, f) in &rotated {
+            raise_rotation(&f.ctx, "mi", p, p);
         }
         Ok(rotated.len())
     }

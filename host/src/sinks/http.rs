@@ -26,8 +26,7 @@ use bytes::Bytes;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Client, StatusCode, Url};
 
-use super::{DeliverFut, Sink, SinkError};
-use crate::events::{Event, EventError};
+use crate::events::{DeliverFut, Event, EventError, Sink, SinkError};
 
 /// Per-attempt limit on the whole exchange (connect, send, response, body).
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);

@@ -35,8 +35,7 @@ use tokio::sync::Mutex;
 
 use self::confirm::{Callbacks, Confirms, Outcome};
 use self::socket::Target;
-use super::{DeliverFut, Sink, SinkError};
-use crate::events::{Event, EventError};
+use crate::events::{DeliverFut, Event, EventError, Sink, SinkError};
 
 /// Limit on opening a connection and its channel (TCP + AMQP handshake).
 /// OpenSIPS `connect_timeout` defaults to 500 ms; this is longer because

@@ -1,24 +1,23 @@
-//! `route:NAME`: an `event_route[NAME]`, run by the installed
-//! [`EventRouteHandler`](crate::events::EventRouteHandler) (a route
+//! `route:NAME`: an `event_route[NAME]`, run by the
+//! [`EventRouteHandler`] the scheme was built with (the runtime: a route
 //! component's `on-event` export). Never expires (OpenSIPS core `route:`).
 
 use std::sync::Arc;
 
-use super::{DeliverFut, Sink, SinkContext, SinkError};
-use crate::events::{Event, EventError};
+use crate::events::{DeliverFut, Event, EventError, EventRouteHandler, Sink, SinkError};
 
-pub(crate) fn parse(rest: &str, ctx: &SinkContext) -> Result<Arc<dyn Sink>, EventError> {
+pub(crate) fn parse(rest: &str, handler: Option<Arc<dyn EventRouteHandler>>) -> Result<Arc<dyn Sink>, EventError> {
     let name = rest.trim();
     if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(EventError::BadSocket(format!("route:{rest}: needs a route name without spaces")));
     }
-    Ok(Arc::new(RouteSink { socket: format!("route:{name}"), route: Arc::from(name), ctx: ctx.clone() }))
+    Ok(Arc::new(RouteSink { socket: format!("route:{name}"), route: Arc::from(name), handler }))
 }
 
 struct RouteSink {
     socket: String,
     route: Arc<str>,
-    ctx: SinkContext,
+    handler: Option<Arc<dyn EventRouteHandler>>,
 }
 
 impl Sink for RouteSink {
@@ -28,7 +27,7 @@ impl Sink for RouteSink {
 
     fn deliver<'a>(&'a self, event: &'a Event) -> DeliverFut<'a> {
         Box::pin(async move {
-            let handler = self.ctx.route_handler().ok_or(SinkError::NoHandler)?;
+            let handler = self.handler.as_ref().ok_or(SinkError::NoHandler)?;
             handler.run_event_route(self.route.clone(), event.clone()).await;
             Ok(())
         })

@@ -22,8 +22,7 @@ use tokio::sync::Mutex;
 use tokio::time::timeout;
 
 use super::addr::HostPort;
-use super::{DeliverFut, Sink, SinkContext, SinkError};
-use crate::events::{Event, EventError, payload};
+use crate::events::{DeliverFut, Event, EventError, Sink, SinkContext, SinkError, payload};
 
 pub(crate) fn parse(rest: &str, ctx: &SinkContext) -> Result<Arc<dyn Sink>, EventError> {
     let (addr, method) = match rest.split_once('/') {

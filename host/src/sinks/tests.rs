@@ -2,10 +2,14 @@
 //! Delivery over real sockets is tested through the bus in `events::tests_sinks`.
 
 use super::*;
-use crate::events::{Params, Value};
+use crate::events::{Event, EventError, EventsConfig, Params, Sink, SinkContext, Value};
 
 fn ctx() -> SinkContext {
-    SinkContext::new(&EventsConfig::default())
+    SinkContext::detached(&EventsConfig::default(), schemes(None, &Flatstore::default()))
+}
+
+fn parse_socket(socket: &str, ctx: &SinkContext) -> Result<Arc<dyn Sink>, EventError> {
+    ctx.parse(socket)
 }
 
 fn canonical(socket: &str) -> String {

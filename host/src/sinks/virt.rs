@@ -9,7 +9,7 @@
 //!   tried last, so every event goes to whichever destination is up.
 //! - `ROUND-ROBIN`: one sub-socket per event, rotating; no failover.
 //!
-//! Sub-sockets are parsed with [`parse_socket`](super::parse_socket);
+//! Sub-sockets are parsed with [`SinkContext::parse`];
 //! a nested `virtual:` is refused.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,8 +19,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{DeliverFut, Sink, SinkContext, SinkError};
-use crate::events::{Event, EventError};
+use crate::events::{DeliverFut, Event, EventError, Sink, SinkContext, SinkError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Policy {
@@ -57,7 +56,7 @@ pub(crate) fn parse(rest: &str, ctx: &SinkContext) -> Result<Arc<dyn Sink>, Even
         if word.starts_with("virtual:") {
             return Err(EventError::BadSocket(format!("virtual: nested virtual socket '{word}'")));
         }
-        subs.push(super::parse_socket(word, ctx)?);
+        subs.push(ctx.parse(word)?);
     }
     if subs.is_empty() {
         return Err(EventError::BadSocket(format!("virtual:{}: no destinations", policy.as_str())));

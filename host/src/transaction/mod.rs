@@ -43,19 +43,16 @@ mod tests_fork;
 #[cfg(test)]
 mod tests_inject;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 pub use best::choose_best;
-pub use proxy::{Core, TmStats};
+pub use proxy::{Core, TmStats, Transactions};
 pub use server_tx::ServerTx;
 pub use timers::Timers;
 
 use crate::sip;
 
-/// A boxed future the router returns.
-pub type BoxFut = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+pub use crate::BoxFut;
 
 /// The routing logic the proxy core calls (implemented by the route runtime).
 pub trait Router: Send + Sync + 'static {

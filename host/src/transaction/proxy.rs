@@ -18,6 +18,30 @@ use super::{Router, Timers};
 use crate::sip::{self, Edits, HeaderName, Message, Method};
 use crate::transport::{Inbound, InboundHandler, Proto, Transports};
 
+/// The live server transactions by id (OpenSIPS `t_lookup_ident`): filled by the
+/// [`Core`] built with it, read by whoever must reach another request's transaction
+/// (the runtime's `tm.inject-branches`). Made before both, so the runtime needs no
+/// handle to the core, which holds the runtime as its router. Cheap clone.
+#[derive(Clone)]
+pub struct Transactions {
+    by_id: Arc<Sharded<u64, Arc<ServerTxInner>>>,
+}
+
+impl Default for Transactions {
+    fn default() -> Transactions {
+        Transactions { by_id: Arc::new(Sharded::new()) }
+    }
+}
+
+impl Transactions {
+    /// The live server transaction with this [`ServerTx::id`]: from its creation until
+    /// its state machine terminates (after its final response was acknowledged or timed
+    /// out). `None` for an unknown or ended one.
+    pub fn find(&self, tid: u64) -> Option<ServerTx> {
+        self.by_id.get(&tid).map(ServerTx::from_inner)
+    }
+}
+
 /// The stateful proxy core. Cheap to clone; install it as the transports' handler.
 #[derive(Clone)]
 pub struct Core {
@@ -44,7 +68,7 @@ pub(crate) struct CoreInner {
     pub(crate) servers: Sharded<ServerKey, Arc<ServerTxInner>>,
     pub(crate) clients: Sharded<ClientKey, ClientHandle>,
     /// Live server transactions by id ([`Core::find_tx`]: injection from another route).
-    pub(crate) by_id: Sharded<u64, Arc<ServerTxInner>>,
+    pub(crate) by_id: Arc<Sharded<u64, Arc<ServerTxInner>>>,
     pub(crate) live_servers: AtomicUsize,
     pub(crate) live_clients: AtomicUsize,
     pub(crate) next_id: AtomicU64,
@@ -57,6 +81,17 @@ pub(crate) struct CoreInner {
 impl Core {
     /// A core sending through `transports` and routing new requests to `router`.
     pub fn new(transports: Transports, timers: Timers, router: Arc<dyn Router>) -> Core {
+        Core::with_transactions(transports, timers, router, Transactions::default())
+    }
+
+    /// As [`new`](Self::new), registering its server transactions in `transactions`
+    /// (shared with the router, which finds them there by id).
+    pub fn with_transactions(
+        transports: Transports,
+        timers: Timers,
+        router: Arc<dyn Router>,
+        transactions: Transactions,
+    ) -> Core {
         Core {
             inner: Arc::new(CoreInner {
                 transports,
@@ -64,7 +99,7 @@ impl Core {
                 router,
                 servers: Sharded::new(),
                 clients: Sharded::new(),
-                by_id: Sharded::new(),
+                by_id: transactions.by_id,
                 live_servers: AtomicUsize::new(0),
                 live_clients: AtomicUsize::new(0),
                 next_id: AtomicU64::new(1),

@@ -326,16 +326,16 @@ fn next_hop_forms() {
 struct Notified(Arc<Mutex<Vec<u64>>>);
 
 impl crate::events::ebr::NotifyHandler for Notified {
-    fn notify(&self, _route: Arc<str>, _event: crate::events::Event, tid: u64) -> crate::events::BoxFut {
-        self.0.lock().expect("lock").push(tid);
-        Box::pin(async {})
+    fn notify(&self, n: crate::events::ebr::Notification) -> bool {
+        self.0.lock().expect("lock").push(n.tid);
+        true
     }
 }
 
 fn ebr_bus() -> (crate::events::EventBus, Arc<Mutex<Vec<u64>>>) {
-    let bus = crate::events::EventBus::try_new(&crate::events::EventsConfig::default()).expect("bus");
     let ran: Arc<Mutex<Vec<u64>>> = Arc::default();
-    bus.set_notify_handler(Arc::new(Notified(ran.clone())));
+    let (cfg, schemes) = (crate::events::EventsConfig::default(), crate::events::SinkSchemes::new());
+    let bus = crate::events::EventBus::new(&cfg, schemes, Some(Arc::new(Notified(ran.clone())))).expect("bus");
     (bus, ran)
 }
 

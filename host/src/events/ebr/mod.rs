@@ -2,9 +2,10 @@
 //! subscribes to an event raised by another, unrelated one.
 //!
 //! - [`EventBus::notify_on_event`]: a multi-shot subscription that lives until
-//!   its timeout; every matching raise runs the [`NotifyHandler`] (the
-//!   runtime's `on-notify` export in a fresh instance) with the route name,
-//!   the event and the subscriber's transaction id.
+//!   its timeout; every matching raise hands the bus's [`NotifyHandler`] (the
+//!   runtime's invoker, given to [`EventBus::new`]: the route's `on-notify`
+//!   export in a fresh instance) the route name, the event and the
+//!   subscriber's transaction id.
 //! - [`EventBus::wait_for_event`]: a one-shot waiter; its future resolves with
 //!   the first matching event, or `None` when the host timer fires.
 //!
@@ -12,8 +13,9 @@
 //! Entries live per event name in one mutex-guarded table, separate from the
 //! EVI subscriber table so sinks and EBR never contend. `raise` calls
 //! [`Ebr::dispatch`] which, under the lock, only does matching, `oneshot`
-//! sends and bookkeeping; notify runs are spawned afterwards, capped by a
-//! semaphore (over the cap they are dropped and counted). Nothing blocks.
+//! sends and bookkeeping; notifications are handed to the handler afterwards,
+//! each holding a slot of a semaphore until its route has run (over the cap
+//! they are dropped and counted). Nothing blocks.
 //!
 //! Entries whose filters include one without wildcards (`callid=abc`) are
 //! indexed by that (key, value), so a raise finds its one waiter among
@@ -38,23 +40,41 @@ mod tests_tid;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 
 pub use filter::{Filters, MAX_FILTER_LEN, MAX_FILTERS};
 
-use super::{BoxFut, Event, EventBus, EventError, EventsConfig};
+use super::{Event, EventBus, EventError, EventsConfig};
 
-/// Runs notification routes: the runtime implements it by calling the route
-/// component's `on-notify(route, event, tid)` export in a fresh instance.
+/// Runs notification routes: the runtime's invoker, which queues them for the
+/// runtime to call the route component's `on-notify(route, event, tid)` export
+/// in a fresh instance.
 pub trait NotifyHandler: Send + Sync + 'static {
-    /// Runs `route` for `event` on behalf of the subscriber whose
-    /// transaction id is `tid`; the future completes when it is done.
-    fn notify(&self, route: Arc<str>, event: Event, tid: u64) -> BoxFut;
+    /// Starts `notification` without blocking (the caller is `raise`), keeping
+    /// its [`slot`](Notification::slot) until the route has run. False when it
+    /// could not be started (counted as dropped).
+    fn notify(&self, notification: Notification) -> bool;
 }
+
+/// One notification route to run: what a matching raise hands the [`NotifyHandler`].
+pub struct Notification {
+    /// The route the subscription named.
+    pub route: Arc<str>,
+    /// The event that matched.
+    pub event: Event,
+    /// The subscriber's transaction id.
+    pub tid: u64,
+    /// Its slot among the running notifications (`ebr_max_notify_concurrency`):
+    /// dropped when the route has run.
+    pub slot: NotifySlot,
+}
+
+/// A running notification's share of `ebr_max_notify_concurrency`; frees it when dropped.
+pub struct NotifySlot(#[allow(dead_code, reason = "held for its Drop")] OwnedSemaphorePermit);
 
 /// Live EBR state and counters, for statistics and the MI.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -71,8 +91,8 @@ pub struct EbrStats {
     pub cancelled: u64,
     /// Notification routes started.
     pub notified: u64,
-    /// Notifications not run: over `ebr_max_notify_concurrency`, no handler
-    /// installed, or no runtime.
+    /// Notifications not run: over `ebr_max_notify_concurrency`, no handler,
+    /// or the handler's queue full.
     pub notify_dropped: u64,
     /// Subscriptions and waits refused because `ebr_max_waiters` were live.
     pub refused: u64,
@@ -107,7 +127,8 @@ struct Shared {
     table: Mutex<Table>,
     max_entries: usize,
     notify_slots: Arc<Semaphore>,
-    handler: RwLock<Option<Arc<dyn NotifyHandler>>>,
+    handler: Option<Arc<dyn NotifyHandler>>,
+    /// Where expiry timers run.
     runtime: Option<tokio::runtime::Handle>,
     woken: AtomicU64,
     timed_out: AtomicU64,
@@ -165,13 +186,17 @@ struct Job {
 }
 
 impl Ebr {
-    pub(crate) fn new(cfg: &EventsConfig, runtime: Option<tokio::runtime::Handle>) -> Ebr {
+    pub(crate) fn new(
+        cfg: &EventsConfig,
+        runtime: Option<tokio::runtime::Handle>,
+        handler: Option<Arc<dyn NotifyHandler>>,
+    ) -> Ebr {
         Ebr {
             shared: Arc::new(Shared {
                 table: Mutex::new(Table::default()),
                 max_entries: cfg.ebr_max_waiters,
                 notify_slots: Arc::new(Semaphore::new(cfg.ebr_max_notify_concurrency.clamp(1, Semaphore::MAX_PERMITS))),
-                handler: RwLock::new(None),
+                handler,
                 runtime,
                 woken: AtomicU64::new(0),
                 timed_out: AtomicU64::new(0),
@@ -235,10 +260,8 @@ impl Ebr {
 
     fn start_notifications(&self, jobs: Vec<Job>, event: &Event) {
         let shared = &self.shared;
-        let handler = shared.handler.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let runtime = shared.runtime.clone().or_else(|| tokio::runtime::Handle::try_current().ok());
-        let (Some(handler), Some(runtime)) = (handler, runtime) else {
-            tracing::warn!(event = %event.name, count = jobs.len(), "EBR notification dropped: no handler or runtime");
+        let Some(handler) = &shared.handler else {
+            tracing::warn!(event = %event.name, count = jobs.len(), "EBR notification dropped: no handler");
             shared.notify_dropped.fetch_add(jobs.len() as u64, Ordering::Relaxed);
             return;
         };
@@ -248,12 +271,15 @@ impl Ebr {
                 shared.notify_dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            shared.notified.fetch_add(1, Ordering::Relaxed);
-            let (handler, event) = (handler.clone(), event.clone());
-            runtime.spawn(async move {
-                handler.notify(job.route, event, job.tid).await;
-                drop(permit);
-            });
+            let route = job.route.clone();
+            let notification =
+                Notification { route: job.route, event: event.clone(), tid: job.tid, slot: NotifySlot(permit) };
+            if handler.notify(notification) {
+                shared.notified.fetch_add(1, Ordering::Relaxed);
+            } else {
+                tracing::warn!(event = %event.name, %route, "EBR notification dropped: the runtime's queue is full or closed");
+                shared.notify_dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -470,12 +496,6 @@ impl Drop for WaitGuard {
 }
 
 impl EventBus {
-    /// Installs the handler that runs notification routes (the runtime).
-    /// Without one, matching notify subscriptions are dropped and counted.
-    pub fn set_notify_handler(&self, h: Arc<dyn NotifyHandler>) {
-        *self.ebr().shared.handler.write().unwrap_or_else(|p| p.into_inner()) = Some(h);
-    }
-
     /// OpenSIPS `notify_on_event`: until `timeout` passes, every raise of
     /// `event` that matches `filters` calls the [`NotifyHandler`] with
     /// `route`, the event and `tid` (zero or several times). Publishes the

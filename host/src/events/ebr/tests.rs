@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-use super::{EbrStats, Filters, NotifyHandler};
+use super::{EbrStats, Filters, Notification, NotifyHandler};
 use crate::events::*;
 
 fn filters(list: &[&str]) -> Filters {
@@ -24,30 +24,43 @@ fn ev(name: &str, params: Params) -> Event {
 fn bus_with(max_waiters: usize, max_notify: usize) -> EventBus {
     let cfg =
         EventsConfig { ebr_max_waiters: max_waiters, ebr_max_notify_concurrency: max_notify, ..Default::default() };
-    EventBus::try_new(&cfg).expect("bus")
+    EventBus::new(&cfg, SinkSchemes::new(), None).expect("bus")
 }
 
 fn bus() -> EventBus {
-    EventBus::try_new(&EventsConfig::default()).expect("bus")
+    EventBus::new(&EventsConfig::default(), SinkSchemes::new(), None).expect("bus")
 }
 
 /// Records every notification; route `stuck` never completes.
 struct Notes(mpsc::UnboundedSender<(Arc<str>, Event, u64)>);
 
 impl NotifyHandler for Notes {
-    fn notify(&self, route: Arc<str>, event: Event, tid: u64) -> BoxFut {
-        let _ = self.0.send((route.clone(), event, tid));
-        if &*route == "stuck" {
-            return Box::pin(std::future::pending());
+    fn notify(&self, n: Notification) -> bool {
+        let _ = self.0.send((n.route.clone(), n.event, n.tid));
+        if &*n.route == "stuck" {
+            let slot = n.slot;
+            tokio::spawn(async move {
+                let _slot = slot;
+                std::future::pending::<()>().await
+            });
         }
-        Box::pin(async {})
+        true
     }
 }
 
-fn notes(bus: &EventBus) -> mpsc::UnboundedReceiver<(Arc<str>, Event, u64)> {
+type NotesRx = mpsc::UnboundedReceiver<(Arc<str>, Event, u64)>;
+
+/// A bus (as [`bus_with`]) whose notifications are recorded by [`Notes`].
+fn noted_with(max_waiters: usize, max_notify: usize) -> (EventBus, NotesRx) {
     let (tx, rx) = mpsc::unbounded_channel();
-    bus.set_notify_handler(Arc::new(Notes(tx)));
-    rx
+    let cfg =
+        EventsConfig { ebr_max_waiters: max_waiters, ebr_max_notify_concurrency: max_notify, ..Default::default() };
+    (EventBus::new(&cfg, SinkSchemes::new(), Some(Arc::new(Notes(tx)))).expect("bus"), rx)
+}
+
+fn noted() -> (EventBus, NotesRx) {
+    let d = EventsConfig::default();
+    noted_with(d.ebr_max_waiters, d.ebr_max_notify_concurrency)
 }
 
 /// Lets spawned tasks run (paused time: no timer advances by itself here
@@ -241,8 +254,7 @@ async fn waiters_are_bounded_by_config() {
 
 #[tokio::test(start_paused = true)]
 async fn notify_fires_several_times_until_expiry() {
-    let bus = bus();
-    let mut rx = notes(&bus);
+    let (bus, mut rx) = noted();
     bus.notify_on_event(
         "E_UL_CONTACT_INSERT",
         filters(&["aor=bob@*"]),
@@ -277,8 +289,7 @@ async fn notify_fires_several_times_until_expiry() {
 
 #[tokio::test(start_paused = true)]
 async fn expired_notify_subscriptions_are_swept_without_a_raise() {
-    let bus = bus();
-    let _rx = notes(&bus);
+    let (bus, _rx) = noted();
     bus.notify_on_event("E_NEVER_RAISED", filters(&[]), "r".into(), 1, Duration::from_secs(2)).unwrap();
     assert_eq!(bus.ebr_stats().notify_subscriptions, 1);
     // The registry's periodic sweep (every 5 s) removes it.
@@ -288,8 +299,7 @@ async fn expired_notify_subscriptions_are_swept_without_a_raise() {
 
 #[tokio::test(start_paused = true)]
 async fn notify_runs_are_capped_and_drops_counted() {
-    let bus = bus_with(100, 2);
-    let mut rx = notes(&bus);
+    let (bus, mut rx) = noted_with(100, 2);
     bus.notify_on_event("E", filters(&[]), "stuck".into(), 5, Duration::from_secs(60)).unwrap();
     for _ in 0..3 {
         assert_eq!(bus.raise(ev("E", Params::new())), 1);
@@ -314,8 +324,7 @@ async fn notify_without_a_handler_is_dropped_and_counted() {
 
 #[tokio::test(start_paused = true)]
 async fn a_finished_transaction_cancels_its_notifications() {
-    let bus = bus();
-    let mut rx = notes(&bus);
+    let (bus, mut rx) = noted();
     bus.notify_on_event("E", filters(&[]), "r".into(), 5, Duration::from_secs(60)).unwrap();
     bus.notify_on_event("E", filters(&["a=1"]), "r".into(), 5, Duration::from_secs(60)).unwrap();
     bus.notify_on_event("E", filters(&[]), "r".into(), 6, Duration::from_secs(60)).unwrap();
@@ -338,8 +347,13 @@ async fn a_raise_with_no_subscriber_at_all() {
 async fn ebr_listeners_count_for_raise_and_probe() {
     // MI raise_event answers 480 unless has_subscribers, and reports what
     // raise reached: an event only EBR listens to must count.
-    let bus = bus();
-    let _rx = notes(&bus);
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let (events, _events) = mpsc::unbounded_channel();
+    let schemes = crate::sinks::schemes(
+        Some(Arc::new(crate::events::tests::Recorder(events))),
+        &crate::sinks::Flatstore::default(),
+    );
+    let bus = EventBus::new(&EventsConfig::default(), schemes, Some(Arc::new(Notes(tx)))).expect("bus");
     let wait = bus.wait_for_event("E_DTMF", filters(&["callid=c9"]), Duration::from_secs(30)).unwrap();
     assert!(bus.has_subscribers("E_DTMF"));
     bus.notify_on_event("E_DTMF", filters(&[]), "log".into(), 3, Duration::from_secs(30)).unwrap();
@@ -347,7 +361,6 @@ async fn ebr_listeners_count_for_raise_and_probe() {
     assert!(wait.await.is_some());
     assert!(bus.has_subscribers("E_DTMF"), "the notify subscription stays");
     // Together with an EVI subscriber.
-    let _events = crate::events::tests::recorder(&bus);
     bus.subscribe("E_DTMF", "route:dtmf", None).unwrap();
     assert_eq!(bus.raise(ev("E_DTMF", Params::new())), 2);
 }

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::events::ebr::{Filters, NotifyHandler};
-use crate::events::{BoxFut, Event, EventBus, EventsConfig, Params};
+use crate::events::ebr::{Filters, Notification, NotifyHandler};
+use crate::events::{Event, EventBus, EventsConfig, Params, SinkSchemes};
 
 fn bus() -> EventBus {
-    EventBus::try_new(&EventsConfig::default()).expect("bus")
+    EventBus::new(&EventsConfig::default(), SinkSchemes::new(), None).expect("bus")
 }
 
 fn any() -> Filters {
@@ -33,9 +33,9 @@ fn hook(bus: &EventBus, tid: u64) -> Arc<AtomicUsize> {
 struct Tids(mpsc::UnboundedSender<u64>);
 
 impl NotifyHandler for Tids {
-    fn notify(&self, _route: Arc<str>, _event: Event, tid: u64) -> BoxFut {
-        let _ = self.0.send(tid);
-        Box::pin(async {})
+    fn notify(&self, n: Notification) -> bool {
+        let _ = self.0.send(n.tid);
+        true
     }
 }
 
@@ -79,9 +79,8 @@ async fn a_later_subscription_pushes_the_expiry_back() {
 
 #[tokio::test(start_paused = true)]
 async fn a_raise_that_purges_the_expired_subscription_runs_the_hook() {
-    let bus = bus();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    bus.set_notify_handler(Arc::new(Tids(tx)));
+    let bus = EventBus::new(&EventsConfig::default(), SinkSchemes::new(), Some(Arc::new(Tids(tx)))).expect("bus");
     subscribe(&bus, "E", 4, 5);
     let runs = hook(&bus, 4);
     // Jump the clock without letting the timer task run, then raise: the
@@ -96,9 +95,8 @@ async fn a_raise_that_purges_the_expired_subscription_runs_the_hook() {
 
 #[tokio::test(start_paused = true)]
 async fn cancelled_subscriptions_do_not_run_the_hook_nor_notify() {
-    let bus = bus();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    bus.set_notify_handler(Arc::new(Tids(tx)));
+    let bus = EventBus::new(&EventsConfig::default(), SinkSchemes::new(), Some(Arc::new(Tids(tx)))).expect("bus");
     subscribe(&bus, "E", 5, 30);
     subscribe(&bus, "E", 5, 60);
     subscribe(&bus, "E", 6, 60);

@@ -228,7 +228,8 @@ impl<'de> Deserialize<'de> for OrderedObject {
 /// flatstore subscriber writes that path).
 fn evi_flat_rotate(ctx: &MiContext, args: &Args) -> MiResult {
     let path = args.non_empty_str("path_to_file")?;
-    ctx.bus.rotate_flatstore(Some(&path)).map_err(mi_error)?;
+    let flatstore = ctx.flatstore.as_ref().ok_or_else(|| EventError::FileNotFound(path.to_string()));
+    flatstore.and_then(|f| f.rotate(Some(&path))).map_err(mi_error)?;
     jsonrpc::ok()
 }
 

@@ -5,6 +5,6 @@ use crate::runtime::state::HostState;
 
 impl config::Host for HostState {
     fn get(&mut self, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.services.vars.load().get(&name).cloned())
+        Ok(self.services.vars.get(&name).cloned())
     }
 }

@@ -11,7 +11,7 @@ use crate::runtime::bindings::events as wit;
 use crate::runtime::bindings::types::{Param, Value};
 use crate::runtime::replay::{Parked, WAIT_FOR_EVENT, fingerprint};
 use crate::runtime::state::HostState;
-use crate::transaction::{Core, ServerTx};
+use crate::transaction::{ServerTx, Transactions};
 
 /// OpenSIPS's MAX_EVENT_NAME.
 const MAX_EVENT_NAME: usize = 64;
@@ -47,16 +47,14 @@ impl HostState {
 /// an `on-failure` route) at the subscription's timeout rather than at Timer
 /// C; when the transaction ends, they go with it, so a late event runs no
 /// `on-notify` for a finished call.
-fn tie_to_transaction(bus: &events::EventBus, tx: &ServerTx, core: Option<&Core>) {
+fn tie_to_transaction(bus: &events::EventBus, tx: &ServerTx, transactions: &Transactions) {
     let tid = tx.id();
-    if let Some(core) = core {
-        let core = core.clone();
-        bus.on_notifications_expired(tid, move || {
-            if core.find_tx(tid).is_some_and(|tx| tx.stop_waiting()) {
-                tracing::debug!(tid, "notify subscriptions expired: no more branches awaited");
-            }
-        });
-    }
+    let transactions = transactions.clone();
+    bus.on_notifications_expired(tid, move || {
+        if transactions.find(tid).is_some_and(|tx| tx.stop_waiting()) {
+            tracing::debug!(tid, "notify subscriptions expired: no more branches awaited");
+        }
+    });
     // One hook per transaction is enough (it cancels them all); a later
     // subscription finds it there already.
     if bus.notify_count(tid) == 1 {
@@ -202,7 +200,7 @@ impl HostState {
         if let Err(e) = bus.notify_on_event(event, filters, Arc::from(route), tid, timeout) {
             return Ok(Err(e.to_string()));
         }
-        tie_to_transaction(bus, &tx, self.services.core.get());
+        tie_to_transaction(bus, &tx, &self.services.transactions);
         Ok(Ok(()))
     }
 }

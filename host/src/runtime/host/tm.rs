@@ -142,8 +142,10 @@ impl HostState {
 
     /// A live transaction by id (this invocation's or another's).
     fn find_tx(&self, tid: u64) -> Result<ServerTx, String> {
-        let core = self.services.core.get().ok_or("the proxy core is not running")?;
-        core.find_tx(tid).ok_or_else(|| format!("transaction {tid} does not exist (ended or never existed)"))
+        self.services
+            .transactions
+            .find(tid)
+            .ok_or_else(|| format!("transaction {tid} does not exist (ended or never existed)"))
     }
 
     /// The Forward for the request as the route shaped it; with `targets`,

@@ -13,7 +13,12 @@ use tokio::sync::mpsc;
 
 use super::{HttpSink, Policy};
 use crate::events::{Event, EventError, EventsConfig, Params};
-use crate::sinks::{Sink, SinkContext, SinkError, parse_socket};
+use crate::events::{Sink, SinkContext, SinkError};
+use crate::sinks::{Flatstore, schemes};
+
+fn parse_socket(socket: &str, ctx: &SinkContext) -> Result<Arc<dyn Sink>, EventError> {
+    ctx.parse(socket)
+}
 
 /// One request as the receiver saw it.
 #[derive(Debug)]
@@ -165,8 +170,11 @@ fn event() -> Event {
 #[tokio::test]
 async fn posts_the_jsonrpc_notification_and_reuses_the_connection() {
     let mut rx = Receiver::start(&[]).await;
-    let sink = parse_socket(&rx.url("/hooks/sip?token=a%20b"), &SinkContext::new(&EventsConfig::default()))
-        .expect("parse via the dispatcher");
+    let sink = parse_socket(
+        &rx.url("/hooks/sip?token=a%20b"),
+        &SinkContext::detached(&EventsConfig::default(), schemes(None, &Flatstore::default())),
+    )
+    .expect("parse via the dispatcher");
     assert!(sink.supports_expire());
     assert!(!sink.retry_on_error(), "the sink retries itself; its failures are final");
     let ev = event();
@@ -299,7 +307,7 @@ async fn https_to_a_plain_http_peer_fails_cleanly() {
 
 #[test]
 fn malformed_urls_name_the_problem() {
-    let ctx = SinkContext::new(&EventsConfig::default());
+    let ctx = SinkContext::detached(&EventsConfig::default(), schemes(None, &Flatstore::default()));
     for (socket, want) in [
         ("http://", "empty host"),
         ("https://exa mple.com/", "invalid"),

@@ -15,7 +15,12 @@ use tokio::sync::mpsc;
 
 use super::testutil_broker::Broker;
 use crate::events::{Event, EventBus, EventsConfig, Params};
-use crate::sinks::{Sink, SinkContext, parse_socket};
+use crate::events::{Sink, SinkContext};
+use crate::sinks::{Flatstore, schemes};
+
+fn parse_socket(socket: &str, ctx: &SinkContext) -> Result<Arc<dyn Sink>, crate::events::EventError> {
+    ctx.parse(socket)
+}
 
 /// A test-side AMQP client: declares topology and consumes one queue.
 struct Client {
@@ -75,7 +80,8 @@ impl Messages {
 }
 
 fn sink(socket: &str) -> Arc<dyn Sink> {
-    parse_socket(socket, &SinkContext::new(&EventsConfig::default())).expect("rabbitmq socket")
+    parse_socket(socket, &SinkContext::detached(&EventsConfig::default(), schemes(None, &Flatstore::default())))
+        .expect("rabbitmq socket")
 }
 
 fn event(n: i64) -> Event {
@@ -160,7 +166,12 @@ async fn survives_a_broker_outage_up_to_the_queue_bound() {
     let probe = sink(&format!("rabbitmq:127.0.0.1:{port}/persistent?q-probe"));
     probe.deliver(&event(-1)).await.expect("before the outage");
 
-    let bus = EventBus::new(&EventsConfig { queue_len: 4, ..EventsConfig::default() });
+    let bus = EventBus::new(
+        &EventsConfig { queue_len: 4, ..EventsConfig::default() },
+        schemes(None, &Flatstore::default()),
+        None,
+    )
+    .expect("bus");
     let socket = format!("rabbitmq:127.0.0.1:{port}/q-outage");
     bus.subscribe("E_PIKE_BLOCKED", &socket, Some(60)).expect("subscribe");
     let subs = bus.subscribers(Some("E_PIKE_BLOCKED")).expect("listed").to_string();
@@ -215,7 +226,7 @@ async fn survives_a_broker_outage_up_to_the_queue_bound() {
 
 #[test]
 fn malformed_sockets_are_refused_with_the_reason() {
-    let ctx = SinkContext::new(&EventsConfig::default());
+    let ctx = SinkContext::detached(&EventsConfig::default(), schemes(None, &Flatstore::default()));
     for s in ["rabbitmq:localhost", "rabbitmq:h:0/q", "rabbitmq:h/tls_domain=x?q"] {
         let err = parse_socket(s, &ctx).map(|_| ()).expect_err(s);
         assert!(matches!(err, crate::events::EventError::BadSocket(_)), "{s}: {err:?}");
