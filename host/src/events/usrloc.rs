@@ -73,7 +73,7 @@ pub fn contact_params(b: &Binding) -> Params {
         .with("domain", DOMAIN)
         .with("aor", b.aor.as_str())
         .with("uri", b.contact.as_str())
-        .with("received", b.received.as_deref().map(received_uri).unwrap_or_default())
+        .with("received", b.received.as_ref().map(|r| r.sip_uri().to_string()).unwrap_or_default())
         .with("path", "")
         .with("qval", qval)
         .with("user_agent", b.user_agent.as_deref().unwrap_or(""))
@@ -85,13 +85,4 @@ pub fn contact_params(b: &Binding) -> Params {
         .with("attr", "")
         .with("latency", 0)
         .with("shtag", "")
-}
-
-/// `udp:1.2.3.4:5060` → `sip:1.2.3.4:5060`; `tcp:...` → `sip:...;transport=tcp`.
-fn received_uri(received: &str) -> String {
-    match received.split_once(':') {
-        Some(("udp", addr)) => format!("sip:{addr}"),
-        Some((proto, addr)) if !proto.is_empty() => format!("sip:{addr};transport={proto}"),
-        _ => received.to_owned(),
-    }
 }

@@ -40,6 +40,8 @@ use tokio::sync::Notify;
 
 pub use config::LocationConfig;
 
+use crate::transport::NextHop;
+
 use clock::Clock;
 use persist::Persist;
 use store::{Change, Store};
@@ -62,9 +64,10 @@ pub struct Binding {
     pub call_id: String,
     /// CSeq number of that REGISTER.
     pub cseq: u32,
-    /// `"udp:ip:port"` the REGISTER came from, when it differs from the
-    /// Contact's own address (NAT): requests for the contact go there.
-    pub received: Option<String>,
+    /// Where the REGISTER came from, when it differs from the Contact's own
+    /// address (NAT): requests for the contact go there. Stored as its
+    /// canonical text, `"udp:ip:port"` (IPv6 in brackets).
+    pub received: Option<NextHop>,
     /// The REGISTER's User-Agent header.
     pub user_agent: Option<String>,
     /// When the binding was last written, in unix seconds.

@@ -23,7 +23,7 @@ use super::clock::http_date;
 use super::store::{Action, ContactUpdate, RegisterUpdate, Rejection};
 use super::{Binding, Location, LocationConfig, RegisterOutcome};
 use crate::sip::{Contacts, Message, Method, NameAddr, Uri};
-use crate::transport::Proto;
+use crate::transport::{NextHop, Proto};
 
 impl Location {
     /// Processes a REGISTER (RFC 3261 10.3 steps 4-8) and returns the answer
@@ -160,7 +160,7 @@ fn contact_update(
     })
 }
 
-/// `"proto:ip:port"` of the request's source when requests for the binding
+/// The request's source as a next hop when requests for the binding
 /// must go back the way the REGISTER came rather than to the Contact:
 /// - over TCP, unless the connection came from the Contact's own address and
 ///   port (UAs connect from ephemeral ports and may not listen; replies and
@@ -170,8 +170,9 @@ fn contact_update(
 ///   sockets or a third-party registration (RFC 3261 10.2), where the Contact
 ///   is right, as OpenSIPS does without `fix_nated_register()`.
 ///
-/// IPv6 sources are bracketed: `udp:[2001:db8::1]:5060`.
-pub(crate) fn received_for(contact: &Uri<'_>, src: SocketAddr, proto: Proto) -> Option<String> {
+/// IPv4-mapped IPv6 sources become IPv4 (stored as `udp:192.0.2.1:5060`; IPv6
+/// as `udp:[2001:db8::1]:5060`).
+pub(crate) fn received_for(contact: &Uri<'_>, src: SocketAddr, proto: Proto) -> Option<NextHop> {
     let sips = contact.scheme.eq_ignore_ascii_case("sips");
     let transport = match contact.param("transport") {
         Some(Some(name)) => Proto::from_name(name),
@@ -186,7 +187,7 @@ pub(crate) fn received_for(contact: &Uri<'_>, src: SocketAddr, proto: Proto) -> 
         Proto::Udp => same_ip && transport == Some(proto),
     };
     let src = SocketAddr::new(src.ip().to_canonical(), src.port());
-    (!direct).then(|| format!("{}:{src}", proto.as_str()))
+    (!direct).then(|| NextHop::from_addr(proto, src))
 }
 
 /// The AOR of a SIP URI: the user part, plus `@host` with `use_domain`.

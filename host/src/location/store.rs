@@ -10,6 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::Binding;
+use crate::transport::NextHop;
 
 /// One stored binding and its match key (the Contact URI reduced to what
 /// RFC 3261 19.1.4 compares; see `registrar::contact_key`).
@@ -48,7 +49,7 @@ pub(crate) struct ContactUpdate {
     /// Granted interval in seconds; 0 removes the binding.
     pub(crate) expires: u32,
     pub(crate) q: Option<f32>,
-    pub(crate) received: Option<String>,
+    pub(crate) received: Option<NextHop>,
 }
 
 /// What a REGISTER asks for.

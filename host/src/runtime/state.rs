@@ -14,8 +14,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::events::EventBus;
 use crate::location::Location;
 use crate::sip::{self, Edits};
-use crate::transaction::ServerTx;
-use crate::transport::Proto;
+use crate::transaction::{ServerTx, Target};
+use crate::transport::{NextHop, Proto};
 
 use super::replay::{Journal, Parked};
 
@@ -31,10 +31,10 @@ pub struct HostState {
     pub(crate) edits: Edits,
     /// Extra targets for the next relay (lookup, append-branch), each with
     /// the address to send it to when it is not the URI's own (NAT).
-    pub(crate) branches: Vec<(String, Option<String>)>,
+    pub(crate) branches: Vec<Target>,
     /// Where to send the Request-URI's branch instead of resolving it (set by
     /// `lookup` from a binding's `received`; cleared by `set-ruri`).
-    pub(crate) ruri_next_hop: Option<String>,
+    pub(crate) ruri_next_hop: Option<NextHop>,
     /// The event of an `on-event` / `on-notify` invocation.
     pub(crate) event: Option<crate::events::Event>,
     /// Time this invocation spent suspended in host calls (ms); extends its

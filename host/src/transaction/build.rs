@@ -9,7 +9,7 @@ use bytes::Bytes;
 use rand::Rng;
 
 use crate::sip::{HeaderName, Message, Via};
-use crate::transport::Proto;
+use crate::transport::{Host, Proto};
 
 /// CANCEL for a forwarded INVITE (9.1): same Request-URI, Call-ID, From, To, CSeq number and
 /// Route headers, one Via equal to the INVITE's (our branch), method CANCEL.
@@ -87,14 +87,14 @@ pub(crate) fn reply_destination(via: Option<&Via<'_>>, proto: Proto, src: Socket
 /// ours: its `received` (or sent-by host) and its `rport` value (or sent-by port).
 /// Returns the transport, the host (an IP literal or a name) and the port; `None` for an
 /// unsupported transport.
-pub(crate) fn via_destination(via: &Via<'_>) -> Option<(Proto, String, u16)> {
+pub(crate) fn via_destination(via: &Via<'_>) -> Option<(Proto, Host, u16)> {
     let proto = Proto::from_name(via.transport)?;
     let host = via.received.unwrap_or(via.host);
     let port = match via.rport {
         Some(Some(p)) => p,
         _ => via.port.unwrap_or(5060),
     };
-    Some((proto, host.to_owned(), port))
+    Some((proto, Host::from_uri_host(host), port))
 }
 
 /// An IP literal host ("10.0.0.1", "[::1]", "::1") with a port as a socket address.
@@ -221,9 +221,9 @@ mod tests {
         assert_eq!(reply_destination(Some(&without), Proto::Tcp, src), src);
 
         let v = Via::parse("SIP/2.0/TCP host.example:5070;branch=z9hG4bKa;received=192.0.2.9;rport=4444").expect("via");
-        assert_eq!(via_destination(&v), Some((Proto::Tcp, "192.0.2.9".to_owned(), 4444)));
+        assert_eq!(via_destination(&v), Some((Proto::Tcp, Host::Ip([192, 0, 2, 9].into()), 4444)));
         let v = Via::parse("SIP/2.0/UDP host.example;branch=z9hG4bKa").expect("via");
-        assert_eq!(via_destination(&v), Some((Proto::Udp, "host.example".to_owned(), 5060)));
+        assert_eq!(via_destination(&v), Some((Proto::Udp, Host::Name("host.example".into()), 5060)));
         let v = Via::parse("SIP/2.0/TLS host.example;branch=z9hG4bKa").expect("via");
         assert_eq!(via_destination(&v), None);
     }

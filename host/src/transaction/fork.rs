@@ -18,6 +18,7 @@ use super::relay::BranchPlan;
 use super::server_tx::ServerTx;
 use super::{build, proxy::CoreInner};
 use crate::sip::{self, Edits, HeaderName, Message, Method};
+use crate::transport::Host;
 
 /// RFC 3326 Reason of the CANCEL sent to branches replaced by an injection (as OpenSIPS,
 /// `modules/tm/t_cancel.h`).
@@ -229,8 +230,11 @@ impl ResponseContext {
 
     fn add_branch(&mut self, plan: BranchPlan) {
         let idx = self.branches.len();
-        let literal = build::literal_addr(&plan.host, plan.port);
-        let (host, port) = (plan.host.clone(), plan.port);
+        // An IP literal is the address; only a name needs a copy, for the resolving task.
+        let dst = match &plan.host {
+            Host::Ip(ip) => Ok(SocketAddr::new(*ip, plan.port)),
+            Host::Name(name) => Err((name.clone(), plan.port)),
+        };
         self.branches.push(Branch {
             plan,
             dst: None,
@@ -242,12 +246,12 @@ impl ResponseContext {
             cancel_deadline: None,
             elsewhere: false,
         });
-        match literal {
-            Some(a) => self.start_client(idx, a),
-            None => {
+        match dst {
+            Ok(a) => self.start_client(idx, a),
+            Err((name, port)) => {
                 let me = self.me.clone();
                 tokio::spawn(async move {
-                    let addr = build::resolve(&host, port).await;
+                    let addr = build::resolve(&name, port).await;
                     let _ = me.send(ProxyEvent::Resolved { branch: idx, addr }).await;
                 });
             }
@@ -273,7 +277,7 @@ impl ResponseContext {
             dst,
             tu: Some((self.me.clone(), idx)),
         };
-        tracing::trace!(target_uri = %b.plan.target, %dst, "branch started");
+        tracing::trace!(target_uri = %b.plan.target.uri, %dst, "branch started");
         b.client = client_tx::spawn(&self.core, spec);
         if b.client.is_none() {
             self.set_final(idx, Final::Local(500));

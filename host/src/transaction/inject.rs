@@ -16,13 +16,13 @@ use super::inbox::PushError;
 use super::key::MAGIC_COOKIE;
 use super::relay::{check_open, plan_branch};
 use super::server_tx::{ServerTx, WaitTu};
-use super::{Forward, TmError, build};
+use super::{Forward, Target, TmError, build};
 
 impl ServerTx {
     /// OpenSIPS `t_wait_for_new_branches`: keeps this INVITE transaction open with no
     /// branch (or after the branches of a relay end) so branches can be injected later with
     /// [`inject`](ServerTx::inject). `template` gives the edits, Record-Route and hooks of
-    /// the injected branches (its `targets` and `next_hops` are not used: call
+    /// the injected branches (its `targets` are not used: call
     /// [`relay`](ServerTx::relay) to fork now); its hooks are armed at once, so an
     /// `on_failure` also sees the timeout.
     ///
@@ -66,37 +66,32 @@ impl ServerTx {
         Ok(())
     }
 
-    /// OpenSIPS `t_inject_branches`: starts branches to `targets` (Request-URIs; `next_hops`
-    /// index-aligned as in [`Forward::next_hops`]), built with the wait template, else with
-    /// the last relay's edits, Record-Route and hooks. A target whose URI and next hop were
+    /// OpenSIPS `t_inject_branches`: starts branches to `targets` (Request-URIs, each with
+    /// its explicit next hop if any), built with the wait template, else with the last
+    /// relay's edits, Record-Route and hooks. A target whose URI and next hop were
     /// already forked in this transaction is skipped (no duplicate INVITE after a
     /// re-REGISTER), as are repeats within `targets`. `cancel_existing` CANCELs the pending
     /// branches first (call pickup; the CANCEL carries `Reason: SIP ;cause=200 ;text="Call
     /// completed elsewhere"`). Returns how many branches were started (0: all known).
     ///
     /// Errors as [`relay`](ServerTx::relay): answered, CANCELled or ended by a 2xx/6xx, no
-    /// transaction, Max-Forwards 0, or a target or next hop unusable (nothing started then).
-    pub fn inject(
-        &self,
-        targets: Vec<String>,
-        next_hops: Vec<Option<String>>,
-        cancel_existing: bool,
-    ) -> Result<u32, TmError> {
+    /// transaction, Max-Forwards 0, or a target unusable (nothing started then).
+    pub fn inject(&self, targets: Vec<Target>, cancel_existing: bool) -> Result<u32, TmError> {
         if !self.has_transaction() {
             return Err(TmError::Completed);
         }
         let mf = self.max_forwards()?;
-        let key = |k: usize| {
-            let uri = build::strip_brackets(targets[k].trim()).to_owned();
-            (uri, next_hops.get(k).cloned().flatten())
-        };
         // Candidates: not forked yet, first occurrence only.
         let (template, first, candidates) = {
             let mut tu = self.tu();
             check_open(&tu)?;
-            let mut candidates: Vec<(String, Option<String>)> = Vec::with_capacity(targets.len());
-            for k in 0..targets.len() {
-                let c = key(k);
+            let mut candidates: Vec<Target> = Vec::with_capacity(targets.len());
+            for Target { uri, next_hop } in targets {
+                let uri = match build::strip_brackets(&uri) {
+                    bare if bare.len() == uri.len() => uri,
+                    bare => bare.to_owned(),
+                };
+                let c = Target { uri, next_hop };
                 if !tu.forked.contains(&c) && !candidates.contains(&c) {
                     candidates.push(c);
                 }
@@ -114,9 +109,9 @@ impl ServerTx {
         let mut plans = candidates
             .iter()
             .enumerate()
-            .map(|(k, (uri, hop))| {
+            .map(|(k, t)| {
                 let branch = format!("{MAGIC_COOKIE}{hash}.{}", first + k);
-                plan_branch(self, &template.edits, uri, hop.as_deref(), mf, rr.as_deref(), branch)
+                plan_branch(self, &template.edits, &t.uri, t.next_hop.as_ref(), mf, rr.as_deref(), branch)
             })
             .collect::<Result<Vec<_>, _>>()?;
 
@@ -125,12 +120,12 @@ impl ServerTx {
         let (sender, stop_waiting, recorded) = {
             let mut tu = self.tu();
             check_open(&tu)?;
-            plans.retain(|p| !tu.forked.iter().any(|(u, h)| *u == p.target && *h == p.next_hop));
+            plans.retain(|p| !tu.forked.contains(&p.target));
             if plans.is_empty() {
                 return Ok(0);
             }
             let recorded = tu.forked.len();
-            tu.forked.extend(plans.iter().map(|p| (p.target.clone(), p.next_hop.clone())));
+            tu.forked.extend(plans.iter().map(|p| p.target.clone()));
             tu.stages_requested += 1;
             let mut stop_waiting = false;
             if let Some(WaitTu { expected_left: Some(n) }) = tu.wait.as_mut() {

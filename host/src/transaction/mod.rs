@@ -51,6 +51,7 @@ pub use server_tx::ServerTx;
 pub use timers::Timers;
 
 use crate::sip;
+use crate::transport::NextHop;
 
 pub use crate::BoxFut;
 
@@ -71,20 +72,32 @@ pub trait Router: Send + Sync + 'static {
 pub struct Forward {
     /// Edits applied to every branch's copy of the request (the route's header changes).
     pub edits: sip::Edits,
-    /// Request-URIs, one branch each; the first is the (possibly rewritten) Request-URI.
-    pub targets: Vec<String>,
+    /// One branch each; the first is the (possibly rewritten) Request-URI.
+    pub targets: Vec<Target>,
     /// Insert this proxy's Record-Route.
     pub record_route: bool,
     /// Reply hook for this relay's branches.
     pub on_reply: Option<Arc<str>>,
     /// Failure hook for this relay's branches.
     pub on_failure: Option<Arc<str>>,
-    /// Per-target next hop, index-aligned with `targets`: `Some("udp:1.2.3.4:5080")`,
-    /// `Some("tcp:[::1]:5060")` (also `"sip:HOST:PORT[;transport=tcp]"` and a bare
-    /// `"HOST:PORT"`, UDP) sends that branch there instead of to its top Route or
-    /// Request-URI, which stay unchanged (the registrar's `received` for a NAT'd contact).
-    /// `None` or a missing entry: as without it.
-    pub next_hops: Vec<Option<String>>,
+}
+
+/// One branch of a [`Forward`] (or of an injection, [`ServerTx::inject`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The branch's Request-URI (angle brackets allowed).
+    pub uri: String,
+    /// Where to send it instead of to its top Route or Request-URI, which stay unchanged
+    /// (the registrar's `received` for a NAT'd contact). `None`: the top Route, else the
+    /// Request-URI (16.6 step 7).
+    pub next_hop: Option<NextHop>,
+}
+
+impl Target {
+    /// A target sent where its URI (or the top Route) says.
+    pub fn uri(uri: impl Into<String>) -> Target {
+        Target { uri: uri.into(), next_hop: None }
+    }
 }
 
 /// Why replying or relaying failed.

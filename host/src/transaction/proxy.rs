@@ -16,7 +16,7 @@ use super::key::{ClientKey, MAGIC_COOKIE, ServerKey, Sharded};
 use super::server_tx::{ServerEvent, ServerTx, ServerTxInner};
 use super::{Router, Timers};
 use crate::sip::{self, Edits, HeaderName, Message, Method};
-use crate::transport::{Inbound, InboundHandler, Proto, Transports};
+use crate::transport::{Host, Inbound, InboundHandler, Proto, Transports};
 
 /// The live server transactions by id (OpenSIPS `t_lookup_ident`): filled by the
 /// [`Core`] built with it, read by whoever must reach another request's transaction
@@ -294,21 +294,22 @@ impl CoreInner {
     }
 
     /// Sends to a host that may be a name (resolved in a task, so nothing blocks).
-    pub(crate) fn send_to_host(self: &Arc<Self>, proto: Proto, host: String, port: u16, bytes: Bytes) {
-        match build::literal_addr(&host, port) {
-            Some(dst) => {
+    pub(crate) fn send_to_host(self: &Arc<Self>, proto: Proto, host: Host, port: u16, bytes: Bytes) {
+        match host {
+            Host::Ip(ip) => {
+                let dst = SocketAddr::new(ip, port);
                 if let Err(e) = self.transports.send(proto, dst, bytes) {
                     tracing::debug!(%dst, error = %e, "stateless send failed");
                 }
             }
-            None => {
+            Host::Name(name) => {
                 let me = self.clone();
                 tokio::spawn(async move {
-                    match build::resolve(&host, port).await {
+                    match build::resolve(&name, port).await {
                         Some(dst) => {
                             let _ = me.transports.send(proto, dst, bytes);
                         }
-                        None => tracing::debug!(%host, "cannot resolve next hop"),
+                        None => tracing::debug!(host = %name, "cannot resolve next hop"),
                     }
                 });
             }

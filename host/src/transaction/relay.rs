@@ -10,17 +10,18 @@ use super::fork::{self, ProxyEvent};
 use super::inbox::Inbox;
 use super::key::MAGIC_COOKIE;
 use super::server_tx::{ServerTx, TuState};
-use super::{Forward, TmError, build};
+use super::{Forward, Target, TmError, build};
 use crate::sip::{self, Edits, HeaderName, Message, Method, Uri};
-use crate::transport::Proto;
+use crate::transport::{Host, NextHop, Proto};
 
 /// Events queued per response context.
 const PROXY_INBOX_LEN: usize = 64;
 
 /// One branch ready to send.
 pub(crate) struct BranchPlan {
-    /// The Request-URI of this branch.
-    pub(crate) target: String,
+    /// The Request-URI of this branch (without angle brackets) and the explicit next hop
+    /// it was planned with, as recorded in `TuState::forked`.
+    pub(crate) target: Target,
     /// The whole request as sent (our Via on top).
     pub(crate) bytes: Bytes,
     /// The same request without our Via, for building its CANCEL and ACK.
@@ -29,11 +30,10 @@ pub(crate) struct BranchPlan {
     pub(crate) via: String,
     /// Our branch parameter.
     pub(crate) branch: String,
-    /// The explicit next hop it was planned with (`Forward::next_hops`), as given.
-    pub(crate) next_hop: Option<String>,
-    /// Next hop transport, host (IP literal or name) and port.
+    /// Where it goes: the explicit next hop, else the top Route or Request-URI; transport,
+    /// host (IP literal or name, resolved by the sender) and port.
     pub(crate) proto: Proto,
-    pub(crate) host: String,
+    pub(crate) host: Host,
     pub(crate) port: u16,
 }
 
@@ -53,13 +53,13 @@ impl ServerTx {
         let core = &self.inner.core;
         let hash = core.loop_hash(req);
         let rr = fwd.record_route.then(|| self.record_route_value());
-        let hop = |k: usize| fwd.next_hops.get(k).and_then(|h| h.as_deref());
 
         if req.method() == Some(&Method::Ack) || !self.has_transaction() {
             // 16.11-style stateless forward; the branch is deterministic so a retransmitted
             // ACK gets the same one, and distinct from the INVITE's.
             let branch = format!("{MAGIC_COOKIE}{hash}.a");
-            let plan = plan_branch(self, &fwd.edits, &fwd.targets[0], hop(0), mf, rr.as_deref(), branch)?;
+            let t = &fwd.targets[0];
+            let plan = plan_branch(self, &fwd.edits, &t.uri, t.next_hop.as_ref(), mf, rr.as_deref(), branch)?;
             core.send_to_host(plan.proto, plan.host, plan.port, plan.bytes);
             return Ok(());
         }
@@ -79,8 +79,8 @@ impl ServerTx {
                 plan_branch(
                     self,
                     &fwd.edits,
-                    t,
-                    hop(k),
+                    &t.uri,
+                    t.next_hop.as_ref(),
                     mf,
                     rr.as_deref(),
                     format!("{MAGIC_COOKIE}{hash}.{}", first + k),
@@ -94,7 +94,7 @@ impl ServerTx {
             let mut tu = self.tu();
             check_open(&tu)?;
             tu.stages_requested += 1;
-            tu.forked.extend(plans.iter().map(|p| (p.target.clone(), p.next_hop.clone())));
+            tu.forked.extend(plans.iter().map(|p| p.target.clone()));
             self.context_sender(&mut tu)
         };
         let Forward { edits, record_route, on_reply, on_failure, .. } = fwd;
@@ -168,7 +168,7 @@ pub(crate) fn plan_branch(
     tx: &ServerTx,
     edits: &Edits,
     target: &str,
-    next_hop: Option<&str>,
+    next_hop: Option<&NextHop>,
     max_forwards: u32,
     record_route: Option<&str>,
     branch: String,
@@ -189,7 +189,7 @@ pub(crate) fn plan_branch(
         .map_err(|err| TmError::BadTarget(format!("the forwarded request does not parse: {err}")))?;
 
     let (proto, host, port) = if let Some(h) = next_hop {
-        parse_next_hop(h)?
+        (h.proto, h.host.clone(), h.port_or_default())
     } else {
         let routes = base.routes().map_err(|err| TmError::BadTarget(format!("Route: {err}")))?;
         let hop = match routes.first() {
@@ -202,7 +202,7 @@ pub(crate) fn plan_branch(
             }
             _ => Proto::Udp,
         };
-        (proto, hop.host.to_owned(), hop.port.unwrap_or(5060))
+        (proto, Host::from_uri_host(hop.host), hop.port.unwrap_or(5060))
     };
 
     let (sent_host, sent_port) = tx.inner.core.transports.sent_by(proto);
@@ -220,53 +220,6 @@ pub(crate) fn plan_branch(
         }
         None => return Err(TmError::BadTarget("the forwarded request has no request line".into())),
     };
-    let next_hop = next_hop.map(str::to_owned);
-    Ok(BranchPlan { target: target.to_owned(), bytes, base, via, branch, next_hop, proto, host, port })
-}
-
-/// Parses an explicit next hop: `udp:HOST[:PORT]`, `tcp:HOST[:PORT]`, `sip:HOST[:PORT]` (with
-/// an optional `;transport=tcp`, as OpenSIPS writes `received`), or a bare `HOST[:PORT]`
-/// (UDP). HOST is an IP literal (IPv6 in brackets when a port follows) or a name; the port
-/// defaults to 5060.
-pub(crate) fn parse_next_hop(hop: &str) -> Result<(Proto, String, u16), TmError> {
-    let bad = |why: &str| TmError::BadTarget(format!("next hop {hop:?}: {why}"));
-    let hop_t = hop.trim();
-    let lower = hop_t.get(..4).map(str::to_ascii_lowercase);
-    if lower.as_deref() == Some("sip:") {
-        let uri = Uri::parse(hop_t).map_err(|e| bad(&e.to_string()))?;
-        let proto = match uri.param("transport") {
-            Some(Some(t)) => Proto::from_name(t).ok_or_else(|| bad("unsupported transport"))?,
-            _ => Proto::Udp,
-        };
-        return Ok((proto, uri.host.to_owned(), uri.port.unwrap_or(5060)));
-    }
-    let (proto, rest) = match lower.as_deref() {
-        Some("udp:") => (Proto::Udp, &hop_t[4..]),
-        Some("tcp:") => (Proto::Tcp, &hop_t[4..]),
-        _ => (Proto::Udp, hop_t),
-    };
-    if rest.is_empty() {
-        return Err(bad("no host"));
-    }
-    let port_of = |p: &str| p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| bad("bad port"));
-    // "[v6]" or "[v6]:port"; a bare "v6" (several colons) has no port.
-    let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
-        let (addr, after) = inner.split_once(']').ok_or_else(|| bad("unclosed ["))?;
-        let port = match after {
-            "" => 5060,
-            p => port_of(p.strip_prefix(':').ok_or_else(|| bad("junk after ]"))?)?,
-        };
-        (format!("[{addr}]"), port)
-    } else if rest.matches(':').count() > 1 {
-        (rest.to_owned(), 5060)
-    } else {
-        match rest.split_once(':') {
-            Some((h, p)) => (h.to_owned(), port_of(p)?),
-            None => (rest.to_owned(), 5060),
-        }
-    };
-    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == ';' || c == '@') {
-        return Err(bad("bad host"));
-    }
-    Ok((proto, host, port))
+    let target = Target { uri: target.to_owned(), next_hop: next_hop.cloned() };
+    Ok(BranchPlan { target, bytes, base, via, branch, proto, host, port })
 }

@@ -13,7 +13,7 @@ use super::inbox::{Inbox, PushError};
 use super::key::ServerKey;
 use super::proxy::CoreInner;
 use super::timers::{Timer, TimerSet};
-use super::{Forward, TmError, build};
+use super::{Forward, Target, TmError, build};
 use crate::sip::{self, Message, Method, Uri};
 use crate::transport::{Inbound, Proto};
 
@@ -68,8 +68,9 @@ pub(crate) struct TuState {
     pub(crate) wait_template: Option<Box<Forward>>,
     /// The same for the last relay (used by injections when there was no wait).
     pub(crate) last_relay: Option<Box<Forward>>,
-    /// (Request-URI, next hop) of every branch forked, so an injection skips duplicates.
-    pub(crate) forked: Vec<(String, Option<String>)>,
+    /// Every branch forked (Request-URI without brackets, explicit next hop), so an
+    /// injection skips duplicates.
+    pub(crate) forked: Vec<Target>,
     /// Run with the id once the transaction is gone (`ServerTx::on_end`); `ended` after.
     pub(crate) on_end: Vec<Box<dyn FnOnce(u64) + Send>>,
     pub(crate) ended: bool,

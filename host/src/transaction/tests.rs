@@ -147,7 +147,7 @@ impl Net {
     pub(crate) fn relay_to(&self, targets: Vec<String>, on_failure: bool) {
         *self.router.on_request.lock().expect("lock") = Some(Box::new(move |tx: ServerTx| {
             let fwd = Forward {
-                targets: targets.clone(),
+                targets: targets.iter().cloned().map(Target::uri).collect(),
                 on_failure: on_failure.then(|| Arc::from("failure")),
                 ..Forward::default()
             };
@@ -367,7 +367,7 @@ async fn route_reply_and_provisional_rules() {
         assert!(tx.reply(404, "Not Found", &[("X-Why", "test")], None).is_ok());
         assert!(matches!(tx.reply(500, "Again", &[], None), Err(TmError::AlreadyAnswered)));
         assert!(matches!(
-            tx.relay(Forward { targets: vec!["sip:x@127.0.0.1".into()], ..Forward::default() }),
+            tx.relay(Forward { targets: vec![Target::uri("sip:x@127.0.0.1")], ..Forward::default() }),
             Err(TmError::AlreadyAnswered)
         ));
         assert!(tx.is_answered());

@@ -98,7 +98,7 @@ async fn cancel_while_the_route_decides_answers_487_and_relay_fails() {
     codes.sort();
     assert_eq!(codes, vec![Some(200), Some(487)]);
     let tx = held.lock().expect("lock").clone().expect("routed");
-    let r = tx.relay(Forward { targets: vec![net.uas.uri()], ..Forward::default() });
+    let r = tx.relay(Forward { targets: vec![Target::uri(net.uas.uri())], ..Forward::default() });
     assert!(matches!(r, Err(TmError::AlreadyAnswered) | Err(TmError::Completed)), "{r:?}");
     gate.notify_one();
     net.uas.expect_silence(Duration::from_millis(30)).await;
@@ -142,7 +142,7 @@ async fn serial_fork_from_on_failure() {
     let next = net.uas2.uri();
     *net.router.on_failure.lock().expect("lock") = Some(Box::new(move |tx: ServerTx, best: Message| {
         assert_eq!(best.status(), Some(486));
-        tx.relay(Forward { targets: vec![next.clone()], ..Forward::default() }).expect("second stage");
+        tx.relay(Forward { targets: vec![Target::uri(next.clone())], ..Forward::default() }).expect("second stage");
     }));
     net.uac.send(net.proxy, &net.invite("s1", "call-s1")).await;
     let f1 = net.uas.recv().await;
@@ -271,7 +271,7 @@ async fn bad_target_is_refused_without_side_effects() {
     let results: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let res = results.clone();
     *net.router.on_request.lock().expect("lock") = Some(Box::new(move |tx: ServerTx| {
-        let r = tx.relay(Forward { targets: vec!["mailto:bob@example.com".into()], ..Forward::default() });
+        let r = tx.relay(Forward { targets: vec![Target::uri("mailto:bob@example.com")], ..Forward::default() });
         res.lock().expect("lock").push(format!("{r:?}"));
         let _ = tx.reply(404, "Not Found", &[], None);
     }));
@@ -288,7 +288,7 @@ async fn on_reply_hook_sees_each_non_100_reply() {
     let uri = net.uas.uri();
     *net.router.on_request.lock().expect("lock") = Some(Box::new(move |tx: ServerTx| {
         let fwd = Forward {
-            targets: vec![uri.clone()],
+            targets: vec![Target::uri(uri.clone())],
             on_reply: Some(Arc::from("r")),
             record_route: true,
             ..Forward::default()

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::tests::{Net, fast_timers, request, response_to, until};
 use super::*;
 use crate::sip::{HeaderName, Message, Method};
+use crate::transport::{NextHop, Proto};
 
 type Held = Arc<Mutex<Option<ServerTx>>>;
 
@@ -60,7 +61,7 @@ async fn wait_then_inject_one_target_that_answers() {
     let found = net.core.find_tx(tx.id()).expect("live transaction found by id");
     assert_eq!(found.id(), tx.id());
 
-    assert_eq!(found.inject(vec![net.uas.uri()], vec![], false).expect("inject"), 1);
+    assert_eq!(found.inject(vec![Target::uri(net.uas.uri())], false).expect("inject"), 1);
     let f = net.uas.recv().await;
     assert_eq!(f.method(), Some(&Method::Invite));
     assert_eq!(f.request_uri(), Some(net.uas.uri().as_str()));
@@ -69,7 +70,7 @@ async fn wait_then_inject_one_target_that_answers() {
     assert_eq!(net.uac.recv().await.status(), Some(180));
     net.uas.send(net.proxy, &response_to(&f, 200, "d")).await;
     assert_eq!(net.uac.recv().await.status(), Some(200));
-    assert!(matches!(tx.inject(vec![net.uas2.uri()], vec![], false), Err(TmError::AlreadyAnswered)));
+    assert!(matches!(tx.inject(vec![Target::uri(net.uas2.uri())], false), Err(TmError::AlreadyAnswered)));
     // find_tx stops finding it once the transaction ended (Timer L, 64*T1 = 640 ms here).
     until(|| net.core.find_tx(tx.id()).is_none()).await;
 }
@@ -79,7 +80,7 @@ async fn waiting_transaction_outlives_failed_branches() {
     let net = Net::new(fast_timers()).await;
     let uri = net.uas.uri();
     let held = hold(&net, move |tx| {
-        tx.relay(Forward { targets: vec![uri.clone()], ..Forward::default() }).expect("relay");
+        tx.relay(Forward { targets: vec![Target::uri(uri.clone())], ..Forward::default() }).expect("relay");
         wait_all(tx);
     });
     net.uac.send(net.proxy, &net.invite("w2", "call-w2")).await;
@@ -91,8 +92,8 @@ async fn waiting_transaction_outlives_failed_branches() {
     net.uac.expect_silence(Duration::from_millis(80)).await;
     let tx = held_tx(&held).await;
     // The desk phone was forked already: injecting it again starts nothing.
-    assert_eq!(tx.inject(vec![format!("<{}>", net.uas.uri())], vec![], false).expect("inject"), 0);
-    assert_eq!(tx.inject(vec![net.uas2.uri()], vec![], false).expect("inject"), 1);
+    assert_eq!(tx.inject(vec![Target::uri(format!("<{}>", net.uas.uri()))], false).expect("inject"), 0);
+    assert_eq!(tx.inject(vec![Target::uri(net.uas2.uri())], false).expect("inject"), 1);
     let f2 = net.uas2.recv().await;
     net.uas2.send(net.proxy, &response_to(&f2, 200, "mobile")).await;
     let r = net.uac.recv().await;
@@ -106,12 +107,12 @@ async fn injecting_the_same_uri_twice_forks_once() {
     net.uac.send(net.proxy, &net.invite("d1", "call-d1")).await;
     let tx = held_tx(&held).await;
     let uri = net.uas.uri();
-    assert_eq!(tx.inject(vec![uri.clone(), uri.clone()], vec![], false).expect("inject"), 1);
-    assert_eq!(tx.inject(vec![uri.clone()], vec![], false).expect("inject"), 0);
+    assert_eq!(tx.inject(vec![Target::uri(uri.clone()), Target::uri(uri.clone())], false).expect("inject"), 1);
+    assert_eq!(tx.inject(vec![Target::uri(uri.clone())], false).expect("inject"), 0);
     // Another next hop for the same URI is another branch (another flow of the contact).
-    let hop = Some(format!("udp:{}", net.uas2.addr));
-    assert_eq!(tx.inject(vec![uri.clone()], vec![hop.clone()], false).expect("inject"), 1);
-    assert_eq!(tx.inject(vec![uri.clone()], vec![hop], false).expect("inject"), 0);
+    let hop = Target { uri: uri.clone(), next_hop: Some(NextHop::from_addr(Proto::Udp, net.uas2.addr)) };
+    assert_eq!(tx.inject(vec![hop.clone()], false).expect("inject"), 1);
+    assert_eq!(tx.inject(vec![hop], false).expect("inject"), 0);
     let f = net.uas.recv().await;
     net.uas.send(net.proxy, &response_to(&f, 180, "r")).await;
     // Only retransmissions of the one INVITE (same branch) may follow.
@@ -128,7 +129,7 @@ async fn inject_with_cancel_existing_replaces_a_ringing_branch() {
     let uri = net.uas.uri();
     // Call pickup: Alice's call rings Bob (no wait), Charlie's branch is injected.
     let held = hold(&net, move |tx| {
-        tx.relay(Forward { targets: vec![uri.clone()], ..Forward::default() }).expect("relay");
+        tx.relay(Forward { targets: vec![Target::uri(uri.clone())], ..Forward::default() }).expect("relay");
     });
     net.uac.send(net.proxy, &net.invite("pk1", "call-pk1")).await;
     let bob = net.uas.recv().await;
@@ -136,7 +137,7 @@ async fn inject_with_cancel_existing_replaces_a_ringing_branch() {
     assert_eq!(net.uac.recv_skip_100().await.status(), Some(180));
     let tx = held_tx(&held).await;
     let found = net.core.find_tx(tx.id()).expect("found");
-    assert_eq!(found.inject(vec![net.uas2.uri()], vec![], true).expect("inject"), 1);
+    assert_eq!(found.inject(vec![Target::uri(net.uas2.uri())], true).expect("inject"), 1);
 
     let c = next_new(&net.uas, &bob).await;
     assert_eq!(c.method(), Some(&Method::Cancel));
@@ -163,7 +164,7 @@ async fn waiting_transaction_times_out_with_408() {
     let tx = held_tx(&held).await;
     assert_eq!(net.uac.recv().await.status(), Some(408));
     assert!(!tx.is_waiting());
-    assert!(matches!(tx.inject(vec![net.uas.uri()], vec![], false), Err(TmError::AlreadyAnswered)));
+    assert!(matches!(tx.inject(vec![Target::uri(net.uas.uri())], false), Err(TmError::AlreadyAnswered)));
 }
 
 #[tokio::test]
@@ -199,7 +200,7 @@ async fn cancel_while_waiting_answers_487() {
     }
     got.sort_by_key(|(s, _)| *s);
     assert_eq!(got, vec![(Some(200), Method::Cancel), (Some(487), Method::Invite)]);
-    assert!(matches!(tx.inject(vec![net.uas.uri()], vec![], false), Err(TmError::AlreadyAnswered)));
+    assert!(matches!(tx.inject(vec![Target::uri(net.uas.uri())], false), Err(TmError::AlreadyAnswered)));
     net.uas.expect_silence(Duration::from_millis(30)).await;
 }
 
@@ -209,7 +210,7 @@ async fn cancel_while_waiting_cancels_injected_branches() {
     let held = hold(&net, wait_all);
     net.uac.send(net.proxy, &net.invite("cw2", "call-cw2")).await;
     let tx = held_tx(&held).await;
-    tx.inject(vec![net.uas.uri()], vec![], false).expect("inject");
+    tx.inject(vec![Target::uri(net.uas.uri())], false).expect("inject");
     let f = net.uas.recv().await;
     net.uas.send(net.proxy, &response_to(&f, 180, "m")).await;
     assert_eq!(net.uac.recv_skip_100().await.status(), Some(180));
@@ -230,7 +231,7 @@ async fn expected_injection_ends_the_wait() {
     net.uac.send(net.proxy, &net.invite("e1", "call-e1")).await;
     assert_eq!(net.uac.recv().await.status(), Some(100));
     let tx = held_tx(&held).await;
-    assert_eq!(tx.inject(vec![net.uas.uri()], vec![], false).expect("inject"), 1);
+    assert_eq!(tx.inject(vec![Target::uri(net.uas.uri())], false).expect("inject"), 1);
     assert!(!tx.is_waiting(), "the one expected injection happened");
     let f = net.uas.recv().await;
     net.uas.send(net.proxy, &response_to(&f, 486, "b")).await;
@@ -281,45 +282,23 @@ async fn next_hop_sends_to_the_given_address_keeping_the_request_uri() {
     let net = Net::new(fast_timers()).await;
     // A NAT'd contact: its URI is unreachable, its `received` is the UAS.
     let contact = "sip:bob@192.0.2.99:5999;ob".to_owned();
-    let hop = format!("udp:{}", net.uas.addr);
-    let (c, h) = (contact.clone(), hop.clone());
+    let target = Target { uri: contact.clone(), next_hop: Some(NextHop::from_addr(Proto::Udp, net.uas.addr)) };
     let held = hold(&net, move |tx| {
-        let fwd = Forward { targets: vec![c.clone()], next_hops: vec![Some(h.clone())], ..Forward::default() };
+        let fwd = Forward { targets: vec![target.clone()], ..Forward::default() };
         tx.relay(fwd).expect("relay");
     });
     net.uac.send(net.proxy, &net.invite("nh1", "call-nh1")).await;
     let f = net.uas.recv().await;
     assert_eq!(f.request_uri(), Some(contact.as_str()));
     let tx = held_tx(&held).await;
-    // Injection honours next hops too; "sip:IP:PORT" (OpenSIPS's received) is accepted.
-    let sip_hop = Some(format!("sip:{}", net.uas2.addr));
-    assert_eq!(tx.inject(vec![contact.clone()], vec![sip_hop], false).expect("inject"), 1);
+    // Injection honours next hops too.
+    let hop2 = Target { uri: contact.clone(), next_hop: Some(NextHop::from_addr(Proto::Udp, net.uas2.addr)) };
+    assert_eq!(tx.inject(vec![hop2], false).expect("inject"), 1);
     let f2 = net.uas2.recv().await;
     assert_eq!(f2.request_uri(), Some(contact.as_str()));
     assert_eq!(f2.header(HeaderName::CallId), Some("call-nh1"));
-    let bad = tx.inject(vec![net.uas.uri()], vec![Some("udp:".into())], false);
-    assert!(matches!(bad, Err(TmError::BadTarget(_))), "{bad:?}");
     net.uas2.send(net.proxy, &response_to(&f2, 200, "nat")).await;
     assert_eq!(net.uac.recv_skip_100().await.status(), Some(200));
-}
-
-#[test]
-fn next_hop_forms() {
-    use super::relay::parse_next_hop;
-    use crate::transport::Proto;
-    let ok = |s: &str| parse_next_hop(s).expect(s);
-    assert_eq!(ok("udp:1.2.3.4:5080"), (Proto::Udp, "1.2.3.4".into(), 5080));
-    assert_eq!(ok("tcp:[::1]:5061"), (Proto::Tcp, "[::1]".into(), 5061));
-    assert_eq!(ok("TCP:[::1]"), (Proto::Tcp, "[::1]".into(), 5060));
-    assert_eq!(ok("udp:::1"), (Proto::Udp, "::1".into(), 5060));
-    assert_eq!(ok("sip:10.0.0.1:5070;transport=tcp"), (Proto::Tcp, "10.0.0.1".into(), 5070));
-    assert_eq!(ok("10.0.0.1:7"), (Proto::Udp, "10.0.0.1".into(), 7));
-    assert_eq!(ok("udp:edge.example.com"), (Proto::Udp, "edge.example.com".into(), 5060));
-    for bad in
-        ["", "udp:", "udp:1.2.3.4:0", "udp:1.2.3.4:x", "tcp:[::1", "tcp:[::1]x", "udp:a@b:5", "sip:x;transport=sctp"]
-    {
-        assert!(parse_next_hop(bad).is_err(), "{bad:?} accepted");
-    }
 }
 
 /// Counts the EBR notifications that ran, per transaction id.

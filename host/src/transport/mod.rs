@@ -11,6 +11,7 @@
 //! - [`udp`]: one socket per listen address, its receive loop, non-blocking sends;
 //! - [`tcp`]: accept loops, the connection table, per-connection read/write task with framing.
 
+mod next_hop;
 mod tcp;
 mod udp;
 
@@ -23,6 +24,8 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 
 use crate::sip;
+
+pub use next_hop::{Host, NextHop, NextHopError};
 
 /// A transport protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

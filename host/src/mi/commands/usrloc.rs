@@ -139,7 +139,7 @@ fn contact_json(b: &Binding, now: u64) -> Value {
         c.insert("User-agent".into(), ua.clone().into());
     }
     if let Some(received) = &b.received {
-        c.insert("Received".into(), received.clone().into());
+        c.insert("Received".into(), received.to_string().into());
     }
     c.insert("Flags".into(), 0.into());
     c.insert("Cflags".into(), "".into());

@@ -8,6 +8,8 @@ use crate::runtime::bindings::location;
 use crate::runtime::bindings::types::Contact;
 use crate::runtime::state::HostState;
 use crate::sip::Method;
+use crate::transaction::Target;
+use crate::transport::NextHop;
 
 fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -18,7 +20,7 @@ fn contact(binding: &Binding, now: u64) -> Contact {
         uri: binding.contact.clone(),
         q: binding.q,
         expires: binding.expires_at.saturating_sub(now).min(u32::MAX as u64) as u32,
-        received: binding.received.clone(),
+        received: binding.received.as_ref().map(NextHop::to_string),
     }
 }
 
@@ -30,17 +32,18 @@ impl location::Host for HostState {
     fn lookup(&mut self) -> wasmtime::Result<u32> {
         let tx = self.tx()?;
         let ruri = self.edits.request_uri(tx.request()).to_string();
-        let found: Vec<(String, Option<String>)> = self.once("location.lookup", &ruri, |state| {
-            Ok(state.location.lookup(&ruri).iter().map(|b| (b.contact.clone(), b.received.clone())).collect())
+        let found: Vec<Target> = self.once("location.lookup", &ruri, |state| {
+            let bindings = state.location.lookup(&ruri).into_iter();
+            Ok(bindings.map(|b| Target { uri: b.contact, next_hop: b.received }).collect())
         })?;
         // Each contact is sent where its REGISTER came from when that differs
         // from the Contact (NAT), as OpenSIPS does with `received`. Applied on
         // replay too: the branches are the invocation's own state.
         let count = found.len() as u32;
         let mut contacts = found.into_iter();
-        if let Some((best, hop)) = contacts.next() {
+        if let Some(Target { uri: best, next_hop }) = contacts.next() {
             self.edits.set_request_uri(best);
-            self.ruri_next_hop = hop;
+            self.ruri_next_hop = next_hop;
             self.branches.extend(contacts);
         }
         Ok(count)

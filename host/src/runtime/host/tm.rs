@@ -8,7 +8,8 @@ use crate::runtime::bindings::tm::{self, BranchSource, InjectFlags};
 use crate::runtime::host::message::check_sip_uri;
 use crate::runtime::state::HostState;
 use crate::sip::{HeaderName, Uri};
-use crate::transaction::{Forward, ServerTx};
+use crate::transaction::{Forward, ServerTx, Target, TmError};
+use crate::transport::NextHop;
 
 impl tm::Host for HostState {
     fn reply(&mut self, code: u16, reason: String) -> wasmtime::Result<Result<(), String>> {
@@ -48,7 +49,7 @@ impl tm::Host for HostState {
 
     fn append_branch(&mut self, uri: String) -> wasmtime::Result<Result<(), String>> {
         self.tx()?;
-        Ok(check_sip_uri(&uri).map(|()| self.branches.push((uri, None))))
+        Ok(check_sip_uri(&uri).map(|()| self.branches.push(Target::uri(uri))))
     }
 
     fn relay(&mut self) -> wasmtime::Result<Result<(), String>> {
@@ -122,22 +123,18 @@ impl tm::Host for HostState {
 
 impl HostState {
     fn inject(&mut self, tid: u64, source: BranchSource, flags: InjectFlags) -> Result<u32, String> {
-        let (targets, next_hops) = match source {
+        let targets = match source {
             BranchSource::Uris(uris) => {
                 if let Some(bad) = uris.iter().find_map(|u| check_sip_uri(u).err()) {
                     return Err(bad);
                 }
-                let hops = vec![None; uris.len()];
-                (uris, hops)
+                uris.into_iter().map(Target::uri).collect()
             }
-            BranchSource::EventContact => {
-                let (uri, hop) = self.event_contact()?;
-                (vec![uri], vec![hop])
-            }
+            BranchSource::EventContact => vec![self.event_contact()?],
         };
         let tx = self.find_tx(tid)?;
         let cancel = flags.contains(InjectFlags::CANCEL_EXISTING);
-        tx.inject(targets, next_hops, cancel).map_err(|e| e.to_string())
+        tx.inject(targets, cancel).map_err(|e| e.to_string())
     }
 
     /// A live transaction by id (this invocation's or another's).
@@ -164,20 +161,18 @@ impl HostState {
             if let Err(e) = Uri::parse(&ruri) {
                 return Err(format!("cannot relay to Request-URI {ruri:?}: {e}"));
             }
-            forward.targets.push(ruri);
-            forward.next_hops.push(self.ruri_next_hop.clone());
-            for (uri, hop) in self.branches.drain(..) {
-                forward.targets.push(uri);
-                forward.next_hops.push(hop);
-            }
+            forward.targets.reserve(1 + self.branches.len());
+            forward.targets.push(Target { uri: ruri, next_hop: self.ruri_next_hop.clone() });
+            forward.targets.append(&mut self.branches);
         }
         Ok(forward)
     }
 
     /// The contact an `E_UL_CONTACT_*` event announces: its `uri`, sent to
-    /// its `received` address when there is one ("udp:IP:PORT" or, as
-    /// OpenSIPS writes it, "sip:IP:PORT").
-    fn event_contact(&self) -> Result<(String, Option<String>), String> {
+    /// its `received` address when there is one (as OpenSIPS writes it,
+    /// "sip:IP:PORT[;transport=tcp]", or "udp:IP:PORT"). A `received` that
+    /// is no next hop fails here, as a bad target of the injection.
+    fn event_contact(&self) -> Result<Target, String> {
         let event = self.event.as_ref().ok_or("no event in this invocation (use it from on-notify)")?;
         let text = |name: &str| match event.param(name) {
             Some(crate::events::Value::Str(s)) if !s.is_empty() => Some(s.clone()),
@@ -185,10 +180,12 @@ impl HostState {
         };
         let uri = text("uri").ok_or_else(|| format!("event {} has no uri parameter", event.name))?;
         check_sip_uri(&uri)?;
-        let received = text("received").map(|r| match r.strip_prefix("sip:") {
-            Some(rest) => format!("udp:{rest}"),
-            None => r,
-        });
-        Ok((uri, received))
+        let next_hop = match event.param("received") {
+            Some(crate::events::Value::Str(s)) if !s.is_empty() => {
+                Some(s.parse::<NextHop>().map_err(|e| TmError::BadTarget(e.to_string()).to_string())?)
+            }
+            _ => None,
+        };
+        Ok(Target { uri, next_hop })
     }
 }
