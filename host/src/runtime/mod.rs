@@ -385,7 +385,7 @@ impl Runtime {
         mut journal: Box<Journal>,
     ) -> Result<(RouteInstance, Box<Journal>), String> {
         let got = parked.wait.await.map(|event| host::events::event_to_guest(&event));
-        journal.record(replay::WAIT_FOR_EVENT, parked.args, Ok::<_, String>(got));
+        journal.record(replay::Import::WaitForEvent, parked.args, Ok::<_, String>(got));
         journal.rewind();
         self.inner.stats.replays.fetch_add(1, Ordering::Relaxed);
         let wall = self.inner.limits.wall();

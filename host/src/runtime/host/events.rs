@@ -9,7 +9,7 @@ use crate::events::ebr::Filters;
 use crate::events::{self, Event, Params};
 use crate::runtime::bindings::events as wit;
 use crate::runtime::bindings::types::{Param, Value};
-use crate::runtime::replay::{Parked, WAIT_FOR_EVENT, fingerprint};
+use crate::runtime::replay::{Import, Parked, fingerprint};
 use crate::runtime::state::HostState;
 use crate::transaction::{Core, ServerTx};
 
@@ -98,7 +98,7 @@ pub(crate) fn event_to_guest(event: &Event) -> crate::runtime::bindings::types::
 
 impl wit::Host for HostState {
     fn raise_event(&mut self, name: String, params: Vec<Param>) -> wasmtime::Result<Result<u32, String>> {
-        self.once("events.raise-event", &name, |state| Ok(state.raise(&name, params)))
+        self.once(Import::RaiseEvent, &name, |state| Ok(state.raise(&name, params)))
     }
 
     fn notify_on_event(
@@ -109,7 +109,7 @@ impl wit::Host for HostState {
         timeout_s: u32,
     ) -> wasmtime::Result<Result<(), String>> {
         self.tx()?;
-        self.once("events.notify-on-event", (&event, &filters, &route, timeout_s), |state| {
+        self.once(Import::NotifyOnEvent, (&event, &filters, &route, timeout_s), |state| {
             state.subscribe(&event, &filters, route.clone(), timeout_s)
         })
     }
@@ -141,7 +141,7 @@ impl HostState {
     /// the run ends with the guest parked ([`Parked`]), its instance dropped.
     fn park_for_event(&mut self, event: String, filters: Vec<String>, timeout_s: u32) -> wasmtime::Result<WaitResult> {
         let args = fingerprint((&event, &filters, timeout_s));
-        if let Some(recorded) = self.replayed(WAIT_FOR_EVENT, args) {
+        if let Some(recorded) = self.replayed(Import::WaitForEvent, args) {
             return recorded;
         }
         match self.register_wait(&event, &filters, timeout_s) {
@@ -152,7 +152,7 @@ impl HostState {
             // Recorded: a later run must see the same refusal (the registry's
             // limits may have room by then).
             Err(e) => {
-                self.record(WAIT_FOR_EVENT, args, WaitResult::Err(e.clone()));
+                self.record(Import::WaitForEvent, args, WaitResult::Err(e.clone()));
                 Ok(Err(e))
             }
         }

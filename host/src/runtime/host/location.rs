@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::location::Binding;
 use crate::runtime::bindings::location;
 use crate::runtime::bindings::types::Contact;
+use crate::runtime::replay::Import;
 use crate::runtime::state::HostState;
 use crate::sip::Method;
 
@@ -24,13 +25,13 @@ fn contact(binding: &Binding, now: u64) -> Contact {
 
 impl location::Host for HostState {
     fn save(&mut self) -> wasmtime::Result<Result<u16, String>> {
-        self.once("location.save", (), |state| state.save_live())
+        self.once(Import::LocationSave, (), |state| state.save_live())
     }
 
     fn lookup(&mut self) -> wasmtime::Result<u32> {
         let tx = self.tx()?;
         let ruri = self.edits.request_uri(tx.request()).to_string();
-        let found: Vec<(String, Option<String>)> = self.once("location.lookup", &ruri, |state| {
+        let found: Vec<(String, Option<String>)> = self.once(Import::LocationLookup, &ruri, |state| {
             Ok(state.location.lookup(&ruri).iter().map(|b| (b.contact.clone(), b.received.clone())).collect())
         })?;
         // Each contact is sent where its REGISTER came from when that differs
@@ -47,14 +48,14 @@ impl location::Host for HostState {
     }
 
     fn lookup_aor(&mut self, aor: String) -> wasmtime::Result<Vec<Contact>> {
-        self.once("location.lookup-aor", &aor, |state| {
+        self.once(Import::LocationLookupAor, &aor, |state| {
             let now = now_unix();
             Ok(state.location.lookup(&aor).iter().map(|b| contact(b, now)).collect())
         })
     }
 
     fn unregister(&mut self, aor: String, contact_uri: Option<String>) -> wasmtime::Result<u32> {
-        self.once("location.unregister", (&aor, &contact_uri), |state| {
+        self.once(Import::LocationUnregister, (&aor, &contact_uri), |state| {
             Ok(state.location.unregister(&aor, contact_uri.as_deref()) as u32)
         })
     }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::runtime::bindings::rest::{self, Header, Response};
-use crate::runtime::replay::fingerprint;
+use crate::runtime::replay::{Import, fingerprint};
 use crate::runtime::state::HostState;
 
 /// Longest a route may wait for one HTTP exchange.
@@ -40,7 +40,7 @@ impl HostState {
         if self.journal.is_none() {
             return Ok(self.exchange(request).await);
         }
-        let import = if request.method == reqwest::Method::GET { "rest.get" } else { "rest.post" };
+        let import = if request.method == reqwest::Method::GET { Import::RestGet } else { Import::RestPost };
         let args = fingerprint(&request.url);
         if let Some(recorded) = self.replayed(import, args) {
             return recorded;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::runtime::bindings::tm::{self, BranchSource, InjectFlags};
 use crate::runtime::host::message::check_sip_uri;
+use crate::runtime::replay::Import;
 use crate::runtime::state::HostState;
 use crate::sip::{HeaderName, Uri};
 use crate::transaction::{Forward, ServerTx};
@@ -19,7 +20,7 @@ impl tm::Host for HostState {
         if reason.contains(['\r', '\n', '\0']) {
             return Ok(Err("reason phrase contains CR, LF or NUL".into()));
         }
-        self.once("tm.reply", (code, &reason), |state| {
+        self.once(Import::TmReply, (code, &reason), |state| {
             Ok(state.tx()?.reply(code, &reason, &[], None).map_err(|e| e.to_string()))
         })
     }
@@ -58,7 +59,8 @@ impl tm::Host for HostState {
             Ok(forward) => forward,
             Err(e) => return Ok(Err(e)),
         };
-        let result = self.once("tm.relay", (), |state| Ok(state.tx()?.relay(forward).map_err(|e| e.to_string())))?;
+        let result =
+            self.once(Import::TmRelay, (), |state| Ok(state.tx()?.relay(forward).map_err(|e| e.to_string())))?;
         if result.is_ok() {
             self.relayed = true;
         }
@@ -95,7 +97,7 @@ impl tm::Host for HostState {
             Ok(forward) => forward,
             Err(e) => return Ok(Err(e)),
         };
-        let result = self.once("tm.wait-for-new-branches", expected, |state| {
+        let result = self.once(Import::TmWaitForNewBranches, expected, |state| {
             Ok(state.tx()?.wait_for_new_branches(template, expected).map_err(|e| e.to_string()))
         })?;
         if result.is_ok() {
@@ -107,7 +109,7 @@ impl tm::Host for HostState {
     }
 
     fn wait_no_more_branches(&mut self, tid: u64) -> wasmtime::Result<Result<bool, String>> {
-        self.once("tm.wait-no-more-branches", tid, |state| Ok(state.find_tx(tid).map(|tx| tx.stop_waiting())))
+        self.once(Import::TmWaitNoMoreBranches, tid, |state| Ok(state.find_tx(tid).map(|tx| tx.stop_waiting())))
     }
 
     fn inject_branches(
@@ -116,7 +118,7 @@ impl tm::Host for HostState {
         source: BranchSource,
         flags: InjectFlags,
     ) -> wasmtime::Result<Result<u32, String>> {
-        self.once("tm.inject-branches", tid, |state| Ok(state.inject(tid, source, flags)))
+        self.once(Import::TmInjectBranches, tid, |state| Ok(state.inject(tid, source, flags)))
     }
 }
 
