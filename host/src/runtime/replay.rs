@@ -21,7 +21,7 @@
 //! the invocation's own state (request accessors, edits, branches, hooks,
 //! `config.get`) run again, and rebuild that state; imports that send, store
 //! or read shared state (`tm.reply`, `tm.relay`, `location.lookup`,
-//! `events.raise-event`, `rest.*`, ...) go through [`HostState::once`].
+//! `events.raise-event`, `rest.*`, ...) go through [`Journaled::once`].
 //! [`Import`] names every import of the `route` world and says which it is
 //! ([`Import::on_replay`]), so a new import is a decision, not an oversight.
 
@@ -31,8 +31,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
-
-use crate::runtime::state::HostState;
 
 /// The calls with outside effects one invocation made, in order.
 pub(crate) struct Journal {
@@ -112,6 +110,9 @@ impl Journal {
 /// Adding an import to the WIT means adding it here (a test holds the two
 /// together), and the `match` in [`Import::on_replay`] then asks whether a
 /// replay may run it again.
+// Imports that run again on replay are named only here, in `on_replay` and
+// in the test that holds this list to the WIT.
+#[cfg_attr(not(test), allow(dead_code, reason = "rerun imports are named only in tests"))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Import {
     // message.request
@@ -176,7 +177,7 @@ pub(crate) enum OnReplay {
     Reruns,
     /// Its effect outside the invocation happens once: live, the result is
     /// recorded; on replay the recorded result is returned and the effect is
-    /// not repeated ([`HostState::once`]). What it does to the invocation's
+    /// not repeated ([`Journaled::once`]). What it does to the invocation's
     /// own state (`tm.relay` consuming the branches) is redone.
     Journaled,
     /// It is skipped: its only effect, a log line, happened on the first run.
@@ -408,18 +409,23 @@ pub(crate) struct Parked {
     pub(crate) args: u64,
 }
 
-impl HostState {
+/// The journal as the host side of an interface reaches it: implemented by
+/// the views (`host::*`) of interfaces with journaled imports.
+pub(crate) trait Journaled {
+    /// The invocation's journal; `None` with `suspend = "in-place"`.
+    fn journal(&mut self) -> Option<&mut Journal>;
+
     /// Runs an import whose effect reaches outside the invocation once per
     /// invocation: live, it runs `live` and records the result; on replay it
     /// returns the recorded result and `live` does not run. Without a
     /// journal (`suspend = "in-place"`) it just runs `live`.
-    pub(crate) fn once<T: Clone + Send + Sync + 'static>(
+    fn once<T: Clone + Send + Sync + 'static>(
         &mut self,
         import: Import,
         args: impl Hash,
         live: impl FnOnce(&mut Self) -> wasmtime::Result<T>,
     ) -> wasmtime::Result<T> {
-        let Some(journal) = self.journal.as_mut() else { return live(self) };
+        let Some(journal) = self.journal() else { return live(self) };
         let args = fingerprint(args);
         if let Some(recorded) = journal.replay(import, args) {
             return recorded;
@@ -431,21 +437,15 @@ impl HostState {
 
     /// The first half of [`once`](Self::once) for an import that awaits
     /// (`rest.*`): the recorded result when the guest is being replayed.
-    pub(crate) fn replayed<T: Clone + 'static>(&mut self, import: Import, args: u64) -> Option<wasmtime::Result<T>> {
-        self.journal.as_mut()?.replay(import, args)
+    fn replayed<T: Clone + 'static>(&mut self, import: Import, args: u64) -> Option<wasmtime::Result<T>> {
+        self.journal()?.replay(import, args)
     }
 
     /// The second half: records a live result, when there is a journal.
-    pub(crate) fn record<T: Send + Sync + 'static>(&mut self, import: Import, args: u64, result: T) {
-        if let Some(journal) = self.journal.as_mut() {
+    fn record<T: Send + Sync + 'static>(&mut self, import: Import, args: u64, result: T) {
+        if let Some(journal) = self.journal() {
             journal.record(import, args, result);
         }
-    }
-
-    /// The guest is being replayed: imports with no result worth recording
-    /// (`log`) are skipped, so a resumed guest does not log its lines twice.
-    pub(crate) fn replaying(&self) -> bool {
-        self.journal.as_ref().is_some_and(|j| j.replaying())
     }
 }
 

@@ -3,12 +3,48 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::location::Binding;
+use wasmtime::component::{HasData, Linker};
+
+use crate::location::{Binding, Location};
 use crate::runtime::bindings::location;
 use crate::runtime::bindings::types::Contact;
-use crate::runtime::replay::Import;
-use crate::runtime::state::HostState;
-use crate::sip::Method;
+use crate::runtime::replay::{Import, Journal, Journaled};
+use crate::runtime::state::{HostState, need_tx};
+use crate::sip::{Edits, Method};
+use crate::transaction::ServerTx;
+
+/// What `location` reaches for one call ([`HostState::location`]): besides
+/// the location service, the request's targets, which `lookup` sets.
+pub(crate) struct LocationView<'a> {
+    pub(crate) tx: Option<&'a ServerTx>,
+    pub(crate) journal: Option<&'a mut Journal>,
+    pub(crate) edits: &'a mut Edits,
+    pub(crate) ruri_next_hop: &'a mut Option<String>,
+    pub(crate) branches: &'a mut Vec<(String, Option<String>)>,
+    pub(crate) location: &'a Location,
+}
+
+impl<'a> LocationView<'a> {
+    fn tx(&self) -> wasmtime::Result<&'a ServerTx> {
+        need_tx(self.tx)
+    }
+}
+
+impl Journaled for LocationView<'_> {
+    fn journal(&mut self) -> Option<&mut Journal> {
+        self.journal.as_deref_mut()
+    }
+}
+
+struct HasLocation;
+
+impl HasData for HasLocation {
+    type Data<'a> = LocationView<'a>;
+}
+
+pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    location::add_to_linker::<HostState, HasLocation>(linker, HostState::location)
+}
 
 fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -23,7 +59,7 @@ fn contact(binding: &Binding, now: u64) -> Contact {
     }
 }
 
-impl location::Host for HostState {
+impl location::Host for LocationView<'_> {
     fn save(&mut self) -> wasmtime::Result<Result<u16, String>> {
         self.once(Import::LocationSave, (), |state| state.save_live())
     }
@@ -41,7 +77,7 @@ impl location::Host for HostState {
         let mut contacts = found.into_iter();
         if let Some((best, hop)) = contacts.next() {
             self.edits.set_request_uri(best);
-            self.ruri_next_hop = hop;
+            *self.ruri_next_hop = hop;
             self.branches.extend(contacts);
         }
         Ok(count)
@@ -61,7 +97,7 @@ impl location::Host for HostState {
     }
 }
 
-impl HostState {
+impl LocationView<'_> {
     /// `save`: stores the REGISTER's bindings and answers it.
     fn save_live(&mut self) -> wasmtime::Result<Result<u16, String>> {
         let tx = self.tx()?;
