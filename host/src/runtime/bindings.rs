@@ -20,7 +20,7 @@ wasmtime::component::bindgen!({
     },
     with: {
         // One request (and at most one reply) exists per invocation; the
-        // resources are views of the invocation's HostState, so the handle
+        // resources are views of the invocation's state (`host::message`), so the handle
         // carries no data of its own.
         "sipbox:route/message.request": super::host::message::RequestHandle,
         "sipbox:route/message.reply": super::host::message::ReplyHandle,

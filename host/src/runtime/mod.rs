@@ -5,14 +5,18 @@
 //!
 //! - `engine.rs`: engine settings, pooling allocator, epoch ticker, `[limits]`;
 //! - `bindings.rs`: the `bindgen!` for `wit/`;
-//! - `state.rs`: `HostState`, what one invocation can reach;
-//! - `host/`: the host side of each WIT interface;
+//! - `state.rs`: `HostState`, a route instance's state: one slice per WIT
+//!   interface that keeps any, the invocation, the services, and the
+//!   projections that give each interface its view of them;
+//! - `host/`: the host side of each WIT interface, each with its view, its
+//!   slice of state and its `add_to_linker` (`host::add_to_linker` links
+//!   them all, WASI included);
 //! - `modules.rs`: loading, validating and hot-swapping route modules;
 //! - `warm.rs`: idle instances kept for reuse;
 //! - `invocations.rs`: the queue through which the event bus starts `route:`
 //!   event routes and EBR notifications ([`invocations`]);
 //! - `replay.rs`: the journal that lets a waiting guest give its instance
-//!   back (`[limits] suspend = "replay"`);
+//!   back (`[limits] suspend = "replay"`), keyed by the enum of imports;
 //! - this file: [`Runtime`], which runs invocations for the proxy core.
 //!
 //! # Construction
@@ -52,7 +56,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::component::{HasSelf, Linker, Resource};
+use wasmtime::component::{Linker, Resource};
 use wasmtime::{Engine, Store, StoreLimitsBuilder, UpdateDeadline};
 
 pub use engine::{EPOCH_TICK, Limits, Suspend};
@@ -63,7 +67,6 @@ use crate::events::{E_CORE_SHM_THRESHOLD, E_CORE_THRESHOLD, Event, EventBus, Eve
 use crate::location::Location;
 use crate::sip::{self, Method};
 use crate::transaction::{BoxFut, Router, ServerTx, Transactions};
-use bindings::Route;
 use exports::ReplyExport;
 use host::message::{REPLY_REP, REQUEST_REP};
 use replay::Journal;
@@ -84,7 +87,7 @@ pub struct RuntimeStats {
     pub reloads: AtomicU64,
 }
 
-/// Process-wide services the WIT imports reach through `HostState`.
+/// Process-wide services the WIT imports reach through their views of `HostState`.
 pub(crate) struct Services {
     /// The live transactions, for `tm.inject-branches` into another one.
     pub(crate) transactions: Transactions,
@@ -182,8 +185,7 @@ impl Runtime {
         limits.validate()?;
         let engine = engine::build_engine(&limits)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        Route::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
+        host::add_to_linker(&mut linker)?;
         let ticker = engine::EpochTicker::start(&engine);
         let first = modules::prepare(&engine, &linker, &source, 1)?;
         let queue = tokio::runtime::Handle::try_current()
@@ -390,13 +392,13 @@ impl Runtime {
             let outcome = self.run_once(route, &mut instance, tx.clone(), &mut what, journal.take(), started).await;
             self.check_threshold(started, tx.as_ref());
             let state = instance.store.data_mut();
-            relayed = state.relayed;
+            relayed = state.tm.relayed;
             match outcome {
                 Ok(Ok(())) => return Some(instance),
-                Ok(Err(trap)) => match (state.parked.take(), state.journal.take()) {
+                Ok(Err(trap)) => match (state.events.parked.take(), state.invocation.journal.take()) {
                     (Some(parked), Some(parked_journal)) => {
                         if let Invocation::Reply { reply, .. } | Invocation::Failure { best: reply, .. } = &mut what {
-                            *reply = state.reply.take();
+                            *reply = state.message.reply.take();
                         }
                         drop(instance);
                         match self.resume_by_replay(route, parked, parked_journal).await {
@@ -441,7 +443,7 @@ impl Runtime {
         mut journal: Box<Journal>,
     ) -> Result<(RouteInstance, Box<Journal>), String> {
         let got = parked.wait.await.map(|event| host::events::event_to_guest(&event));
-        journal.record(replay::WAIT_FOR_EVENT, parked.args, Ok::<_, String>(got));
+        journal.record(replay::Import::WaitForEvent, parked.args, Ok::<_, String>(got));
         journal.rewind();
         self.inner.stats.replays.fetch_add(1, Ordering::Relaxed);
         let wall = self.inner.limits.wall();
@@ -469,13 +471,13 @@ impl Runtime {
         let stats = &self.inner.stats;
         let store = &mut instance.store;
         store.data_mut().begin(tx, self.inner.limits.cpu_ticks(), Some(&self.inner.bus));
-        store.data_mut().journal = journal;
+        store.data_mut().invocation.journal = journal;
         store.set_epoch_deadline(1);
         instance.uses += 1;
         let wall = self.inner.limits.wall();
-        let suspended = store.data().suspended_ms.clone();
+        let suspended = store.data().invocation.suspended_ms.clone();
         if let Invocation::Event { event, .. } | Invocation::Notify { event, .. } = &*what {
-            store.data_mut().event = Some(event.clone());
+            store.data_mut().events.event = Some(event.clone());
         }
         let exports = instance.exports.take();
         let outcome = {
@@ -494,12 +496,12 @@ impl Runtime {
                 match what {
                     Invocation::Request => exports.call_on_request(&mut *store, request()).await,
                     Invocation::Reply { hook, reply } => {
-                        store.data_mut().reply = reply.take();
+                        store.data_mut().message.reply = reply.take();
                         let reply = Resource::new_borrow(REPLY_REP);
                         exports.call_with_reply(&mut *store, ReplyExport::OnReply, hook, request(), reply).await
                     }
                     Invocation::Failure { hook, best } => {
-                        store.data_mut().reply = best.take();
+                        store.data_mut().message.reply = best.take();
                         let reply = Resource::new_borrow(REPLY_REP);
                         exports.call_with_reply(&mut *store, ReplyExport::OnFailure, hook, request(), reply).await
                     }

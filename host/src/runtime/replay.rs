@@ -21,7 +21,9 @@
 //! the invocation's own state (request accessors, edits, branches, hooks,
 //! `config.get`) run again, and rebuild that state; imports that send, store
 //! or read shared state (`tm.reply`, `tm.relay`, `location.lookup`,
-//! `events.raise-event`, `rest.*`, ...) go through [`HostState::once`].
+//! `events.raise-event`, `rest.*`, ...) go through [`Journaled::once`].
+//! [`Import`] names every import of the `route` world and says which it is
+//! ([`Import::on_replay`]), so a new import is a decision, not an oversight.
 
 use std::any::Any;
 use std::hash::{Hash, Hasher};
@@ -29,8 +31,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
-
-use crate::runtime::state::HostState;
 
 /// The calls with outside effects one invocation made, in order.
 pub(crate) struct Journal {
@@ -45,7 +45,7 @@ pub(crate) struct Journal {
 }
 
 struct Entry {
-    import: &'static str,
+    import: Import,
     /// Fingerprint of the arguments, to catch a guest that diverged.
     args: u64,
     result: Box<dyn Any + Send + Sync>,
@@ -77,11 +77,8 @@ impl Journal {
 
     /// During a replay, the recorded result of the next call, which must be
     /// `import` with the same arguments; `None` when the run is live.
-    pub(crate) fn replay<T: Clone + 'static>(
-        &mut self,
-        import: &'static str,
-        args: u64,
-    ) -> Option<wasmtime::Result<T>> {
+    pub(crate) fn replay<T: Clone + 'static>(&mut self, import: Import, args: u64) -> Option<wasmtime::Result<T>> {
+        debug_assert_eq!(import.on_replay(), OnReplay::Journaled, "{import} is not a journaled import");
         let entry = self.entries.get(self.cursor)?;
         self.cursor += 1;
         if entry.import != import || entry.args != args {
@@ -100,10 +97,222 @@ impl Journal {
     }
 
     /// Appends the result of a live call.
-    pub(crate) fn record<T: Send + Sync + 'static>(&mut self, import: &'static str, args: u64, result: T) {
+    pub(crate) fn record<T: Send + Sync + 'static>(&mut self, import: Import, args: u64, result: T) {
         debug_assert!(!self.replaying(), "recording in the middle of a replay");
+        debug_assert_eq!(import.on_replay(), OnReplay::Journaled, "{import} is not a journaled import");
         self.entries.push(Entry { import, args, result: Box::new(result) });
         self.cursor = self.entries.len();
+    }
+}
+
+/// Every function the `route` world imports (`wit/route.wit`), named in the
+/// journal and in divergence errors by its WIT name ([`Import::wit_name`]).
+/// Adding an import to the WIT means adding it here (a test holds the two
+/// together), and the `match` in [`Import::on_replay`] then asks whether a
+/// replay may run it again.
+// Imports that run again on replay are named only here, in `on_replay` and
+// in the test that holds this list to the WIT.
+#[cfg_attr(not(test), allow(dead_code, reason = "rerun imports are named only in tests"))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Import {
+    // message.request
+    RequestMethod,
+    RequestRuri,
+    RequestSetRuri,
+    RequestHeader,
+    RequestHeaders,
+    RequestAddHeader,
+    RequestRemoveHeader,
+    RequestBody,
+    RequestSource,
+    RequestCallId,
+    RequestFromUri,
+    RequestFromTag,
+    RequestToUri,
+    RequestToTag,
+    // message.reply
+    ReplyStatus,
+    ReplyReason,
+    ReplyHeader,
+    ReplyHeaders,
+    ReplySource,
+    // tm
+    TmReply,
+    TmRecordRoute,
+    TmLooseRoute,
+    TmAppendBranch,
+    TmRelay,
+    TmOnReply,
+    TmOnFailure,
+    TmCurrentTid,
+    TmIsMyself,
+    TmNewtran,
+    TmWaitForNewBranches,
+    TmWaitNoMoreBranches,
+    TmInjectBranches,
+    // location
+    LocationSave,
+    LocationLookup,
+    LocationLookupAor,
+    LocationUnregister,
+    // events
+    RaiseEvent,
+    NotifyOnEvent,
+    WaitForEvent,
+    // rest
+    RestGet,
+    RestPost,
+    // config
+    ConfigGet,
+    // log
+    Log,
+}
+
+/// What an import does when a replay runs its invocation again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnReplay {
+    /// It runs again: it reads or changes only the invocation's own state
+    /// (the request, the route's edits, branches and hooks, the route's
+    /// settings), which the replay so rebuilds.
+    Reruns,
+    /// Its effect outside the invocation happens once: live, the result is
+    /// recorded; on replay the recorded result is returned and the effect is
+    /// not repeated ([`Journaled::once`]). What it does to the invocation's
+    /// own state (`tm.relay` consuming the branches) is redone.
+    Journaled,
+    /// It is skipped: its only effect, a log line, happened on the first run.
+    Skipped,
+}
+
+impl Import {
+    /// Every import, in WIT order.
+    #[cfg(test)]
+    const ALL: [Import; 43] = {
+        use Import::*;
+        [
+            RequestMethod,
+            RequestRuri,
+            RequestSetRuri,
+            RequestHeader,
+            RequestHeaders,
+            RequestAddHeader,
+            RequestRemoveHeader,
+            RequestBody,
+            RequestSource,
+            RequestCallId,
+            RequestFromUri,
+            RequestFromTag,
+            RequestToUri,
+            RequestToTag,
+            ReplyStatus,
+            ReplyReason,
+            ReplyHeader,
+            ReplyHeaders,
+            ReplySource,
+            TmReply,
+            TmRecordRoute,
+            TmLooseRoute,
+            TmAppendBranch,
+            TmRelay,
+            TmOnReply,
+            TmOnFailure,
+            TmCurrentTid,
+            TmIsMyself,
+            TmNewtran,
+            TmWaitForNewBranches,
+            TmWaitNoMoreBranches,
+            TmInjectBranches,
+            LocationSave,
+            LocationLookup,
+            LocationLookupAor,
+            LocationUnregister,
+            RaiseEvent,
+            NotifyOnEvent,
+            WaitForEvent,
+            RestGet,
+            RestPost,
+            ConfigGet,
+            Log,
+        ]
+    };
+
+    /// How a replay treats the import. Journaled are those that send
+    /// (replies, relays, events, HTTP), store (the registrar) or read state
+    /// other invocations change (location, other transactions).
+    pub(crate) fn on_replay(self) -> OnReplay {
+        use Import::*;
+        match self {
+            RequestMethod | RequestRuri | RequestSetRuri | RequestHeader | RequestHeaders | RequestAddHeader
+            | RequestRemoveHeader | RequestBody | RequestSource | RequestCallId | RequestFromUri | RequestFromTag
+            | RequestToUri | RequestToTag => OnReplay::Reruns,
+            ReplyStatus | ReplyReason | ReplyHeader | ReplyHeaders | ReplySource => OnReplay::Reruns,
+            TmRecordRoute | TmLooseRoute | TmAppendBranch | TmOnReply | TmOnFailure | TmCurrentTid | TmIsMyself
+            | TmNewtran => OnReplay::Reruns,
+            TmReply | TmRelay | TmWaitForNewBranches | TmWaitNoMoreBranches | TmInjectBranches => OnReplay::Journaled,
+            LocationSave | LocationLookup | LocationLookupAor | LocationUnregister => OnReplay::Journaled,
+            RaiseEvent | NotifyOnEvent | WaitForEvent => OnReplay::Journaled,
+            RestGet | RestPost => OnReplay::Journaled,
+            // The route's settings are read again as its code is run again: a
+            // reload that changes them between the runs changes the route.
+            ConfigGet => OnReplay::Reruns,
+            Log => OnReplay::Skipped,
+        }
+    }
+
+    /// The WIT name: `interface.function`, or `interface.resource.method`.
+    pub(crate) fn wit_name(self) -> &'static str {
+        use Import::*;
+        match self {
+            RequestMethod => "message.request.method",
+            RequestRuri => "message.request.ruri",
+            RequestSetRuri => "message.request.set-ruri",
+            RequestHeader => "message.request.header",
+            RequestHeaders => "message.request.headers",
+            RequestAddHeader => "message.request.add-header",
+            RequestRemoveHeader => "message.request.remove-header",
+            RequestBody => "message.request.body",
+            RequestSource => "message.request.source",
+            RequestCallId => "message.request.call-id",
+            RequestFromUri => "message.request.from-uri",
+            RequestFromTag => "message.request.from-tag",
+            RequestToUri => "message.request.to-uri",
+            RequestToTag => "message.request.to-tag",
+            ReplyStatus => "message.reply.status",
+            ReplyReason => "message.reply.reason",
+            ReplyHeader => "message.reply.header",
+            ReplyHeaders => "message.reply.headers",
+            ReplySource => "message.reply.source",
+            TmReply => "tm.reply",
+            TmRecordRoute => "tm.record-route",
+            TmLooseRoute => "tm.loose-route",
+            TmAppendBranch => "tm.append-branch",
+            TmRelay => "tm.relay",
+            TmOnReply => "tm.on-reply",
+            TmOnFailure => "tm.on-failure",
+            TmCurrentTid => "tm.current-tid",
+            TmIsMyself => "tm.is-myself",
+            TmNewtran => "tm.newtran",
+            TmWaitForNewBranches => "tm.wait-for-new-branches",
+            TmWaitNoMoreBranches => "tm.wait-no-more-branches",
+            TmInjectBranches => "tm.inject-branches",
+            LocationSave => "location.save",
+            LocationLookup => "location.lookup",
+            LocationLookupAor => "location.lookup-aor",
+            LocationUnregister => "location.unregister",
+            RaiseEvent => "events.raise-event",
+            NotifyOnEvent => "events.notify-on-event",
+            WaitForEvent => "events.wait-for-event",
+            RestGet => "rest.get",
+            RestPost => "rest.post",
+            ConfigGet => "config.get",
+            Log => "log.log",
+        }
+    }
+}
+
+impl std::fmt::Display for Import {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.wit_name())
     }
 }
 
@@ -200,21 +409,23 @@ pub(crate) struct Parked {
     pub(crate) args: u64,
 }
 
-/// The journal entry name of `wait-for-event`.
-pub(crate) const WAIT_FOR_EVENT: &str = "events.wait-for-event";
+/// The journal as the host side of an interface reaches it: implemented by
+/// the views (`host::*`) of interfaces with journaled imports.
+pub(crate) trait Journaled {
+    /// The invocation's journal; `None` with `suspend = "in-place"`.
+    fn journal(&mut self) -> Option<&mut Journal>;
 
-impl HostState {
     /// Runs an import whose effect reaches outside the invocation once per
     /// invocation: live, it runs `live` and records the result; on replay it
     /// returns the recorded result and `live` does not run. Without a
     /// journal (`suspend = "in-place"`) it just runs `live`.
-    pub(crate) fn once<T: Clone + Send + Sync + 'static>(
+    fn once<T: Clone + Send + Sync + 'static>(
         &mut self,
-        import: &'static str,
+        import: Import,
         args: impl Hash,
         live: impl FnOnce(&mut Self) -> wasmtime::Result<T>,
     ) -> wasmtime::Result<T> {
-        let Some(journal) = self.journal.as_mut() else { return live(self) };
+        let Some(journal) = self.journal() else { return live(self) };
         let args = fingerprint(args);
         if let Some(recorded) = journal.replay(import, args) {
             return recorded;
@@ -226,25 +437,15 @@ impl HostState {
 
     /// The first half of [`once`](Self::once) for an import that awaits
     /// (`rest.*`): the recorded result when the guest is being replayed.
-    pub(crate) fn replayed<T: Clone + 'static>(
-        &mut self,
-        import: &'static str,
-        args: u64,
-    ) -> Option<wasmtime::Result<T>> {
-        self.journal.as_mut()?.replay(import, args)
+    fn replayed<T: Clone + 'static>(&mut self, import: Import, args: u64) -> Option<wasmtime::Result<T>> {
+        self.journal()?.replay(import, args)
     }
 
     /// The second half: records a live result, when there is a journal.
-    pub(crate) fn record<T: Send + Sync + 'static>(&mut self, import: &'static str, args: u64, result: T) {
-        if let Some(journal) = self.journal.as_mut() {
+    fn record<T: Send + Sync + 'static>(&mut self, import: Import, args: u64, result: T) {
+        if let Some(journal) = self.journal() {
             journal.record(import, args, result);
         }
-    }
-
-    /// The guest is being replayed: imports with no result worth recording
-    /// (`log`) are skipped, so a resumed guest does not log its lines twice.
-    pub(crate) fn replaying(&self) -> bool {
-        self.journal.as_ref().is_some_and(|j| j.replaying())
     }
 }
 
@@ -255,21 +456,22 @@ mod tests {
     #[test]
     fn replay_returns_recorded_results_in_order_then_goes_live() {
         let mut journal = Journal::new();
-        journal.record("tm.reply", fingerprint((180u16, "Ringing")), Ok::<(), String>(()));
+        journal.record(Import::TmReply, fingerprint((180u16, "Ringing")), Ok::<(), String>(()));
         journal.record(
-            "location.lookup",
+            Import::LocationLookup,
             fingerprint("sip:bob@x"),
             vec![("sip:bob@1.2.3.4".to_string(), None::<String>)],
         );
         journal.rewind();
         assert!(journal.replaying());
-        let reply: Result<(), String> = journal.replay("tm.reply", fingerprint((180u16, "Ringing"))).unwrap().unwrap();
+        let reply: Result<(), String> =
+            journal.replay(Import::TmReply, fingerprint((180u16, "Ringing"))).unwrap().unwrap();
         assert_eq!(reply, Ok(()));
         let found: Vec<(String, Option<String>)> =
-            journal.replay("location.lookup", fingerprint("sip:bob@x")).unwrap().unwrap();
+            journal.replay(Import::LocationLookup, fingerprint("sip:bob@x")).unwrap().unwrap();
         assert_eq!(found[0].0, "sip:bob@1.2.3.4");
         assert!(!journal.replaying());
-        assert!(journal.replay::<u32>("events.raise-event", 0).is_none(), "live after the last entry");
+        assert!(journal.replay::<u32>(Import::RaiseEvent, 0).is_none(), "live after the last entry");
     }
 
     #[test]
@@ -290,13 +492,56 @@ mod tests {
     #[test]
     fn a_guest_that_calls_something_else_on_replay_is_caught() {
         let mut journal = Journal::new();
-        journal.record("tm.reply", fingerprint((180u16, "Ringing")), Ok::<(), String>(()));
+        journal.record(Import::TmReply, fingerprint((180u16, "Ringing")), Ok::<(), String>(()));
         journal.rewind();
-        let err = journal.replay::<Result<(), String>>("tm.relay", fingerprint(())).unwrap().unwrap_err();
-        assert!(err.to_string().contains("diverged"), "{err}");
+        let err = journal.replay::<Result<(), String>>(Import::TmRelay, fingerprint(())).unwrap().unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("diverged") && err.contains("was tm.reply, the guest called tm.relay instead"), "{err}");
         journal.rewind();
-        let err =
-            journal.replay::<Result<(), String>>("tm.reply", fingerprint((183u16, "Progress"))).unwrap().unwrap_err();
+        let err = journal
+            .replay::<Result<(), String>>(Import::TmReply, fingerprint((183u16, "Progress")))
+            .unwrap()
+            .unwrap_err();
         assert!(err.to_string().contains("other arguments"), "{err}");
+    }
+
+    /// Every function `wit/route.wit` imports into the `route` world, as
+    /// `interface.function` or `interface.resource.method`: the WIT's
+    /// interfaces hold only imports (the world's exports are its own).
+    fn wit_imports() -> Vec<String> {
+        let wit = include_str!("../../../wit/route.wit");
+        let mut scopes: Vec<Option<String>> = Vec::new();
+        let mut names = Vec::new();
+        for line in wit.lines() {
+            let code = line.split("//").next().unwrap_or_default().trim();
+            let mut words = code.split_whitespace();
+            let opens = match (words.next(), words.next()) {
+                (Some("interface" | "resource"), Some(name)) => Some(name.trim_end_matches('{').to_string()),
+                _ => None,
+            };
+            if let Some((name, rest)) = code.split_once(':')
+                && rest.trim_start().starts_with("func(")
+                && scopes.first().is_some_and(Option::is_some)
+            {
+                let path: Vec<&str> = scopes.iter().flatten().map(String::as_str).collect();
+                names.push(format!("{}.{}", path.join("."), name.trim().trim_start_matches('%')));
+            }
+            for c in code.chars() {
+                match c {
+                    '{' => scopes.push(opens.clone().filter(|_| !code.contains('}'))),
+                    '}' => drop(scopes.pop()),
+                    _ => {}
+                }
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn every_wit_import_is_an_import_variant() {
+        let wit = wit_imports();
+        let known: Vec<&str> = Import::ALL.iter().map(|i| i.wit_name()).collect();
+        assert_eq!(wit, known, "wit/route.wit and Import disagree: add the import to Import and decide its on_replay");
+        assert!(wit.contains(&"tm.relay".to_string()) && wit.contains(&"message.request.set-ruri".to_string()));
     }
 }

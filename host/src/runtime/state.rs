@@ -1,55 +1,52 @@
-//! `HostState`: everything one route invocation can reach. It lives in the
-//! instance's Store: with the default `instance_reuse = 1` a fresh one is made
-//! for every invocation and dropped with its Store, so nothing a guest does
-//! outlives its invocation except through the host's own services; a reused
-//! instance has its per-invocation fields reset by [`HostState::begin`].
+//! `HostState`, the data of a route instance's Store: a composition of one
+//! slice of state per WIT interface that keeps any (`host::message`'s
+//! [`MessageState`], `host::tm`'s [`TmState`], `host::events`'
+//! [`EventsState`]), the [`InvocationState`] every interface shares, the
+//! host services, and what belongs to the instance (WASI, resource table,
+//! store limits, CPU budget).
+//!
+//! No interface's host side sees `HostState`: each implements its bindgen
+//! `Host` trait on a view borrowing exactly the pieces it needs, which the
+//! projections here (`HostState::tm` and the others) build for each call, as
+//! wasmtime-wasi's `WasiView::ctx` builds a `WasiCtxView` and Spin's factors
+//! project their instance state; `host::add_to_linker` links each interface
+//! through its projection.
+//!
+//! With the default `instance_reuse = 1` a fresh state is made for every
+//! invocation and dropped with its Store, so nothing a guest does outlives its
+//! invocation except through the host's own services; a reused instance has
+//! its per-invocation slices reset by [`HostState::end`].
 
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::host::config::ConfigView;
+use super::host::events::{EventsState, EventsView};
+use super::host::location::LocationView;
+use super::host::log::LogView;
+use super::host::message::{MessageState, MessageView};
+use super::host::rest::RestView;
+use super::host::tm::{TmState, TmView};
+use super::replay::Journal;
 use crate::events::EventBus;
 use crate::location::Location;
-use crate::sip::{self, Edits};
-use crate::transaction::{ServerTx, Target};
-use crate::transport::{NextHop, Proto};
+use crate::transaction::ServerTx;
 
-use super::replay::{Journal, Parked};
-
-/// The state of a route instance: per-invocation fields (reset by `begin`)
-/// and per-instance ones (WASI, resource table, limits).
+/// The state of a route instance: per-invocation slices (reset by `end`),
+/// the host services, and per-instance things (WASI, resource table, limits).
 pub struct HostState {
-    /// The request being routed and its server transaction; `None` while a
-    /// module is smoke-instantiated on load (no request exists then).
-    pub(crate) tx: Option<ServerTx>,
-    /// The route relayed the request at least once.
-    pub(crate) relayed: bool,
-    /// Edits the route made to the request, applied when it is relayed.
-    pub(crate) edits: Edits,
-    /// Extra targets for the next relay (lookup, append-branch), each with
-    /// the address to send it to when it is not the URI's own (NAT).
-    pub(crate) branches: Vec<Target>,
-    /// Where to send the Request-URI's branch instead of resolving it (set by
-    /// `lookup` from a binding's `received`; cleared by `set-ruri`).
-    pub(crate) ruri_next_hop: Option<NextHop>,
-    /// The event of an `on-event` / `on-notify` invocation.
-    pub(crate) event: Option<crate::events::Event>,
-    /// Time this invocation spent suspended in host calls (ms); extends its
-    /// wall-clock limit, which bounds running, not waiting.
-    pub(crate) suspended_ms: Arc<std::sync::atomic::AtomicU64>,
-    /// Runtime-wide services the imports use.
+    pub(crate) invocation: InvocationState,
+    pub(crate) message: MessageState,
+    pub(crate) tm: TmState,
+    pub(crate) events: EventsState,
+    // The host services the imports reach: process-wide, handed to every
+    // Store when it is made.
+    /// Runtime-wide services (the proxy core, `[routes.vars]`, HTTP).
     pub(crate) services: Arc<super::Services>,
-    pub(crate) record_route: bool,
-    pub(crate) on_reply: Option<Arc<str>>,
-    pub(crate) on_failure: Option<Arc<str>>,
-    /// The reply given to `on-reply` / `on-failure` (boxed: most invocations
-    /// have none, and every instance's state holds room for it).
-    pub(crate) reply: Option<Box<sip::Message>>,
-    /// Where that reply came from, when known.
-    pub(crate) reply_source: Option<(Proto, SocketAddr)>,
     pub(crate) location: Location,
     /// The event registry, once the server has started it.
     pub(crate) bus: Option<EventBus>,
@@ -57,12 +54,6 @@ pub struct HostState {
     pub(crate) module: Arc<str>,
     /// Epoch ticks of CPU left for this invocation.
     pub(crate) cpu_ticks_left: u64,
-    /// With `suspend = "replay"`, the invocation's calls with outside effects
-    /// (boxed: `None` otherwise, and every instance's state holds the slot).
-    pub(crate) journal: Option<Box<Journal>>,
-    /// Set by a `wait-for-event` that gave the instance up (`suspend =
-    /// "replay"`): the invocation ends with a trap and resumes by replay.
-    pub(crate) parked: Option<Parked>,
     pub(crate) limits: StoreLimits,
     // WASI with nothing granted: no files, no sockets, no environment, no
     // inherited stdio. Language runtimes need the interfaces to link. Made on
@@ -71,6 +62,22 @@ pub struct HostState {
     // (boxed for the same reason: an empty slot costs 8 bytes, not ~300).
     wasi: Option<Box<WasiCtx>>,
     table: ResourceTable,
+}
+
+/// What every interface may read of the invocation: its transaction, its
+/// journal, the time it spent suspended.
+#[derive(Default)]
+pub(crate) struct InvocationState {
+    /// The request being routed and its server transaction; `None` while a
+    /// module is smoke-instantiated on load (no request exists then) and in
+    /// event invocations.
+    pub(crate) tx: Option<ServerTx>,
+    /// With `suspend = "replay"`, the invocation's calls with outside effects
+    /// (boxed: `None` otherwise, and every instance's state holds the slot).
+    pub(crate) journal: Option<Box<Journal>>,
+    /// Time this invocation spent suspended in host calls (ms); extends its
+    /// wall-clock limit, which bounds running, not waiting.
+    pub(crate) suspended_ms: Arc<AtomicU64>,
 }
 
 impl HostState {
@@ -84,33 +91,21 @@ impl HostState {
         cpu_ticks: u64,
     ) -> HostState {
         HostState {
-            tx: None,
-            relayed: false,
-            edits: Edits::default(),
-            branches: Vec::new(),
-            ruri_next_hop: None,
-            event: None,
-            suspended_ms: Arc::default(),
-            record_route: false,
-            on_reply: None,
-            on_failure: None,
-            reply: None,
-            reply_source: None,
+            invocation: InvocationState::default(),
+            message: MessageState::default(),
+            tm: TmState::default(),
+            events: EventsState::default(),
+            services,
             location,
             bus,
-            services,
             module,
             cpu_ticks_left: cpu_ticks,
-            journal: None,
-            parked: None,
             limits,
             wasi: None,
             table: ResourceTable::new(),
         }
     }
-}
 
-impl HostState {
     /// Readies a state for a new invocation: the CPU budget is refilled and
     /// the transaction set. The state is a new one or one a finished
     /// invocation [`end`](Self::end)ed (the only way an instance goes back to
@@ -118,7 +113,7 @@ impl HostState {
     /// persists is what belongs to the instance: its WASI context and
     /// resource table, its memory limits, the services.
     pub(crate) fn begin(&mut self, tx: Option<ServerTx>, cpu_ticks: u64, bus: Option<&EventBus>) {
-        self.tx = tx;
+        self.invocation.tx = tx;
         self.cpu_ticks_left = cpu_ticks;
         if self.bus.is_none() {
             self.bus = bus.cloned();
@@ -128,56 +123,115 @@ impl HostState {
     /// Drops what the finished invocation held, so an idle warm instance
     /// keeps no transaction, request or event alive.
     pub(crate) fn end(&mut self) {
-        self.tx = None;
-        self.relayed = false;
-        self.edits = Edits::default();
-        self.branches.clear();
-        self.ruri_next_hop = None;
-        self.event = None;
-        self.suspended_ms.store(0, std::sync::atomic::Ordering::Relaxed);
-        self.record_route = false;
-        self.on_reply = None;
-        self.on_failure = None;
-        self.reply = None;
-        self.reply_source = None;
-        self.journal = None;
-        self.parked = None;
+        self.invocation.end();
+        self.message.end();
+        self.tm.end();
+        self.events.end();
     }
 }
 
+impl InvocationState {
+    fn end(&mut self) {
+        self.tx = None;
+        self.journal = None;
+        self.suspended_ms.store(0, Ordering::Relaxed);
+    }
+}
+
+// The projections: for each interface, the view of this state its host side
+// gets for one call (`host::add_to_linker` links them). Building one copies a
+// few references.
 impl HostState {
-    /// Runs `wait`, a host-side wait bounded by `max`, counting it as
-    /// suspended time: the whole of `max` is counted while it runs (so the
-    /// wall-clock limit cannot fire in the middle of a legitimate wait) and
-    /// the unused part is given back after.
-    pub(crate) fn suspended<F: std::future::Future>(
-        &self,
-        max: std::time::Duration,
-        wait: F,
-    ) -> impl std::future::Future<Output = F::Output> + use<F> {
-        use std::sync::atomic::Ordering;
-        // Only the counter is held across the wait (HostState is not Sync).
-        let counter = self.suspended_ms.clone();
-        async move {
-            let max_ms = max.as_millis() as u64;
-            let started = std::time::Instant::now();
-            counter.fetch_add(max_ms, Ordering::Relaxed);
-            let out = wait.await;
-            let used = (started.elapsed().as_millis() as u64).min(max_ms);
-            counter.fetch_sub(max_ms - used, Ordering::Relaxed);
-            out
+    pub(crate) fn message(&mut self) -> MessageView<'_> {
+        MessageView {
+            tx: self.invocation.tx.as_ref(),
+            message: &mut self.message,
+            ruri_next_hop: &mut self.tm.ruri_next_hop,
         }
     }
 
-    /// The invocation's transaction; traps the guest when there is none.
-    pub(crate) fn tx(&self) -> wasmtime::Result<&ServerTx> {
-        self.tx.as_ref().ok_or_else(|| wasmtime::format_err!("no request in this invocation"))
+    pub(crate) fn tm(&mut self) -> TmView<'_> {
+        TmView {
+            tx: self.invocation.tx.as_ref(),
+            journal: self.invocation.journal.as_deref_mut(),
+            edits: &mut self.message.edits,
+            tm: &mut self.tm,
+            event: self.events.event.as_ref(),
+            services: &self.services,
+        }
+    }
+
+    pub(crate) fn location(&mut self) -> LocationView<'_> {
+        LocationView {
+            tx: self.invocation.tx.as_ref(),
+            journal: self.invocation.journal.as_deref_mut(),
+            edits: &mut self.message.edits,
+            ruri_next_hop: &mut self.tm.ruri_next_hop,
+            branches: &mut self.tm.branches,
+            location: &self.location,
+        }
+    }
+
+    pub(crate) fn events(&mut self) -> EventsView<'_> {
+        EventsView {
+            tx: self.invocation.tx.as_ref(),
+            journal: self.invocation.journal.as_deref_mut(),
+            suspended_ms: &self.invocation.suspended_ms,
+            parked: &mut self.events.parked,
+            bus: self.bus.as_ref(),
+            services: &self.services,
+        }
+    }
+
+    pub(crate) fn rest(&mut self) -> RestView<'_> {
+        RestView {
+            journal: self.invocation.journal.as_deref_mut(),
+            suspended_ms: &self.invocation.suspended_ms,
+            services: &self.services,
+        }
+    }
+
+    pub(crate) fn config(&mut self) -> ConfigView<'_> {
+        ConfigView { services: &self.services }
+    }
+
+    pub(crate) fn log(&mut self) -> LogView<'_> {
+        LogView { tx: self.invocation.tx.as_ref(), journal: self.invocation.journal.as_deref(), module: &self.module }
+    }
+}
+
+/// The invocation's transaction, for an import that needs one; traps the
+/// guest when there is none (an event invocation, or a module's start-up).
+pub(crate) fn need_tx(tx: Option<&ServerTx>) -> wasmtime::Result<&ServerTx> {
+    tx.ok_or_else(|| wasmtime::format_err!("no request in this invocation"))
+}
+
+/// Runs `wait`, a host-side wait bounded by `max`, counting it in `counter`
+/// (an invocation's [`InvocationState::suspended_ms`]) as suspended time: the
+/// whole of `max` is counted while it runs (so the wall-clock limit cannot
+/// fire in the middle of a legitimate wait) and the unused part is given back
+/// after.
+pub(crate) fn suspended<F: std::future::Future>(
+    counter: &Arc<AtomicU64>,
+    max: std::time::Duration,
+    wait: F,
+) -> impl std::future::Future<Output = F::Output> + use<F> {
+    // Only the counter is held across the wait, not the import's view.
+    let counter = counter.clone();
+    async move {
+        let max_ms = max.as_millis() as u64;
+        let started = std::time::Instant::now();
+        counter.fetch_add(max_ms, Ordering::Relaxed);
+        let out = wait.await;
+        let used = (started.elapsed().as_millis() as u64).min(max_ms);
+        counter.fetch_sub(max_ms - used, Ordering::Relaxed);
+        out
     }
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        let journal = self.journal.as_deref();
+        let journal = self.invocation.journal.as_deref();
         WasiCtxView { ctx: self.wasi.get_or_insert_with(|| new_wasi(journal)), table: &mut self.table }
     }
 }

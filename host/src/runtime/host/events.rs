@@ -3,15 +3,71 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use wasmtime::component::{HasData, Linker};
+
 use crate::events::ebr::Filters;
-use crate::events::{self, Event, Params};
+use crate::events::{self, Event, EventBus, Params};
+use crate::runtime::Services;
 use crate::runtime::bindings::events as wit;
 use crate::runtime::bindings::types::{Param, Value};
-use crate::runtime::replay::{Parked, WAIT_FOR_EVENT, fingerprint};
-use crate::runtime::state::HostState;
+use crate::runtime::replay::{Import, Journal, Journaled, Parked, fingerprint};
+use crate::runtime::state::{HostState, need_tx, suspended};
 use crate::transaction::{ServerTx, Transactions};
+
+/// The events of an invocation: the one it was started for, and a wait the
+/// guest gave its instance up for.
+#[derive(Default)]
+pub(crate) struct EventsState {
+    /// The event of an `on-event` / `on-notify` invocation.
+    pub(crate) event: Option<Event>,
+    /// Set by a `wait-for-event` that gave the instance up (`suspend =
+    /// "replay"`): the invocation ends with a trap and resumes by replay.
+    pub(crate) parked: Option<Parked>,
+}
+
+impl EventsState {
+    pub(crate) fn end(&mut self) {
+        self.event = None;
+        self.parked = None;
+    }
+}
+
+/// What `events` reaches for one call ([`HostState::events`]).
+pub(crate) struct EventsView<'a> {
+    /// The subscriber of `notify-on-event`.
+    pub(crate) tx: Option<&'a ServerTx>,
+    pub(crate) journal: Option<&'a mut Journal>,
+    pub(crate) suspended_ms: &'a Arc<AtomicU64>,
+    pub(crate) parked: &'a mut Option<Parked>,
+    pub(crate) bus: Option<&'a EventBus>,
+    /// For the live transactions, which a subscription's expiry tells.
+    pub(crate) services: &'a Services,
+}
+
+impl<'a> EventsView<'a> {
+    fn tx(&self) -> wasmtime::Result<&'a ServerTx> {
+        need_tx(self.tx)
+    }
+}
+
+impl Journaled for EventsView<'_> {
+    fn journal(&mut self) -> Option<&mut Journal> {
+        self.journal.as_deref_mut()
+    }
+}
+
+struct HasEvents;
+
+impl HasData for HasEvents {
+    type Data<'a> = EventsView<'a>;
+}
+
+pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<HostState, HasEvents>(linker, HostState::events)
+}
 
 /// OpenSIPS's MAX_EVENT_NAME.
 const MAX_EVENT_NAME: usize = 64;
@@ -19,7 +75,7 @@ const MAX_EVENT_NAME: usize = 64;
 /// host bounds every EBR wait with its own timer whatever the guest does.
 pub(crate) const MAX_EBR_TIMEOUT_S: u32 = 3600;
 
-impl HostState {
+impl<'a> EventsView<'a> {
     /// Checks an EBR call's arguments: the event name, the timeout (bounded
     /// by the host whatever the guest asks) and the filters.
     fn ebr_request(
@@ -27,14 +83,14 @@ impl HostState {
         event: &str,
         filters: &[String],
         timeout_s: u32,
-    ) -> Result<(&events::EventBus, Filters, Duration), String> {
+    ) -> Result<(&'a EventBus, Filters, Duration), String> {
         if event.is_empty() || event.len() > MAX_EVENT_NAME {
             return Err(format!("event name must be 1..={MAX_EVENT_NAME} bytes"));
         }
         if timeout_s == 0 || timeout_s > MAX_EBR_TIMEOUT_S {
             return Err(format!("timeout-s must be 1..={MAX_EBR_TIMEOUT_S}"));
         }
-        let bus = self.bus.as_ref().ok_or("the event interface is not running")?;
+        let bus = self.bus.ok_or("the event interface is not running")?;
         let filters = Filters::parse(filters).map_err(|e| e.to_string())?;
         Ok((bus, filters, Duration::from_secs(timeout_s.into())))
     }
@@ -47,7 +103,7 @@ impl HostState {
 /// an `on-failure` route) at the subscription's timeout rather than at Timer
 /// C; when the transaction ends, they go with it, so a late event runs no
 /// `on-notify` for a finished call.
-fn tie_to_transaction(bus: &events::EventBus, tx: &ServerTx, transactions: &Transactions) {
+fn tie_to_transaction(bus: &EventBus, tx: &ServerTx, transactions: &Transactions) {
     let tid = tx.id();
     let transactions = transactions.clone();
     bus.on_notifications_expired(tid, move || {
@@ -94,9 +150,9 @@ pub(crate) fn event_to_guest(event: &Event) -> crate::runtime::bindings::types::
     }
 }
 
-impl wit::Host for HostState {
+impl wit::Host for EventsView<'_> {
     fn raise_event(&mut self, name: String, params: Vec<Param>) -> wasmtime::Result<Result<u32, String>> {
-        self.once("events.raise-event", &name, |state| Ok(state.raise(&name, params)))
+        self.once(Import::RaiseEvent, &name, |state| Ok(state.raise(&name, params)))
     }
 
     fn notify_on_event(
@@ -107,7 +163,7 @@ impl wit::Host for HostState {
         timeout_s: u32,
     ) -> wasmtime::Result<Result<(), String>> {
         self.tx()?;
-        self.once("events.notify-on-event", (&event, &filters, &route, timeout_s), |state| {
+        self.once(Import::NotifyOnEvent, (&event, &filters, &route, timeout_s), |state| {
             state.subscribe(&event, &filters, route.clone(), timeout_s)
         })
     }
@@ -125,7 +181,7 @@ impl wit::Host for HostState {
             Ok(registered) => registered,
             Err(e) => return Ok(Err(e)),
         };
-        let got = self.suspended(timeout, wait).await;
+        let got = suspended(self.suspended_ms, timeout, wait).await;
         Ok(Ok(got.map(|ev| event_to_guest(&ev))))
     }
 }
@@ -133,24 +189,24 @@ impl wit::Host for HostState {
 /// What `wait-for-event` returns to the guest.
 type WaitResult = Result<Option<crate::runtime::bindings::types::Event>, String>;
 
-impl HostState {
+impl EventsView<'_> {
     /// `wait-for-event` with `suspend = "replay"`: on replay, the event (or
     /// timeout) the first run waited for; live, the waiter is registered and
     /// the run ends with the guest parked ([`Parked`]), its instance dropped.
     fn park_for_event(&mut self, event: String, filters: Vec<String>, timeout_s: u32) -> wasmtime::Result<WaitResult> {
         let args = fingerprint((&event, &filters, timeout_s));
-        if let Some(recorded) = self.replayed(WAIT_FOR_EVENT, args) {
+        if let Some(recorded) = self.replayed(Import::WaitForEvent, args) {
             return recorded;
         }
         match self.register_wait(&event, &filters, timeout_s) {
             Ok((wait, _)) => {
-                self.parked = Some(Parked { wait: Box::pin(wait), args });
+                *self.parked = Some(Parked { wait: Box::pin(wait), args });
                 Err(wasmtime::format_err!("parked in wait-for-event, to be resumed by replay"))
             }
             // Recorded: a later run must see the same refusal (the registry's
             // limits may have room by then).
             Err(e) => {
-                self.record(WAIT_FOR_EVENT, args, WaitResult::Err(e.clone()));
+                self.record(Import::WaitForEvent, args, WaitResult::Err(e.clone()));
                 Ok(Err(e))
             }
         }
@@ -173,7 +229,7 @@ impl HostState {
         if name.is_empty() || name.len() > MAX_EVENT_NAME {
             return Err(format!("event name must be 1..={MAX_EVENT_NAME} bytes"));
         }
-        let Some(bus) = &self.bus else {
+        let Some(bus) = self.bus else {
             return Err("the event interface is not running".into());
         };
         let params = Params(params.into_iter().map(|p| (p.name, to_host(p.value))).collect());
@@ -191,7 +247,7 @@ impl HostState {
     ) -> wasmtime::Result<Result<(), String>> {
         // The subscriber is the invocation's transaction: on-notify gets its
         // id back to inject branches into it.
-        let tx = self.tx()?.clone();
+        let tx = self.tx()?;
         let tid = tx.id();
         let (bus, filters, timeout) = match self.ebr_request(event, filters, timeout_s) {
             Ok(request) => request,
@@ -200,7 +256,7 @@ impl HostState {
         if let Err(e) = bus.notify_on_event(event, filters, Arc::from(route), tid, timeout) {
             return Ok(Err(e.to_string()));
         }
-        tie_to_transaction(bus, &tx, &self.services.transactions);
+        tie_to_transaction(bus, tx, &self.services.transactions);
         Ok(Ok(()))
     }
 }

@@ -3,13 +3,49 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::location::Binding;
+use wasmtime::component::{HasData, Linker};
+
+use crate::location::{Binding, Location};
 use crate::runtime::bindings::location;
 use crate::runtime::bindings::types::Contact;
-use crate::runtime::state::HostState;
-use crate::sip::Method;
-use crate::transaction::Target;
+use crate::runtime::replay::{Import, Journal, Journaled};
+use crate::runtime::state::{HostState, need_tx};
+use crate::sip::{Edits, Method};
+use crate::transaction::{ServerTx, Target};
 use crate::transport::NextHop;
+
+/// What `location` reaches for one call ([`HostState::location`]): besides
+/// the location service, the request's targets, which `lookup` sets.
+pub(crate) struct LocationView<'a> {
+    pub(crate) tx: Option<&'a ServerTx>,
+    pub(crate) journal: Option<&'a mut Journal>,
+    pub(crate) edits: &'a mut Edits,
+    pub(crate) ruri_next_hop: &'a mut Option<NextHop>,
+    pub(crate) branches: &'a mut Vec<Target>,
+    pub(crate) location: &'a Location,
+}
+
+impl<'a> LocationView<'a> {
+    fn tx(&self) -> wasmtime::Result<&'a ServerTx> {
+        need_tx(self.tx)
+    }
+}
+
+impl Journaled for LocationView<'_> {
+    fn journal(&mut self) -> Option<&mut Journal> {
+        self.journal.as_deref_mut()
+    }
+}
+
+struct HasLocation;
+
+impl HasData for HasLocation {
+    type Data<'a> = LocationView<'a>;
+}
+
+pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    location::add_to_linker::<HostState, HasLocation>(linker, HostState::location)
+}
 
 fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -24,15 +60,15 @@ fn contact(binding: &Binding, now: u64) -> Contact {
     }
 }
 
-impl location::Host for HostState {
+impl location::Host for LocationView<'_> {
     fn save(&mut self) -> wasmtime::Result<Result<u16, String>> {
-        self.once("location.save", (), |state| state.save_live())
+        self.once(Import::LocationSave, (), |state| state.save_live())
     }
 
     fn lookup(&mut self) -> wasmtime::Result<u32> {
         let tx = self.tx()?;
         let ruri = self.edits.request_uri(tx.request()).to_string();
-        let found: Vec<Target> = self.once("location.lookup", &ruri, |state| {
+        let found: Vec<Target> = self.once(Import::LocationLookup, &ruri, |state| {
             let bindings = state.location.lookup(&ruri).into_iter();
             Ok(bindings.map(|b| Target { uri: b.contact, next_hop: b.received }).collect())
         })?;
@@ -43,27 +79,27 @@ impl location::Host for HostState {
         let mut contacts = found.into_iter();
         if let Some(Target { uri: best, next_hop }) = contacts.next() {
             self.edits.set_request_uri(best);
-            self.ruri_next_hop = next_hop;
+            *self.ruri_next_hop = next_hop;
             self.branches.extend(contacts);
         }
         Ok(count)
     }
 
     fn lookup_aor(&mut self, aor: String) -> wasmtime::Result<Vec<Contact>> {
-        self.once("location.lookup-aor", &aor, |state| {
+        self.once(Import::LocationLookupAor, &aor, |state| {
             let now = now_unix();
             Ok(state.location.lookup(&aor).iter().map(|b| contact(b, now)).collect())
         })
     }
 
     fn unregister(&mut self, aor: String, contact_uri: Option<String>) -> wasmtime::Result<u32> {
-        self.once("location.unregister", (&aor, &contact_uri), |state| {
+        self.once(Import::LocationUnregister, (&aor, &contact_uri), |state| {
             Ok(state.location.unregister(&aor, contact_uri.as_deref()) as u32)
         })
     }
 }
 
-impl HostState {
+impl LocationView<'_> {
     /// `save`: stores the REGISTER's bindings and answers it.
     fn save_live(&mut self) -> wasmtime::Result<Result<u16, String>> {
         let tx = self.tx()?;

@@ -1,18 +1,41 @@
 //! `sipbox:route/log`: guest log lines go to the host's log, tagged with the
 //! route module and the transaction they belong to.
 
+use wasmtime::component::{HasData, Linker};
+
 use crate::runtime::bindings::log;
 use crate::runtime::bindings::types::Level;
+use crate::runtime::replay::Journal;
 use crate::runtime::state::HostState;
+use crate::transaction::ServerTx;
 
 /// Longest log line a guest may write; longer ones are cut, so a guest cannot
 /// flood the log with one call.
 const MAX_LOG_LINE: usize = 4096;
 
-impl log::Host for HostState {
+/// What `log` reaches for one call ([`HostState::log`]).
+pub(crate) struct LogView<'a> {
+    /// For the transaction id a line is tagged with.
+    pub(crate) tx: Option<&'a ServerTx>,
+    pub(crate) journal: Option<&'a Journal>,
+    pub(crate) module: &'a str,
+}
+
+struct HasLog;
+
+impl HasData for HasLog {
+    type Data<'a> = LogView<'a>;
+}
+
+pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    log::add_to_linker::<HostState, HasLog>(linker, HostState::log)
+}
+
+impl log::Host for LogView<'_> {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        // A replayed guest wrote this line on its first run already.
-        if self.replaying() {
+        // A replayed guest wrote this line on its first run already
+        // (`Import::Log` is skipped on replay).
+        if self.journal.is_some_and(Journal::replaying) {
             return Ok(());
         }
         let mut text = message.as_str();
@@ -23,8 +46,8 @@ impl log::Host for HostState {
             }
             text = &text[..end];
         }
-        let module = &*self.module;
-        let tid = self.tx.as_ref().map(|tx| tx.id()).unwrap_or(0);
+        let module = self.module;
+        let tid = self.tx.map(|tx| tx.id()).unwrap_or(0);
         match level {
             Level::Trace => tracing::trace!(target: "route", module, tid, "{text}"),
             Level::Debug => tracing::debug!(target: "route", module, tid, "{text}"),

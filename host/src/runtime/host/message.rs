@@ -2,24 +2,79 @@
 //! of a branch's reply. Reads see the message as received (with the route's
 //! own Request-URI change); writes go to the invocation's edit list.
 
-use wasmtime::component::Resource;
+use std::net::SocketAddr;
+
+use wasmtime::component::{HasData, Linker, Resource};
 
 use crate::runtime::bindings::message::{self, HostReply, HostRequest};
 use crate::runtime::bindings::types::Peer;
-use crate::runtime::state::HostState;
-use crate::sip::{self, HeaderName, Message};
-use crate::transport::Proto;
+use crate::runtime::state::{HostState, need_tx};
+use crate::sip::{self, Edits, HeaderName, Message};
+use crate::transaction::ServerTx;
+use crate::transport::{NextHop, Proto};
 
-/// The `request` resource: the invocation's request, kept in `HostState`.
+/// The `request` resource: the invocation's request, kept in its state.
 pub struct RequestHandle;
-/// The `reply` resource: the invocation's reply, kept in `HostState`.
+/// The `reply` resource: the invocation's reply, kept in [`MessageState`].
 pub struct ReplyHandle;
 
-/// Handle reps the host passes to the guest (the data is in `HostState`).
+/// Handle reps the host passes to the guest (the data is in the state).
 pub(crate) const REQUEST_REP: u32 = 0;
 pub(crate) const REPLY_REP: u32 = 1;
 
-impl message::Host for HostState {}
+/// The invocation's messages beyond the request itself: the route's edits to
+/// the request (which `tm` and `location` make too, and `tm.relay` applies),
+/// and the reply given to `on-reply` / `on-failure`.
+#[derive(Default)]
+pub(crate) struct MessageState {
+    /// Edits the route made to the request, applied when it is relayed.
+    pub(crate) edits: Edits,
+    /// The reply given to `on-reply` / `on-failure` (boxed: most invocations
+    /// have none, and every instance's state holds room for it).
+    pub(crate) reply: Option<Box<sip::Message>>,
+    /// Where that reply came from, when known (boxed for the same reason,
+    /// and so that this slice packs without the padding an unboxed address
+    /// brings: `HostState` stays as small as it was in one struct).
+    pub(crate) reply_source: Option<Box<(Proto, SocketAddr)>>,
+}
+
+impl MessageState {
+    pub(crate) fn end(&mut self) {
+        self.edits = Edits::default();
+        self.reply = None;
+        self.reply_source = None;
+    }
+}
+
+/// What `message` reaches for one call ([`HostState::message`]).
+pub(crate) struct MessageView<'a> {
+    pub(crate) tx: Option<&'a ServerTx>,
+    pub(crate) message: &'a mut MessageState,
+    /// Cleared by `set-ruri`: a lookup's next hop was for the old Request-URI.
+    pub(crate) ruri_next_hop: &'a mut Option<NextHop>,
+}
+
+impl<'a> MessageView<'a> {
+    fn tx(&self) -> wasmtime::Result<&'a ServerTx> {
+        need_tx(self.tx)
+    }
+
+    fn reply_msg(&self) -> wasmtime::Result<&Message> {
+        self.message.reply.as_deref().ok_or_else(|| wasmtime::format_err!("no reply in this invocation"))
+    }
+}
+
+struct HasMessage;
+
+impl HasData for HasMessage {
+    type Data<'a> = MessageView<'a>;
+}
+
+pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    message::add_to_linker::<HostState, HasMessage>(linker, HostState::message)
+}
+
+impl message::Host for MessageView<'_> {}
 
 fn peer(proto: Proto, addr: std::net::SocketAddr) -> Peer {
     Peer { transport: proto.to_string(), ip: addr.ip().to_string(), port: addr.port() }
@@ -67,7 +122,7 @@ pub(crate) fn check_sip_uri(uri: &str) -> Result<(), String> {
     Ok(())
 }
 
-impl HostRequest for HostState {
+impl HostRequest for MessageView<'_> {
     fn method(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
         let msg = self.tx()?.request();
         Ok(msg.method().map(|m| m.as_str().to_string()).unwrap_or_default())
@@ -75,14 +130,14 @@ impl HostRequest for HostState {
 
     fn ruri(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<String> {
         let msg = self.tx()?.request();
-        Ok(self.edits.request_uri(msg).to_string())
+        Ok(self.message.edits.request_uri(msg).to_string())
     }
 
     fn set_ruri(&mut self, _: Resource<RequestHandle>, uri: String) -> wasmtime::Result<Result<(), String>> {
         self.tx()?;
         Ok(check_sip_uri(&uri).map(|()| {
-            self.ruri_next_hop = None;
-            self.edits.set_request_uri(uri)
+            *self.ruri_next_hop = None;
+            self.message.edits.set_request_uri(uri)
         }))
     }
 
@@ -101,7 +156,7 @@ impl HostRequest for HostState {
         value: String,
     ) -> wasmtime::Result<Result<(), String>> {
         self.tx()?;
-        Ok(check_header(&name, &value).map(|()| self.edits.append(&name, value)))
+        Ok(check_header(&name, &value).map(|()| self.message.edits.append(&name, value)))
     }
 
     fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> wasmtime::Result<u32> {
@@ -110,7 +165,7 @@ impl HostRequest for HostState {
             return Ok(0);
         }
         // Lines of the received message plus lines the route itself added.
-        Ok((received + self.edits.remove_all_by_name(&name)) as u32)
+        Ok((received + self.message.edits.remove_all_by_name(&name)) as u32)
     }
 
     fn body(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<Vec<u8>> {
@@ -148,13 +203,7 @@ impl HostRequest for HostState {
     }
 }
 
-impl HostState {
-    fn reply_msg(&self) -> wasmtime::Result<&Message> {
-        self.reply.as_deref().ok_or_else(|| wasmtime::format_err!("no reply in this invocation"))
-    }
-}
-
-impl HostReply for HostState {
+impl HostReply for MessageView<'_> {
     fn status(&mut self, _: Resource<ReplyHandle>) -> wasmtime::Result<u16> {
         Ok(self.reply_msg()?.status().unwrap_or(0))
     }
@@ -173,7 +222,7 @@ impl HostReply for HostState {
 
     fn source(&mut self, _: Resource<ReplyHandle>) -> wasmtime::Result<Peer> {
         self.reply_msg()?;
-        Ok(self.reply_source.map(|(proto, addr)| peer(proto, addr)).unwrap_or(Peer {
+        Ok(self.message.reply_source.as_deref().map(|&(proto, addr)| peer(proto, addr)).unwrap_or(Peer {
             transport: String::new(),
             ip: String::new(),
             port: 0,

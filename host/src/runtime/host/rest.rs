@@ -3,11 +3,16 @@
 //! is in flight. Bounded: a timeout of at most [`MAX_TIMEOUT_MS`] and a
 //! response body of at most [`MAX_BODY`] bytes.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use wasmtime::component::{HasData, Linker};
+
+use crate::runtime::Services;
 use crate::runtime::bindings::rest::{self, Header, Response};
-use crate::runtime::replay::fingerprint;
-use crate::runtime::state::HostState;
+use crate::runtime::replay::{Import, Journal, Journaled, fingerprint};
+use crate::runtime::state::{HostState, suspended};
 
 /// Longest a route may wait for one HTTP exchange.
 pub(crate) const MAX_TIMEOUT_MS: u32 = 60_000;
@@ -22,6 +27,30 @@ fn check_url(url: &str) -> Result<reqwest::Url, String> {
     }
 }
 
+/// What `rest` reaches for one call ([`HostState::rest`]).
+pub(crate) struct RestView<'a> {
+    pub(crate) journal: Option<&'a mut Journal>,
+    pub(crate) suspended_ms: &'a Arc<AtomicU64>,
+    /// For the HTTP connection pool.
+    pub(crate) services: &'a Services,
+}
+
+impl Journaled for RestView<'_> {
+    fn journal(&mut self) -> Option<&mut Journal> {
+        self.journal.as_deref_mut()
+    }
+}
+
+struct HasRest;
+
+impl HasData for HasRest {
+    type Data<'a> = RestView<'a>;
+}
+
+pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    rest::add_to_linker::<HostState, HasRest>(linker, HostState::rest)
+}
+
 /// A route's HTTP request, as its import call gave it.
 struct HttpRequest {
     method: reqwest::Method,
@@ -31,7 +60,7 @@ struct HttpRequest {
     timeout_ms: u32,
 }
 
-impl HostState {
+impl RestView<'_> {
     /// One HTTP exchange, once per invocation: a replayed guest gets the
     /// response of its first run (`replay.rs`), and the request is not sent
     /// again.
@@ -40,7 +69,7 @@ impl HostState {
         if self.journal.is_none() {
             return Ok(self.exchange(request).await);
         }
-        let import = if request.method == reqwest::Method::GET { "rest.get" } else { "rest.post" };
+        let import = if request.method == reqwest::Method::GET { Import::RestGet } else { Import::RestPost };
         let args = fingerprint(&request.url);
         if let Some(recorded) = self.replayed(import, args) {
             return recorded;
@@ -86,11 +115,11 @@ impl HostState {
             Ok(Response { status, headers, body })
         };
         // reqwest's timeout covers the whole exchange, body included.
-        self.suspended(Duration::from_millis(timeout_ms.into()), fetch).await
+        suspended(self.suspended_ms, Duration::from_millis(timeout_ms.into()), fetch).await
     }
 }
 
-impl rest::Host for HostState {
+impl rest::Host for RestView<'_> {
     async fn get(
         &mut self,
         url: String,

@@ -4,14 +4,84 @@
 
 use std::sync::Arc;
 
+use wasmtime::component::{HasData, Linker};
+
+use crate::events::Event;
+use crate::runtime::Services;
 use crate::runtime::bindings::tm::{self, BranchSource, InjectFlags};
 use crate::runtime::host::message::check_sip_uri;
-use crate::runtime::state::HostState;
-use crate::sip::{HeaderName, Uri};
+use crate::runtime::replay::{Import, Journal, Journaled};
+use crate::runtime::state::{HostState, need_tx};
+use crate::sip::{Edits, HeaderName, Uri};
 use crate::transaction::{Forward, ServerTx, Target, TmError};
 use crate::transport::NextHop;
 
-impl tm::Host for HostState {
+/// How and where the next relay goes, as the route chose so far: its targets
+/// beyond the Request-URI (which `location.lookup` sets too), Record-Route,
+/// the hooks; and whether the request went on without the route.
+#[derive(Default)]
+pub(crate) struct TmState {
+    /// Extra targets for the next relay (lookup, append-branch), each with
+    /// the address to send it to when it is not the URI's own (NAT).
+    pub(crate) branches: Vec<Target>,
+    /// Where to send the Request-URI's branch instead of resolving it (set by
+    /// `lookup` from a binding's `received`; cleared by `set-ruri`).
+    pub(crate) ruri_next_hop: Option<NextHop>,
+    record_route: bool,
+    on_reply: Option<Arc<str>>,
+    on_failure: Option<Arc<str>>,
+    /// The route relayed the request at least once (or left it to injected
+    /// branches): a failure later in the invocation does not answer it 500.
+    pub(crate) relayed: bool,
+}
+
+impl TmState {
+    pub(crate) fn end(&mut self) {
+        self.branches.clear();
+        self.ruri_next_hop = None;
+        self.record_route = false;
+        self.on_reply = None;
+        self.on_failure = None;
+        self.relayed = false;
+    }
+}
+
+/// What `tm` reaches for one call ([`HostState::tm`]).
+pub(crate) struct TmView<'a> {
+    pub(crate) tx: Option<&'a ServerTx>,
+    pub(crate) journal: Option<&'a mut Journal>,
+    /// The request's edits: a relay carries them, `loose-route` makes one.
+    pub(crate) edits: &'a mut Edits,
+    pub(crate) tm: &'a mut TmState,
+    /// The event of an `on-notify` invocation, for `inject-branches(event-contact)`.
+    pub(crate) event: Option<&'a Event>,
+    /// For the proxy core, to reach other transactions.
+    pub(crate) services: &'a Services,
+}
+
+impl<'a> TmView<'a> {
+    fn tx(&self) -> wasmtime::Result<&'a ServerTx> {
+        need_tx(self.tx)
+    }
+}
+
+impl Journaled for TmView<'_> {
+    fn journal(&mut self) -> Option<&mut Journal> {
+        self.journal.as_deref_mut()
+    }
+}
+
+struct HasTm;
+
+impl HasData for HasTm {
+    type Data<'a> = TmView<'a>;
+}
+
+pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    tm::add_to_linker::<HostState, HasTm>(linker, HostState::tm)
+}
+
+impl tm::Host for TmView<'_> {
     fn reply(&mut self, code: u16, reason: String) -> wasmtime::Result<Result<(), String>> {
         self.tx()?;
         if !(100..=699).contains(&code) {
@@ -20,14 +90,14 @@ impl tm::Host for HostState {
         if reason.contains(['\r', '\n', '\0']) {
             return Ok(Err("reason phrase contains CR, LF or NUL".into()));
         }
-        self.once("tm.reply", (code, &reason), |state| {
+        self.once(Import::TmReply, (code, &reason), |state| {
             Ok(state.tx()?.reply(code, &reason, &[], None).map_err(|e| e.to_string()))
         })
     }
 
     fn record_route(&mut self) -> wasmtime::Result<()> {
         self.tx()?;
-        self.record_route = true;
+        self.tm.record_route = true;
         Ok(())
     }
 
@@ -49,7 +119,7 @@ impl tm::Host for HostState {
 
     fn append_branch(&mut self, uri: String) -> wasmtime::Result<Result<(), String>> {
         self.tx()?;
-        Ok(check_sip_uri(&uri).map(|()| self.branches.push(Target::uri(uri))))
+        Ok(check_sip_uri(&uri).map(|()| self.tm.branches.push(Target::uri(uri))))
     }
 
     fn relay(&mut self) -> wasmtime::Result<Result<(), String>> {
@@ -59,20 +129,21 @@ impl tm::Host for HostState {
             Ok(forward) => forward,
             Err(e) => return Ok(Err(e)),
         };
-        let result = self.once("tm.relay", (), |state| Ok(state.tx()?.relay(forward).map_err(|e| e.to_string())))?;
+        let result =
+            self.once(Import::TmRelay, (), |state| Ok(state.tx()?.relay(forward).map_err(|e| e.to_string())))?;
         if result.is_ok() {
-            self.relayed = true;
+            self.tm.relayed = true;
         }
         Ok(result)
     }
 
     fn on_reply(&mut self, route: String) -> wasmtime::Result<()> {
-        self.on_reply = Some(Arc::from(route));
+        self.tm.on_reply = Some(Arc::from(route));
         Ok(())
     }
 
     fn on_failure(&mut self, route: String) -> wasmtime::Result<()> {
-        self.on_failure = Some(Arc::from(route));
+        self.tm.on_failure = Some(Arc::from(route));
         Ok(())
     }
 
@@ -96,19 +167,19 @@ impl tm::Host for HostState {
             Ok(forward) => forward,
             Err(e) => return Ok(Err(e)),
         };
-        let result = self.once("tm.wait-for-new-branches", expected, |state| {
+        let result = self.once(Import::TmWaitForNewBranches, expected, |state| {
             Ok(state.tx()?.wait_for_new_branches(template, expected).map_err(|e| e.to_string()))
         })?;
         if result.is_ok() {
             // The transaction now lives on without the route: do not answer
             // it 500 if this invocation fails later.
-            self.relayed = true;
+            self.tm.relayed = true;
         }
         Ok(result)
     }
 
     fn wait_no_more_branches(&mut self, tid: u64) -> wasmtime::Result<Result<bool, String>> {
-        self.once("tm.wait-no-more-branches", tid, |state| Ok(state.find_tx(tid).map(|tx| tx.stop_waiting())))
+        self.once(Import::TmWaitNoMoreBranches, tid, |state| Ok(state.find_tx(tid).map(|tx| tx.stop_waiting())))
     }
 
     fn inject_branches(
@@ -117,11 +188,11 @@ impl tm::Host for HostState {
         source: BranchSource,
         flags: InjectFlags,
     ) -> wasmtime::Result<Result<u32, String>> {
-        self.once("tm.inject-branches", tid, |state| Ok(state.inject(tid, source, flags)))
+        self.once(Import::TmInjectBranches, tid, |state| Ok(state.inject(tid, source, flags)))
     }
 }
 
-impl HostState {
+impl TmView<'_> {
     fn inject(&mut self, tid: u64, source: BranchSource, flags: InjectFlags) -> Result<u32, String> {
         let targets = match source {
             BranchSource::Uris(uris) => {
@@ -148,12 +219,12 @@ impl HostState {
     /// The Forward for the request as the route shaped it; with `targets`,
     /// the Request-URI and the branches (which are consumed).
     fn forward(&mut self, targets: bool) -> Result<Forward, String> {
-        let tx = self.tx().map_err(|e| e.to_string())?.clone();
+        let tx = self.tx().map_err(|e| e.to_string())?;
         let mut forward = Forward {
             edits: self.edits.clone(),
-            record_route: self.record_route,
-            on_reply: self.on_reply.clone(),
-            on_failure: self.on_failure.clone(),
+            record_route: self.tm.record_route,
+            on_reply: self.tm.on_reply.clone(),
+            on_failure: self.tm.on_failure.clone(),
             ..Forward::default()
         };
         if targets {
@@ -161,9 +232,9 @@ impl HostState {
             if let Err(e) = Uri::parse(&ruri) {
                 return Err(format!("cannot relay to Request-URI {ruri:?}: {e}"));
             }
-            forward.targets.reserve(1 + self.branches.len());
-            forward.targets.push(Target { uri: ruri, next_hop: self.ruri_next_hop.clone() });
-            forward.targets.append(&mut self.branches);
+            forward.targets.reserve(1 + self.tm.branches.len());
+            forward.targets.push(Target { uri: ruri, next_hop: self.tm.ruri_next_hop.clone() });
+            forward.targets.append(&mut self.tm.branches);
         }
         Ok(forward)
     }
@@ -173,7 +244,7 @@ impl HostState {
     /// "sip:IP:PORT[;transport=tcp]", or "udp:IP:PORT"). A `received` that
     /// is no next hop fails here, as a bad target of the injection.
     fn event_contact(&self) -> Result<Target, String> {
-        let event = self.event.as_ref().ok_or("no event in this invocation (use it from on-notify)")?;
+        let event = self.event.ok_or("no event in this invocation (use it from on-notify)")?;
         let text = |name: &str| match event.param(name) {
             Some(crate::events::Value::Str(s)) if !s.is_empty() => Some(s.clone()),
             _ => None,
