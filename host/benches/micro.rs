@@ -39,7 +39,7 @@ use sipbox::location::{Location, LocationConfig};
 use sipbox::runtime::{Limits, RouteSource, Runtime, bench_hooks};
 use sipbox::sip::{self, Bytes, Edits, HeaderName, Message};
 use sipbox::transaction::{BoxFut, Core, Router, ServerTx, Timers};
-use sipbox::transport::{DeferredHandler, Inbound, InboundHandler, ListenSpec, Proto, Transports};
+use sipbox::transport::{Inbound, InboundHandler, ListenSpec, Proto, Transports};
 
 /// How long the harness waits for anything the proxy should do at once.
 const WAIT: Duration = Duration::from_secs(5);
@@ -187,9 +187,8 @@ impl Proxy {
         let (core, bus, listener) = tokio.block_on(async {
             let bus = EventBus::new(&EventsConfig::default());
             runtime.set_event_bus(bus.clone());
-            let deferred = DeferredHandler::new();
             let listen = [ListenSpec { proto: Proto::Udp, addr: "127.0.0.1:0".parse()? }];
-            let transports = Transports::bind(&listen, deferred.clone()).await?;
+            let (transports, listeners) = Transports::bind(&listen).await?;
             let listener = transports.listeners()[0].addr;
             // Short timers: a finished transaction's Timer J/I (64*T1, T4)
             // ends within a second, so thousands of iterations do not pile
@@ -197,7 +196,7 @@ impl Proxy {
             let timers = Timers { t1_ms: 20, t4_ms: 100, ..Timers::default() };
             let core = Core::new(transports, timers, timed);
             runtime.set_core(core.clone());
-            deferred.set(Arc::new(core.clone()));
+            listeners.start(Arc::new(core.clone()));
             anyhow::Ok((core, bus, listener))
         })?;
         let caller = UdpSocket::bind("127.0.0.1:0")?;

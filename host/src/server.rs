@@ -14,7 +14,7 @@ use crate::mi::{self, MiContext};
 use crate::pike::Pike;
 use crate::runtime::{RouteSource, Runtime};
 use crate::transaction::Core;
-use crate::transport::{DeferredHandler, Transports};
+use crate::transport::{InboundHandler, Transports};
 
 /// The documented defaults (the repository's `sipbox.toml`).
 pub const DEFAULTS_TOML: &str = include_str!("../../sipbox.toml");
@@ -62,18 +62,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     runtime.set_vars(config.routes.vars.clone());
     usrloc::bridge(bus.clone(), &location);
 
-    // The transports need the core to hand messages to, and the core needs
-    // the transports to send: bind with a deferred handler, then point it at
-    // the core before any message can be processed.
-    let deferred = DeferredHandler::new();
-    let transports = Transports::bind(&listen, deferred.clone()).await.context("cannot open the SIP listeners")?;
+    // The core sends through the transports and handles what they receive:
+    // bind the sockets, build the core with the sending side, then start the
+    // receive loops with the core (behind pike when enabled) as their handler.
+    let (transports, listeners) = Transports::bind(&listen).await.context("cannot open the SIP listeners")?;
     let core = Core::new(transports.clone(), config.timers.clone(), Arc::new(runtime.clone()));
     runtime.set_core(core.clone());
-    if config.pike.enabled {
-        deferred.set(Pike::new(&config.pike, Arc::new(core.clone()), bus.clone()));
+    let handler: Arc<dyn InboundHandler> = if config.pike.enabled {
+        Pike::new(&config.pike, Arc::new(core.clone()), bus.clone())
     } else {
-        deferred.set(Arc::new(core.clone()));
-    }
+        Arc::new(core.clone())
+    };
+    listeners.start(handler);
 
     let mi_context = MiContext::new(bus.clone(), location.clone(), source.clone())
         .with_runtime(runtime.clone())

@@ -15,7 +15,7 @@ use sipbox::events::{EventBus, EventsConfig};
 use sipbox::location::{Location, LocationConfig};
 use sipbox::runtime::{Limits, RouteSource, Runtime, Suspend};
 use sipbox::transaction::{Core, Timers};
-use sipbox::transport::{DeferredHandler, ListenSpec, Proto, Transports};
+use sipbox::transport::{ListenSpec, Proto, Transports};
 
 /// Instances beyond `n`: room for the load-time smoke instantiation and strays.
 const HEADROOM: usize = 64;
@@ -64,13 +64,12 @@ pub async fn start_route(
     let bus = EventBus::new(&EventsConfig { ebr_max_waiters: n + HEADROOM, ..EventsConfig::default() });
     runtime.set_event_bus(bus.clone());
     runtime.set_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
-    let deferred = DeferredHandler::new();
     let listen = [ListenSpec { proto: Proto::Udp, addr: "127.0.0.1:0".parse()? }];
-    let transports = Transports::bind(&listen, deferred.clone()).await?;
+    let (transports, listeners) = Transports::bind(&listen).await?;
     let addr = transports.listeners()[0].addr;
     let core = Core::new(transports, Timers::default(), Arc::new(runtime.clone()));
     runtime.set_core(core.clone());
-    deferred.set(Arc::new(core.clone()));
+    listeners.start(Arc::new(core.clone()));
     Ok(ParkedCallServer { runtime, bus, addr, _core: core })
 }
 

@@ -5,6 +5,12 @@
 //! request came in on; requests to a peer reuse an existing connection). Each connection
 //! task reads, frames (`sip::frame_len`) and writes from a bounded queue, so a slow peer
 //! fills its own queue and [`TcpSide::send`] fails fast instead of blocking anyone.
+//!
+//! The two halves: [`TcpSide`] sends (it is part of [`Transports`](super::Transports));
+//! [`TcpReceiver`] holds the listening sockets until [`start`](TcpReceiver::start) hands it the
+//! [`InboundHandler`], then runs the accept loops and the connector. Every task that reads a
+//! connection needs the handler, so a connection `send` opens is not started by `send`: it is
+//! queued to the connector, which opens it and reads it with the handler.
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -39,17 +45,36 @@ pub(crate) const SEND_QUEUE_LEN: usize = 128;
 /// How long an outbound connect may take; queued messages are dropped after that.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The TCP half of the transports: the connection table and its shared state.
+/// The sending half of TCP: the connection table and its shared state.
 pub(super) struct TcpSide {
     shared: Arc<Shared>,
+}
+
+/// The receiving half of TCP, not started yet: the listening sockets and the queue of
+/// connections to open.
+pub(super) struct TcpReceiver {
+    shared: Arc<Shared>,
+    listeners: Vec<(TcpListener, SocketAddr)>,
+    connects: mpsc::UnboundedReceiver<Connect>,
 }
 
 struct Shared {
     conns: Mutex<HashMap<SocketAddr, ConnEntry>>,
     permits: Arc<Semaphore>,
-    handler: Arc<dyn InboundHandler>,
     counters: Arc<Counters>,
     next_id: AtomicU64,
+    /// To the connector: connections `send` wants opened. Unbounded, but each holds one of
+    /// the [`MAX_TCP_CONNECTIONS`] permits.
+    connects: mpsc::UnboundedSender<Connect>,
+}
+
+/// An outbound connection `send` has entered in the table, for the connector to open.
+struct Connect {
+    dst: SocketAddr,
+    id: u64,
+    /// The connection's send queue (already holding the first message).
+    rx: mpsc::Receiver<Bytes>,
+    permit: OwnedSemaphorePermit,
 }
 
 struct ConnEntry {
@@ -66,48 +91,21 @@ struct ConnEntry {
 pub type ConnectFailed = Box<dyn FnOnce() + Send>;
 
 impl TcpSide {
-    pub(super) fn new(handler: Arc<dyn InboundHandler>, counters: Arc<Counters>) -> TcpSide {
-        TcpSide {
-            shared: Arc::new(Shared {
-                conns: Mutex::new(HashMap::new()),
-                permits: Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS)),
-                handler,
-                counters,
-                next_id: AtomicU64::new(1),
-            }),
-        }
+    /// Both halves over `listeners` (bound, not accepting yet).
+    pub(super) fn new(listeners: Vec<(TcpListener, SocketAddr)>, counters: Arc<Counters>) -> (TcpSide, TcpReceiver) {
+        let (connects_tx, connects) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            conns: Mutex::new(HashMap::new()),
+            permits: Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS)),
+            counters,
+            next_id: AtomicU64::new(1),
+            connects: connects_tx,
+        });
+        (TcpSide { shared: shared.clone() }, TcpReceiver { shared, listeners, connects })
     }
 
     pub(super) fn connection_count(&self) -> usize {
         self.shared.conns.lock().map_or(0, |c| c.len())
-    }
-
-    /// Accept loop: takes a connection permit before accepting, so at most
-    /// [`MAX_TCP_CONNECTIONS`] are open; accept errors back off (1 ms doubling to 1 s).
-    pub(super) fn spawn_acceptor(&self, listener: TcpListener, local: SocketAddr) {
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(1);
-            loop {
-                let Ok(permit) = shared.permits.clone().acquire_owned().await else { return };
-                match listener.accept().await {
-                    Ok((stream, peer)) => {
-                        backoff = Duration::from_millis(1);
-                        let _ = stream.set_nodelay(true);
-                        let (tx, rx) = mpsc::channel(SEND_QUEUE_LEN);
-                        let id = shared.insert(peer, tx);
-                        tracing::debug!(%peer, %local, "TCP connection accepted");
-                        tokio::spawn(run_connection(shared.clone(), stream, peer, id, rx, permit));
-                    }
-                    Err(e) => {
-                        drop(permit);
-                        tracing::warn!(%local, error = %e, "TCP accept failed");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
-                    }
-                }
-            }
-        });
     }
 
     /// Queues `bytes` on the connection to `dst`, opening one if there is none. When the
@@ -143,28 +141,78 @@ impl TcpSide {
         // Cannot fail: the channel is new and empty.
         let _ = tx.try_send(bytes);
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        shared.connects.send(Connect { dst, id, rx, permit }).map_err(|_| SendError::Stopped(Proto::Tcp))?;
         conns.insert(dst, ConnEntry { id, tx, connecting: Some(on_failure.into_iter().collect()) });
-        drop(conns);
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dst)).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    tracing::debug!(peer = %dst, "TCP connection opened");
-                    shared.connected(dst, id);
-                    run_connection(shared, stream, dst, id, rx, permit).await;
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %dst, error = %e, "TCP connect failed: queued messages dropped");
-                    shared.connect_failed(dst, id);
-                }
-                Err(_) => {
-                    tracing::debug!(peer = %dst, "TCP connect timed out: queued messages dropped");
-                    shared.connect_failed(dst, id);
-                }
-            }
-        });
         Ok(())
+    }
+}
+
+impl TcpReceiver {
+    /// Starts the accept loops and the connector; what they read goes to `handler`.
+    pub(super) fn start(self, handler: Arc<dyn InboundHandler>) {
+        let TcpReceiver { shared, listeners, connects } = self;
+        for (listener, local) in listeners {
+            tokio::spawn(accept_loop(shared.clone(), listener, local, handler.clone()));
+        }
+        tokio::spawn(connector(shared, connects, handler));
+    }
+}
+
+/// Accept loop: takes a connection permit before accepting, so at most
+/// [`MAX_TCP_CONNECTIONS`] are open; accept errors back off (1 ms doubling to 1 s).
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, local: SocketAddr, handler: Arc<dyn InboundHandler>) {
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let Ok(permit) = shared.permits.clone().acquire_owned().await else { return };
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(1);
+                let _ = stream.set_nodelay(true);
+                let (tx, rx) = mpsc::channel(SEND_QUEUE_LEN);
+                let id = shared.insert(peer, tx);
+                tracing::debug!(%peer, %local, "TCP connection accepted");
+                tokio::spawn(run_connection(shared.clone(), handler.clone(), stream, peer, id, rx, permit));
+            }
+            Err(e) => {
+                drop(permit);
+                tracing::warn!(%local, error = %e, "TCP accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Opens the connections `send` queued, each in its own task that then reads and writes it.
+async fn connector(
+    shared: Arc<Shared>,
+    mut connects: mpsc::UnboundedReceiver<Connect>,
+    handler: Arc<dyn InboundHandler>,
+) {
+    while let Some(connect) = connects.recv().await {
+        tokio::spawn(open(shared.clone(), handler.clone(), connect));
+    }
+}
+
+/// Connects (bounded by [`CONNECT_TIMEOUT`]), then runs the connection; a failure drops the
+/// queued messages and tells whoever asked to hear of it.
+async fn open(shared: Arc<Shared>, handler: Arc<dyn InboundHandler>, connect: Connect) {
+    let Connect { dst, id, rx, permit } = connect;
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dst)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            tracing::debug!(peer = %dst, "TCP connection opened");
+            shared.connected(dst, id);
+            run_connection(shared, handler, stream, dst, id, rx, permit).await;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %dst, error = %e, "TCP connect failed: queued messages dropped");
+            shared.connect_failed(dst, id);
+        }
+        Err(_) => {
+            tracing::debug!(peer = %dst, "TCP connect timed out: queued messages dropped");
+            shared.connect_failed(dst, id);
+        }
     }
 }
 
@@ -224,6 +272,7 @@ enum Drained {
 /// held for the connection's lifetime.
 async fn run_connection(
     shared: Arc<Shared>,
+    handler: Arc<dyn InboundHandler>,
     stream: TcpStream,
     peer: SocketAddr,
     id: u64,
@@ -250,7 +299,7 @@ async fn run_connection(
                 }
                 Ok(_) => {
                     idle.as_mut().reset(Instant::now() + TCP_IDLE_TIMEOUT);
-                    match drain(&mut buf, &*shared.handler, &shared.counters, peer, local) {
+                    match drain(&mut buf, &*handler, &shared.counters, peer, local) {
                         Drained::More => {}
                         Drained::Pong => {
                             if wr.write_all(b"\r\n").await.is_err() {

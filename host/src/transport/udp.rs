@@ -24,44 +24,6 @@ impl UdpListener {
         Ok(UdpListener { sock: Arc::new(sock), local })
     }
 
-    /// Starts the receive loop. One reused buffer per socket; each datagram is copied into
-    /// its own [`Bytes`] of exactly its length, which the parsed message then owns.
-    pub(super) fn spawn_receiver(&self, handler: Arc<dyn InboundHandler>, counters: Arc<Counters>) {
-        let sock = self.sock.clone();
-        let local = self.local;
-        tokio::spawn(async move {
-            // One byte more than the limit, so an oversized datagram is detected, not truncated silently.
-            let mut buf = vec![0u8; sip::MAX_MESSAGE_SIZE + 1];
-            loop {
-                let (n, src) = match sock.recv_from(&mut buf).await {
-                    Ok(r) => r,
-                    // ICMP port-unreachable from an earlier send surfaces here on Linux; harmless.
-                    Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset) => continue,
-                    Err(e) => {
-                        tracing::warn!(%local, error = %e, "UDP receive failed");
-                        // Avoid spinning on a persistent error.
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let data = &buf[..n];
-                // RFC 5626 keep-alives (CRLF) and empty datagrams carry nothing.
-                if sip::skip_keepalive(data) == n {
-                    continue;
-                }
-                let raw = Bytes::copy_from_slice(data);
-                match sip::Message::parse(raw.clone()) {
-                    Ok(msg) => handler.on_message(Inbound { msg, src, proto: Proto::Udp, local }),
-                    Err(err) => {
-                        counters.malformed.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(%src, error = %err, "malformed UDP message");
-                        handler.on_malformed(raw, err, src, Proto::Udp);
-                    }
-                }
-            }
-        });
-    }
-
     /// Sends without waiting. A full socket buffer (WouldBlock) drops the datagram and
     /// counts it: UDP may drop, retransmission timers recover, and the caller never blocks.
     pub(super) fn send(&self, dst: SocketAddr, bytes: &[u8], counters: &Counters) -> Result<(), SendError> {
@@ -80,8 +42,43 @@ impl UdpListener {
     }
 }
 
+/// The receive loop of one socket. One reused buffer per socket; each datagram is copied into
+/// its own [`Bytes`] of exactly its length, which the parsed message then owns.
+pub(super) async fn receive(listener: Arc<UdpListener>, handler: Arc<dyn InboundHandler>, counters: Arc<Counters>) {
+    let (sock, local) = (listener.sock.clone(), listener.local);
+    // One byte more than the limit, so an oversized datagram is detected, not truncated silently.
+    let mut buf = vec![0u8; sip::MAX_MESSAGE_SIZE + 1];
+    loop {
+        let (n, src) = match sock.recv_from(&mut buf).await {
+            Ok(r) => r,
+            // ICMP port-unreachable from an earlier send surfaces here on Linux; harmless.
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset) => continue,
+            Err(e) => {
+                tracing::warn!(%local, error = %e, "UDP receive failed");
+                // Avoid spinning on a persistent error.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let data = &buf[..n];
+        // RFC 5626 keep-alives (CRLF) and empty datagrams carry nothing.
+        if sip::skip_keepalive(data) == n {
+            continue;
+        }
+        let raw = Bytes::copy_from_slice(data);
+        match sip::Message::parse(raw.clone()) {
+            Ok(msg) => handler.on_message(Inbound { msg, src, proto: Proto::Udp, local }),
+            Err(err) => {
+                counters.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%src, error = %err, "malformed UDP message");
+                handler.on_malformed(raw, err, src, Proto::Udp);
+            }
+        }
+    }
+}
+
 /// The socket to send to `dst` from: the first UDP listener of the same address family,
 /// else the first one.
-pub(super) fn pick(socks: &[UdpListener], dst: SocketAddr) -> Option<&UdpListener> {
-    socks.iter().find(|s| s.local.is_ipv4() == dst.is_ipv4()).or_else(|| socks.first())
+pub(super) fn pick(socks: &[Arc<UdpListener>], dst: SocketAddr) -> Option<&UdpListener> {
+    socks.iter().find(|s| s.local.is_ipv4() == dst.is_ipv4()).or_else(|| socks.first()).map(|s| &**s)
 }
