@@ -37,6 +37,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sipbox::events::{Event, EventBus, EventRouteHandler, EventsConfig, Params};
 use sipbox::location::{Location, LocationConfig};
 use sipbox::runtime::{Limits, RouteSource, Runtime, bench_hooks};
+use sipbox::shutdown::Shutdown;
 use sipbox::sip::{self, Bytes, Edits, HeaderName, Message};
 use sipbox::transaction::{BoxFut, Core, Router, ServerTx, Timers};
 use sipbox::transport::{Inbound, InboundHandler, ListenSpec, Proto, Transports};
@@ -196,7 +197,7 @@ impl Proxy {
             let timers = Timers { t1_ms: 20, t4_ms: 100, ..Timers::default() };
             let core = Core::new(transports, timers, timed);
             runtime.set_core(core.clone());
-            listeners.start(Arc::new(core.clone()));
+            listeners.start(Arc::new(core.clone()), &Shutdown::new());
             anyhow::Ok((core, bus, listener))
         })?;
         let caller = UdpSocket::bind("127.0.0.1:0")?;

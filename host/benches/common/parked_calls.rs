@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use sipbox::events::{EventBus, EventsConfig};
 use sipbox::location::{Location, LocationConfig};
 use sipbox::runtime::{Limits, RouteSource, Runtime, Suspend};
+use sipbox::shutdown::Shutdown;
 use sipbox::transaction::{Core, Timers};
 use sipbox::transport::{ListenSpec, Proto, Transports};
 
@@ -69,7 +70,7 @@ pub async fn start_route(
     let addr = transports.listeners()[0].addr;
     let core = Core::new(transports, Timers::default(), Arc::new(runtime.clone()));
     runtime.set_core(core.clone());
-    listeners.start(Arc::new(core.clone()));
+    listeners.start(Arc::new(core.clone()), &Shutdown::new());
     Ok(ParkedCallServer { runtime, bus, addr, _core: core })
 }
 

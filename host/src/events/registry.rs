@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::ebr::Ebr;
 use super::subscription::{Counters, Queued, Subscription};
 use super::{Event, EventError, EventRouteHandler, EventsConfig, PREDEFINED_EVENTS, check_name};
+use crate::shutdown::Shutdown;
 use crate::sinks::{self, SinkContext};
 
 /// How often expired subscribers are swept when nothing else purges them.
@@ -39,6 +40,8 @@ struct Inner {
     counters: Mutex<BTreeMap<String, Arc<Counters>>>,
     raised: AtomicU64,
     runtime: Option<tokio::runtime::Handle>,
+    /// What the subscribers' delivery tasks run under ([`EventBus::shutdown`]).
+    deliveries: Shutdown,
     /// Event-based routing waiters and notify subscriptions.
     ebr: Ebr,
 }
@@ -92,6 +95,7 @@ impl EventBus {
             counters: Mutex::new(BTreeMap::new()),
             raised: AtomicU64::new(0),
             runtime: runtime.clone(),
+            deliveries: Shutdown::new(),
             ebr: Ebr::new(cfg, runtime.clone()),
         });
         // Sinks raise E_FLATSTORE_ROTATION through a weak handle (no cycle).
@@ -259,7 +263,15 @@ impl EventBus {
             existing.refresh(expire, now);
             return Ok(());
         }
-        let sub = Subscription::start(sink, key, expire, self.inner.cfg.queue_len, counters, &runtime);
+        let sub = Subscription::start(
+            sink,
+            key,
+            expire,
+            self.inner.cfg.queue_len,
+            counters,
+            &runtime,
+            &self.inner.deliveries,
+        );
         slot.subs.insert(0, sub);
         Ok(())
     }
@@ -341,6 +353,14 @@ impl EventBus {
             out.push((format!("events_failed:{socket}"), get(&c.failed)));
         }
         out
+    }
+
+    /// Stops every subscriber's delivery task and waits until they have
+    /// ended: each lets the delivery in progress finish (briefly), closes its
+    /// sink (connections, files) and drops what is still queued. Later raises
+    /// reach no external subscriber (they count as failed); EBR is not affected.
+    pub async fn shutdown(&self) {
+        self.inner.deliveries.stop().await;
     }
 
     /// Installs the handler that runs `route:NAME` subscribers.

@@ -14,7 +14,8 @@
 //! A sink is created per subscription and is lazy: parsing a socket checks
 //! its syntax only and opens nothing, so refreshing or cancelling a
 //! subscription (which parses the socket again to find it) is cheap.
-//! Connections, sockets and files are opened on the first delivery.
+//! Connections, sockets and files are opened on the first delivery, and
+//! closed by [`Sink::close`] when the bus shuts down (or dropped with the sink).
 
 mod addr;
 mod datagram;
@@ -35,6 +36,9 @@ pub(crate) use flatstore::FlatFiles;
 
 /// The future [`Sink::deliver`] returns.
 pub type DeliverFut<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+
+/// The future [`Sink::close`] returns.
+pub type CloseFut<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// One event destination (an OpenSIPS reply socket plus its transport).
 pub trait Sink: Send + Sync + 'static {
@@ -71,6 +75,14 @@ pub trait Sink: Send + Sync + 'static {
     /// that cannot work (a flatstore path in a missing directory, ...).
     fn check(&self) -> Result<(), EventError> {
         Ok(())
+    }
+
+    /// Closes what the sink holds open, the way its protocol closes (a TCP
+    /// FIN, an AMQP `connection.close`), when its subscription's task stops
+    /// at shutdown. The task bounds the wait. The default has nothing to do:
+    /// what a sink holds is released when it is dropped.
+    fn close(&self) -> CloseFut<'_> {
+        Box::pin(async {})
     }
 }
 

@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 use tokio::time::timeout;
 
 use super::addr::HostPort;
-use super::{DeliverFut, Sink, SinkContext, SinkError};
+use super::{CloseFut, DeliverFut, Sink, SinkContext, SinkError};
 use crate::events::{Event, EventError, payload};
 
 pub(crate) fn parse(rest: &str, ctx: &SinkContext) -> Result<Arc<dyn Sink>, EventError> {
@@ -126,5 +126,14 @@ impl Sink for StreamSink {
 
     fn retry_on_error(&self) -> bool {
         true
+    }
+
+    /// Ends the stream with a FIN after what was written.
+    fn close(&self) -> CloseFut<'_> {
+        Box::pin(async {
+            if let Some(mut stream) = self.conn.lock().await.take() {
+                let _ = stream.shutdown().await;
+            }
+        })
     }
 }

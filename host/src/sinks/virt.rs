@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{DeliverFut, Sink, SinkContext, SinkError};
+use super::{CloseFut, DeliverFut, Sink, SinkContext, SinkError};
 use crate::events::{Event, EventError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,6 +169,14 @@ impl Sink for VirtualSink {
 
     fn check(&self) -> Result<(), EventError> {
         self.subs.iter().try_for_each(|s| s.check())
+    }
+
+    fn close(&self) -> CloseFut<'_> {
+        Box::pin(async {
+            for sub in &self.subs {
+                sub.close().await;
+            }
+        })
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 
 use super::*;
+use crate::shutdown::Shutdown;
 use crate::sip::{Message, Method};
 use crate::transport::{ListenSpec, Transports};
 
@@ -138,7 +139,8 @@ impl Net {
             gate: Mutex::new(None),
         });
         let core = Core::new(transports, timers, router.clone());
-        receiving.start(Arc::new(core.clone()));
+        // Never stopped: the loops end with the test's runtime.
+        receiving.start(Arc::new(core.clone()), &Shutdown::new());
         Net { core, proxy, listeners, router, uac: Peer::new().await, uas: Peer::new().await, uas2: Peer::new().await }
     }
 

@@ -12,6 +12,11 @@
 //! [`Listeners::start`] then starts the receive loops with the handler. Nothing is read before
 //! that, so no message arrives before there is someone to hand it to.
 //!
+//! The receive loops run under a [`Shutdown`]: on its signal they stop reading and close the
+//! sockets (UDP sockets, listening sockets, every TCP connection after writing what is queued
+//! on it), and [`Shutdown::stop`] returns once they all have. Sends after that fail with
+//! [`SendError::Stopped`].
+//!
 //! # Layout
 //! - this file: [`Proto`], [`ListenSpec`], [`Inbound`], [`InboundHandler`], [`Transports`],
 //!   [`Listeners`];
@@ -29,6 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
+use crate::shutdown::Shutdown;
 use crate::sip;
 
 /// A transport protocol.
@@ -165,8 +171,9 @@ pub enum SendError {
     /// The message is larger than a datagram can carry.
     #[error("message of {0} bytes is too large for UDP")]
     TooLarge(usize),
-    /// The transport's receiving side is not running (its [`Listeners`] were dropped without
-    /// being started), so a new connection could not be read.
+    /// The transport's receiving side is not running: it has shut down (its sockets are
+    /// closed), or its [`Listeners`] were dropped without being started (so a new TCP
+    /// connection could not be read).
     #[error("the {0} transport is not running")]
     Stopped(Proto),
     /// The operating system refused the send.
@@ -199,8 +206,8 @@ pub struct TransportStats {
     pub tcp_connections: usize,
 }
 
-/// The sending side of the bound transports. Cheap to clone; sockets close when the last
-/// clone and every receive task are gone (the tasks run until the runtime shuts down).
+/// The sending side of the bound transports. Cheap to clone. The sockets close when the
+/// receive loops stop (on their [`Shutdown`]), however many clones are left.
 #[derive(Clone)]
 pub struct Transports {
     inner: Arc<Inner>,
@@ -227,15 +234,16 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Starts every receive loop (one per UDP socket, one accept loop per TCP listener, and
-    /// the connector that opens the TCP connections `send` needs); what they read goes to
-    /// `handler`.
-    pub fn start(self, handler: Arc<dyn InboundHandler>) {
+    /// Starts every receive loop (one per UDP socket, one accept loop per TCP listener, the
+    /// connector that opens the TCP connections `send` needs, and one task per connection);
+    /// what they read goes to `handler`. They are spawned under `shutdown` and end on its
+    /// signal, closing their sockets: [`Shutdown::stop`] returns when they all have.
+    pub fn start(self, handler: Arc<dyn InboundHandler>, shutdown: &Shutdown) {
         for l in &self.udp {
-            tokio::spawn(udp::receive(l.clone(), handler.clone(), self.counters.clone()));
+            shutdown.spawn(udp::receive(l.clone(), handler.clone(), self.counters.clone(), shutdown.clone()));
         }
         if let Some(tcp) = self.tcp {
-            tcp.start(handler);
+            tcp.start(handler, shutdown);
         }
     }
 }
