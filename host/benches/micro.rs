@@ -37,10 +37,11 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sipbox::events::{Event, EventBus, EventsConfig, Params, SinkSchemes};
 use sipbox::location::{Location, LocationConfig};
 use sipbox::runtime::{self, Limits, RouteServices, RouteSource, Runtime, bench_hooks};
+use sipbox::shutdown::Shutdown;
 use sipbox::sinks::{self, Flatstore};
 use sipbox::sip::{self, Bytes, Edits, HeaderName, Message};
 use sipbox::transaction::{BoxFut, Core, Router, ServerTx, Timers, Transactions};
-use sipbox::transport::{DeferredHandler, Inbound, InboundHandler, ListenSpec, Proto, Transports};
+use sipbox::transport::{Inbound, InboundHandler, ListenSpec, Proto, Transports};
 
 /// How long the harness waits for anything the proxy should do at once.
 const WAIT: Duration = Duration::from_secs(5);
@@ -190,16 +191,15 @@ impl Proxy {
         let (tx, done) = std::sync::mpsc::channel();
         let timed = Arc::new(Timed { runtime: runtime.clone(), done: tx });
         let (core, listener) = tokio.block_on(async {
-            let deferred = DeferredHandler::new();
             let listen = [ListenSpec { proto: Proto::Udp, addr: "127.0.0.1:0".parse()? }];
-            let transports = Transports::bind(&listen, deferred.clone()).await?;
+            let (transports, listeners) = Transports::bind(&listen).await?;
             let listener = transports.listeners()[0].addr;
             // Short timers: a finished transaction's Timer J/I (64*T1, T4)
             // ends within a second, so thousands of iterations do not pile
             // up live transactions.
             let timers = Timers { t1_ms: 20, t4_ms: 100, ..Timers::default() };
             let core = Core::with_transactions(transports, timers, timed, transactions);
-            deferred.set(Arc::new(core.clone()));
+            listeners.start(Arc::new(core.clone()), &Shutdown::new());
             anyhow::Ok((core, listener))
         })?;
         let caller = UdpSocket::bind("127.0.0.1:0")?;

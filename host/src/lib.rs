@@ -9,7 +9,8 @@
 //! - [`events`]: the event registry (OpenSIPS EVI) and [`sinks`], its transports;
 //! - [`mi`]: the management interface, JSON-RPC over HTTP and UDP;
 //! - [`pike`]: flood detection by source IP;
-//! - [`config`]: `sipbox.toml` with embedded defaults; [`server`]: wires the layers together.
+//! - [`config`]: `sipbox.toml` with embedded defaults; [`server`]: wires the layers together;
+//! - [`shutdown`]: the stop signal the long-lived loops wait on, and waiting for them to end.
 
 /// A boxed handler future (router hooks, event and notification routes):
 /// `Send + 'static`, so the caller may await it in place or spawn it. Shared
@@ -23,6 +24,7 @@ pub mod mi;
 pub mod pike;
 pub mod runtime;
 pub mod server;
+pub mod shutdown;
 pub mod sinks;
 pub mod sip;
 pub mod transaction;

@@ -1,9 +1,11 @@
 //! The `sipbox` command line: run the server, or check a route module.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
 
 use sipbox::config::Config;
 use sipbox::runtime::RouteSource;
@@ -83,11 +85,23 @@ fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         None => Config::default(),
     };
     sipbox::server::init_logging(&config.server.log);
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("sipbox")
-        .build()?
-        .block_on(sipbox::server::run(config))
+    tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("sipbox").build()?.block_on(async {
+        let stop = interrupted_or_terminated()?;
+        sipbox::server::run(config, stop).await
+    })
+}
+
+/// Completes on the first SIGINT or SIGTERM. Both are caught from here on, so
+/// one that arrives while the server is still starting stops it once it is up.
+fn interrupted_or_terminated() -> anyhow::Result<impl Future<Output = ()>> {
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT"),
+            _ = terminate.recv() => tracing::info!("SIGTERM"),
+        }
+    })
 }
 
 fn check_route(module: PathBuf) -> anyhow::Result<()> {

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use sipbox::events::{EventBus, EventsConfig, SinkSchemes};
 use sipbox::location::{Location, LocationConfig};
 use sipbox::runtime::{self, Limits, RouteServices, RouteSource, Runtime, Suspend};
+use sipbox::shutdown::Shutdown;
 use sipbox::transaction::{Core, Timers, Transactions};
-use sipbox::transport::{DeferredHandler, ListenSpec, Proto, Transports};
+use sipbox::transport::{ListenSpec, Proto, Transports};
 
 /// Instances beyond `n`: room for the load-time smoke instantiation and strays.
 const HEADROOM: usize = 64;
@@ -67,12 +68,11 @@ pub async fn start_route(
     let transactions = Transactions::default();
     let services = RouteServices { location, bus: bus.clone(), transactions: transactions.clone(), vars };
     let runtime = Runtime::new(limits, RouteSource::File(route), services, invocations)?;
-    let deferred = DeferredHandler::new();
     let listen = [ListenSpec { proto: Proto::Udp, addr: "127.0.0.1:0".parse()? }];
-    let transports = Transports::bind(&listen, deferred.clone()).await?;
+    let (transports, listeners) = Transports::bind(&listen).await?;
     let addr = transports.listeners()[0].addr;
     let core = Core::with_transactions(transports, Timers::default(), Arc::new(runtime.clone()), transactions);
-    deferred.set(Arc::new(core.clone()));
+    listeners.start(Arc::new(core.clone()), &Shutdown::new());
     Ok(ParkedCallServer { runtime, bus, addr, _core: core })
 }
 

@@ -121,7 +121,7 @@ impl Default for EventsConfig {
 
 impl EventsConfig {
     /// Checks what serde cannot. Sockets of static subscriptions are checked
-    /// when they are applied ([`EventBus::try_new`](super::EventBus::try_new)).
+    /// when they are applied ([`EventBus::new`](super::EventBus::new)).
     ///
     /// # Errors
     /// A zero `queue_len`, bad permissions, an empty delimiter or timeout.

@@ -43,7 +43,7 @@ use std::sync::Arc;
 
 pub use config::{EventsConfig, StaticSubscription};
 pub use registry::EventBus;
-pub use sink::{DeliverFut, ParseSocket, Sink, SinkContext, SinkError, SinkSchemes};
+pub use sink::{CloseFut, DeliverFut, ParseSocket, Sink, SinkContext, SinkError, SinkSchemes};
 
 pub use crate::BoxFut;
 

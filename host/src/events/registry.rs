@@ -19,6 +19,7 @@ use super::ebr::{Ebr, NotifyHandler};
 use super::sink::{SinkContext, SinkSchemes};
 use super::subscription::{Counters, Queued, Subscription};
 use super::{Event, EventError, EventsConfig, PREDEFINED_EVENTS, check_name};
+use crate::shutdown::Shutdown;
 
 /// How often expired subscribers are swept when nothing else purges them.
 const PURGE_INTERVAL: Duration = Duration::from_secs(5);
@@ -39,6 +40,8 @@ struct Inner {
     counters: Mutex<BTreeMap<String, Arc<Counters>>>,
     raised: AtomicU64,
     runtime: Option<tokio::runtime::Handle>,
+    /// What the subscribers' delivery tasks run under ([`EventBus::shutdown`]).
+    deliveries: Shutdown,
     /// Event-based routing waiters and notify subscriptions.
     ebr: Ebr,
 }
@@ -87,6 +90,7 @@ impl EventBus {
                 counters: Mutex::new(BTreeMap::new()),
                 raised: AtomicU64::new(0),
                 runtime: runtime.clone(),
+                deliveries: Shutdown::new(),
                 ebr: Ebr::new(cfg, runtime.clone(), notify),
             }
         });
@@ -251,7 +255,15 @@ impl EventBus {
             existing.refresh(expire, now);
             return Ok(());
         }
-        let sub = Subscription::start(sink, key, expire, self.inner.cfg.queue_len, counters, &runtime);
+        let sub = Subscription::start(
+            sink,
+            key,
+            expire,
+            self.inner.cfg.queue_len,
+            counters,
+            &runtime,
+            &self.inner.deliveries,
+        );
         slot.subs.insert(0, sub);
         Ok(())
     }
@@ -333,6 +345,14 @@ impl EventBus {
             out.push((format!("events_failed:{socket}"), get(&c.failed)));
         }
         out
+    }
+
+    /// Stops every subscriber's delivery task and waits until they have
+    /// ended: each lets the delivery in progress finish (briefly), closes its
+    /// sink (connections, files) and drops what is still queued. Later raises
+    /// reach no external subscriber (they count as failed); EBR is not affected.
+    pub async fn shutdown(&self) {
+        self.inner.deliveries.stop().await;
     }
 
     /// Removes expired subscribers of one event, or of all.

@@ -15,6 +15,9 @@ use super::{Event, EventError, EventsConfig};
 /// The future [`Sink::deliver`] returns.
 pub type DeliverFut<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
 
+/// The future [`Sink::close`] returns.
+pub type CloseFut<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
 /// One event destination (an OpenSIPS reply socket plus its transport).
 pub trait Sink: Send + Sync + 'static {
     /// Canonical socket text, e.g. `udp:127.0.0.1:9999`: what
@@ -50,6 +53,14 @@ pub trait Sink: Send + Sync + 'static {
     /// that cannot work (a flatstore path in a missing directory, ...).
     fn check(&self) -> Result<(), EventError> {
         Ok(())
+    }
+
+    /// Closes what the sink holds open, the way its protocol closes (a TCP
+    /// FIN, an AMQP `connection.close`), when its subscription's task stops
+    /// at shutdown. The task bounds the wait. The default has nothing to do:
+    /// what a sink holds is released when it is dropped.
+    fn close(&self) -> CloseFut<'_> {
+        Box::pin(async {})
     }
 }
 

@@ -7,12 +7,18 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{Event, Sink};
+use super::{DeliverFut, Event, Sink, SinkError};
+use crate::shutdown::Shutdown;
 
 /// First and longest pause between retries of a failed delivery (sinks
 /// that reconnect, see [`Sink::retry_on_error`]).
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// At shutdown, how long the delivery in progress may take to finish (so an
+/// event is not cut off mid-write), and then how long the sink may take to
+/// close. Retries and queued events are given up.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Delivery counters of one destination (shared by every subscription to
 /// the same socket; they outlive the subscriptions).
@@ -67,7 +73,8 @@ pub(crate) enum Queued {
 }
 
 impl Subscription {
-    /// Starts a subscriber: its queue and the task draining it into `sink`.
+    /// Starts a subscriber: its queue and the task draining it into `sink`,
+    /// spawned under `shutdown` (see [`drain`]).
     pub fn start(
         sink: Arc<dyn Sink>,
         key: String,
@@ -75,11 +82,12 @@ impl Subscription {
         queue_len: usize,
         counters: Arc<Counters>,
         runtime: &tokio::runtime::Handle,
+        shutdown: &Shutdown,
     ) -> Arc<Subscription> {
         let (tx, rx) = mpsc::channel(queue_len.max(1));
         let supports_expire = sink.supports_expire();
         let socket = Arc::from(sink.socket());
-        let task = runtime.spawn(drain(rx, sink, counters.clone())).abort_handle();
+        let task = shutdown.spawn_on(drain(rx, sink, counters.clone(), shutdown.clone()), runtime).abort_handle();
         Arc::new(Subscription {
             socket,
             key,
@@ -145,14 +153,19 @@ impl Subscription {
 
 /// The subscriber's task: one event at a time into the sink, until the
 /// subscription is dropped (which aborts it; events still queued for a
-/// subscriber that is gone are discarded).
-async fn drain(mut rx: mpsc::Receiver<Arc<Event>>, sink: Arc<dyn Sink>, counters: Arc<Counters>) {
+/// subscriber that is gone are discarded) or the shutdown signal. On the
+/// signal it lets the delivery in progress finish (for [`STOP_GRACE`]),
+/// gives up retries and queued events, and closes the sink.
+async fn drain(mut rx: mpsc::Receiver<Arc<Event>>, sink: Arc<dyn Sink>, counters: Arc<Counters>, shutdown: Shutdown) {
     let retry = sink.retry_on_error();
     let mut failing = false;
-    while let Some(event) = rx.recv().await {
+    'events: while let Some(Some(event)) = shutdown.unless_signalled(rx.recv()).await {
         let mut pause = RETRY_MIN;
         loop {
-            match sink.deliver(&event).await {
+            let Some(delivered) = deliver_unless_stopped(sink.deliver(&event), &shutdown).await else {
+                break 'events;
+            };
+            match delivered {
                 Ok(()) => {
                     Counters::bump(&counters.delivered);
                     if failing {
@@ -172,10 +185,24 @@ async fn drain(mut rx: mpsc::Receiver<Arc<Event>>, sink: Arc<dyn Sink>, counters
                     if !retry || rx.is_closed() {
                         break;
                     }
-                    tokio::time::sleep(pause).await;
+                    if shutdown.unless_signalled(tokio::time::sleep(pause)).await.is_none() {
+                        break 'events;
+                    }
                     pause = (pause * 2).min(RETRY_MAX);
                 }
             }
         }
+    }
+    if tokio::time::timeout(STOP_GRACE, sink.close()).await.is_err() {
+        tracing::debug!(socket = %sink.socket(), "event sink did not close in time");
+    }
+}
+
+/// The delivery's outcome; `None` when the shutdown signal came and the
+/// delivery did not finish within [`STOP_GRACE`] after it.
+async fn deliver_unless_stopped(mut delivery: DeliverFut<'_>, shutdown: &Shutdown) -> Option<Result<(), SinkError>> {
+    match shutdown.unless_signalled(&mut delivery).await {
+        Some(outcome) => Some(outcome),
+        None => tokio::time::timeout(STOP_GRACE, delivery).await.ok(),
     }
 }

@@ -1,7 +1,8 @@
 //! Transports end to end, through the bus, against real receivers on
 //! 127.0.0.1 and in temp dirs: UDP, unix datagrams, TCP stream (with the
-//! listener restarted), flatstore (shared file, MI and size rotation,
-//! permissions) and virtual FAILOVER / PARALLEL / ROUND-ROBIN.
+//! listener restarted, and closed by the bus's shutdown), flatstore (shared
+//! file, MI and size rotation, permissions) and virtual FAILOVER / PARALLEL /
+//! ROUND-ROBIN.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -134,6 +135,40 @@ async fn tcp_stream_method_and_event_param() {
     let (mut conn, _) = timeout(WAIT, listener.accept()).await.unwrap().unwrap();
     let want = r#"{"jsonrpc":"2.0","method":"notify","params":{"event":"E_M","a":1}}"#;
     assert_eq!(read_exactly(&mut conn, want.len()).await, want);
+}
+
+#[tokio::test]
+async fn bus_shutdown_closes_the_stream_and_delivers_nothing_more() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bus = super::tests::bus();
+    bus.subscribe("E_Q", &format!("tcp:{addr}"), None).unwrap();
+    bus.raise(ev("E_Q", 1));
+    let (mut conn, _) = timeout(WAIT, listener.accept()).await.unwrap().unwrap();
+    assert_eq!(read_exactly(&mut conn, json_of("E_Q", 1).len()).await, json_of("E_Q", 1));
+
+    timeout(WAIT, bus.shutdown()).await.expect("the delivery tasks ended in time");
+    // The sink ended its connection with a FIN.
+    let mut buf = [0u8; 64];
+    let n = timeout(WAIT, conn.read(&mut buf)).await.expect("closed in time").unwrap();
+    assert_eq!(n, 0, "the stream is still open");
+    // Raised afterwards: the subscriber's queue is closed, the event counts as failed.
+    bus.raise(ev("E_Q", 2));
+    assert_eq!(stat(&bus, &format!("events_failed:tcp:{addr}")), 1);
+    assert_eq!(stat(&bus, &format!("events_delivered:tcp:{addr}")), 1);
+}
+
+#[tokio::test]
+async fn bus_shutdown_gives_up_the_retries_of_a_destination_that_is_down() {
+    let addr = format!("127.0.0.1:{}", closed_port().await);
+    let bus = super::tests::bus();
+    bus.subscribe("E_D", &format!("tcp:{addr}"), None).unwrap();
+    bus.raise(ev("E_D", 1));
+    let failed = format!("events_failed:tcp:{addr}");
+    wait_until("a refused connect", || stat(&bus, &failed) >= 1).await;
+    // The task now waits to retry (backing off up to seconds): the shutdown does not wait for that.
+    timeout(WAIT, bus.shutdown()).await.expect("the retrying task ended in time");
+    assert_eq!(stat(&bus, &format!("events_delivered:tcp:{addr}")), 0);
 }
 
 fn lines(path: &std::path::Path) -> Vec<String> {

@@ -6,7 +6,8 @@
 //! Bounds: [`MAX_HTTP_CONNECTIONS`] connections (the accept loop takes a
 //! permit before accepting), [`MAX_REQUEST_BYTES`] per body (413), a body
 //! must arrive within [`BODY_TIMEOUT`] (408), and a connection that sends no
-//! request head for [`IDLE_TIMEOUT`] is closed.
+//! request head for [`IDLE_TIMEOUT`] is closed. On the shutdown signal the
+//! accept loop and every connection end.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,10 +24,11 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::Semaphore;
 
 use super::jsonrpc::{self, MiError};
 use super::{MAX_HTTP_CONNECTIONS, MAX_REQUEST_BYTES, MiContext};
+use crate::shutdown::Shutdown;
 
 /// A connection idle (or dribbling its request head) this long is closed.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,43 +41,26 @@ const DRAIN_LIMIT: usize = 1024 * 1024;
 /// Paths the MI answers on.
 const PATHS: &[&str] = &["/mi", "/mi/", "/json", "/json/"];
 
-/// Resolves when the server is told to stop (or its handle is gone).
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
-}
-
-/// A slot for one more request, or None once the server is told to stop:
-/// bounds the requests handled at once without outliving a shutdown.
-pub(crate) async fn permit_unless_stopped(
-    permits: &Arc<Semaphore>,
-    stop: &mut watch::Receiver<bool>,
-) -> Option<OwnedSemaphorePermit> {
-    tokio::select! {
-        permit = permits.clone().acquire_owned() => permit.ok(),
-        () = stopped(stop) => None,
-    }
-}
-
-/// The accept loop; ends when `stop` fires, closing open connections too.
-pub(crate) async fn serve(listener: TcpListener, ctx: Arc<MiContext>, mut stop: watch::Receiver<bool>) {
+/// The accept loop; ends on the shutdown signal, closing open connections too
+/// (they are spawned under the same `shutdown`).
+pub(crate) async fn serve(listener: TcpListener, ctx: Arc<MiContext>, shutdown: Shutdown) {
     let permits = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
     loop {
-        let Some(permit) = permit_unless_stopped(&permits, &mut stop).await else { return };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %err, "MI HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = stopped(&mut stop) => return,
+        // A slot first: bounds the connections served at once.
+        let Some(Ok(permit)) = shutdown.unless_signalled(permits.clone().acquire_owned()).await else { return };
+        let Some(accepted) = shutdown.unless_signalled(listener.accept()).await else { return };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %err, "MI HTTP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let ctx = ctx.clone();
-        let mut stop = stop.clone();
-        tokio::spawn(async move {
+        let stop = shutdown.signalled();
+        shutdown.spawn(async move {
             let _permit = permit;
             let service = service_fn(move |req| {
                 let ctx = ctx.clone();
@@ -92,7 +77,7 @@ pub(crate) async fn serve(listener: TcpListener, ctx: Arc<MiContext>, mut stop: 
                         tracing::debug!(%peer, error = %err, "MI HTTP connection closed with an error");
                     }
                 }
-                () = stopped(&mut stop) => {}
+                () = stop => {}
             }
         });
     }

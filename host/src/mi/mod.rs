@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //! - this file: [`MiConfig`] (the `[mi]` table), [`MiContext`] (the handles
-//!   commands use), [`serve`] and [`MiServer`];
+//!   commands use), [`serve`] and [`MiServer`] (the bound addresses);
 //! - `jsonrpc`: request validation, errors, responses, param binding;
 //! - `commands/`: the command table, one file per group (events, usrloc,
 //!   core, stats, routes);
@@ -16,6 +16,11 @@
 //! HTTP connections and [`MAX_UDP_IN_FLIGHT`] datagram requests are served at
 //! once (further ones wait: the accept/receive loop takes a permit first).
 //! The MI has no authentication, like OpenSIPS's: bind it to loopback.
+//!
+//! # Shutdown
+//! The listeners run under the [`Shutdown`] given to [`serve`]: on its signal
+//! they stop accepting, drop open connections and requests in progress, and
+//! close their sockets; [`Shutdown::stop`] returns once they have.
 
 pub mod client;
 
@@ -35,12 +40,11 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
 use serde::Deserialize;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::events::EventBus;
 use crate::location::Location;
 use crate::runtime::{RouteSource, Runtime};
+use crate::shutdown::Shutdown;
 use crate::sinks::Flatstore;
 use crate::transaction::Core;
 use crate::transport::Transports;
@@ -175,13 +179,11 @@ impl MiContext {
     }
 }
 
-/// The running MI listeners. Dropping it (or [`MiServer::shutdown`]) stops
-/// them and closes their connections.
+/// The running MI listeners' addresses. They stop on the [`Shutdown`] they
+/// were served with.
 pub struct MiServer {
     http: Option<SocketAddr>,
     udp: Option<SocketAddr>,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
 }
 
 impl MiServer {
@@ -194,34 +196,20 @@ impl MiServer {
     pub fn udp_addr(&self) -> Option<SocketAddr> {
         self.udp
     }
-
-    /// Stops the listeners and waits until their loops have ended.
-    pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        for task in std::mem::take(&mut self.tasks) {
-            let _ = task.await;
-        }
-    }
 }
 
-impl Drop for MiServer {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-/// Binds the configured listeners and serves MI requests until the returned
-/// [`MiServer`] is dropped. Fails if an address is invalid or cannot be bound.
-pub async fn serve(cfg: &MiConfig, ctx: Arc<MiContext>) -> anyhow::Result<MiServer> {
-    let (stop, stopped) = watch::channel(false);
-    let mut server = MiServer { http: None, udp: None, stop, tasks: Vec::new() };
+/// Binds the configured listeners and serves MI requests, spawned under
+/// `shutdown`, until its signal. Fails if an address is invalid or cannot be
+/// bound.
+pub async fn serve(cfg: &MiConfig, ctx: Arc<MiContext>, shutdown: &Shutdown) -> anyhow::Result<MiServer> {
+    let mut server = MiServer { http: None, udp: None };
     if let Some(addr) = cfg.http_addr()? {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot bind the MI HTTP listener on {addr}"))?;
         let local = listener.local_addr()?;
         server.http = Some(local);
-        server.tasks.push(tokio::spawn(http::serve(listener, ctx.clone(), stopped.clone())));
+        shutdown.spawn(http::serve(listener, ctx.clone(), shutdown.clone()));
         tracing::info!(listen = %local, "MI: JSON-RPC over HTTP at http://{local}/mi");
     }
     if let Some(addr) = cfg.udp_addr()? {
@@ -230,7 +218,7 @@ pub async fn serve(cfg: &MiConfig, ctx: Arc<MiContext>) -> anyhow::Result<MiServ
             .with_context(|| format!("cannot bind the MI datagram listener on {addr}"))?;
         let local = socket.local_addr()?;
         server.udp = Some(local);
-        server.tasks.push(tokio::spawn(udp::serve(socket, ctx.clone(), stopped.clone())));
+        shutdown.spawn(udp::serve(socket, ctx.clone(), shutdown.clone()));
         tracing::info!(listen = %local, "MI: JSON-RPC over UDP datagrams");
     }
     Ok(server)

@@ -15,10 +15,11 @@ use super::client::{self, RemoteError};
 use super::*;
 use crate::events::EventsConfig;
 use crate::location::LocationConfig;
+use crate::shutdown::Shutdown;
 use crate::sinks;
 use crate::sip::{Bytes, Message};
 use crate::transaction::{BoxFut, Router, ServerTx, Timers};
-use crate::transport::{DeferredHandler, ListenSpec, Proto};
+use crate::transport::{ListenSpec, Proto};
 
 /// Bound for every wait on the network.
 pub(super) const WAIT: Duration = Duration::from_secs(10);
@@ -27,6 +28,8 @@ pub(super) const WAIT: Duration = Duration::from_secs(10);
 pub(super) struct Mi {
     pub(super) ctx: Arc<MiContext>,
     pub(super) server: MiServer,
+    /// What it runs under (stopped by a test, or left to end with the test's runtime).
+    pub(super) shutdown: Shutdown,
 }
 
 impl Mi {
@@ -62,8 +65,9 @@ pub(super) fn context() -> MiContext {
 pub(super) async fn start(ctx: MiContext) -> Mi {
     let cfg = MiConfig { http: "127.0.0.1:0".into(), udp: "127.0.0.1:0".into() };
     let ctx = Arc::new(ctx);
-    let server = serve(&cfg, ctx.clone()).await.expect("MI binds");
-    Mi { ctx, server }
+    let shutdown = Shutdown::new();
+    let server = serve(&cfg, ctx.clone(), &shutdown).await.expect("MI binds");
+    Mi { ctx, server, shutdown }
 }
 
 /// Sends raw bytes over HTTP/1.1 (`Connection: close`) and returns (status, body).
@@ -293,7 +297,8 @@ impl Router for NoRoutes {
 #[tokio::test]
 async fn statistics_cover_every_layer() {
     let listen: ListenSpec = "udp:127.0.0.1:0".parse().expect("spec");
-    let transports = Transports::bind(&[listen], DeferredHandler::new()).await.expect("transports");
+    // Bound, never started: the statistics need the sending side only.
+    let (transports, _not_receiving) = Transports::bind(&[listen]).await.expect("transports");
     let core = Core::new(transports.clone(), Timers::default(), Arc::new(NoRoutes));
     let mi = start(context().with_core(core).with_transports(transports)).await;
     register(&mi, "alice", "<sip:alice@192.0.2.10:5060>", "s1");
@@ -376,9 +381,29 @@ async fn cli_client_builds_opensips_cli_params() {
     assert_eq!(err.downcast_ref::<RemoteError>().map(|e| e.code), Some(-32601));
 
     let url = mi.url();
-    mi.server.shutdown().await;
+    mi.shutdown.stop().await;
     let err = client::run_cli(&url, "ps", &[]).await.expect_err("server gone");
     assert!(format!("{err:#}").contains("cannot connect"), "{err:#}");
+}
+
+#[tokio::test]
+async fn stop_ends_both_listeners_and_frees_their_ports() {
+    let mi = start(context()).await;
+    let (http, udp) = (mi.server.http_addr().expect("http"), mi.udp());
+    // An idle HTTP connection and a datagram request in flight do not hold the stop up.
+    let mut idle = TcpStream::connect(http).await.expect("connect");
+    let (status, _) = raw_http(http, &post("/mi", r#"{"jsonrpc":"2.0","method":"ps","id":1}"#)).await;
+    assert_eq!(status, 200);
+    let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+    client.send_to(br#"{"jsonrpc":"2.0","method":"ps","id":2}"#, udp).await.expect("send");
+
+    tokio::time::timeout(WAIT, mi.shutdown.stop()).await.expect("the MI stopped in time");
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(WAIT, idle.read(&mut buf)).await.expect("closed in time").expect("read");
+    assert_eq!(n, 0, "the idle connection is closed");
+    drop(idle);
+    tokio::net::TcpListener::bind(http).await.expect("the HTTP port is free again");
+    UdpSocket::bind(udp).await.expect("the datagram port is free again");
 }
 
 #[test]

@@ -5,47 +5,51 @@
 //! Bounds: at most [`MAX_UDP_IN_FLIGHT`] requests are processed at once (the
 //! receive loop takes a permit before reading, so excess datagrams wait in
 //! the socket buffer and the kernel drops what does not fit). A reply larger
-//! than a datagram can carry is replaced by an error saying so.
+//! than a datagram can carry is replaced by an error saying so. On the
+//! shutdown signal the loop ends and requests in progress are dropped
+//! unanswered, so the socket closes with them.
 
 use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::net::UdpSocket;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 
-use super::http::{permit_unless_stopped, stopped};
 use super::jsonrpc::{self, MiError};
 use super::{MAX_UDP_IN_FLIGHT, MiContext};
+use crate::shutdown::Shutdown;
 
 /// Largest UDP payload over IPv4 (65535 - 8 UDP - 20 IP header bytes).
 pub(crate) const MAX_DATAGRAM: usize = 65_507;
 
-/// The receive loop; ends when `stop` fires.
-pub(crate) async fn serve(socket: UdpSocket, ctx: Arc<MiContext>, mut stop: watch::Receiver<bool>) {
+/// The receive loop; ends on the shutdown signal.
+pub(crate) async fn serve(socket: UdpSocket, ctx: Arc<MiContext>, shutdown: Shutdown) {
     let socket = Arc::new(socket);
     let permits = Arc::new(Semaphore::new(MAX_UDP_IN_FLIGHT));
     // A datagram cannot exceed 64 KiB, which is also the MI's request bound.
     let mut buf = vec![0u8; 65_536];
     loop {
-        let Some(permit) = permit_unless_stopped(&permits, &mut stop).await else { return };
-        let (len, src) = tokio::select! {
-            received = socket.recv_from(&mut buf) => match received {
-                Ok(received) => received,
-                Err(err) => {
-                    tracing::debug!(error = %err, "MI datagram receive failed");
-                    continue;
-                }
-            },
-            () = stopped(&mut stop) => return,
+        // A slot first: bounds the requests processed at once.
+        let Some(Ok(permit)) = shutdown.unless_signalled(permits.clone().acquire_owned()).await else { return };
+        let Some(received) = shutdown.unless_signalled(socket.recv_from(&mut buf)).await else { return };
+        let (len, src) = match received {
+            Ok(received) => received,
+            Err(err) => {
+                tracing::debug!(error = %err, "MI datagram receive failed");
+                continue;
+            }
         };
         let payload = buf.get(..len).unwrap_or_default().to_vec();
-        let (ctx, socket) = (ctx.clone(), socket.clone());
-        tokio::spawn(async move {
+        let (ctx, socket, task) = (ctx.clone(), socket.clone(), shutdown.clone());
+        shutdown.spawn(async move {
             let _permit = permit;
-            let Some(reply) = jsonrpc::handle_payload(&ctx, &payload).await else { return };
-            if let Err(err) = socket.send_to(&encode_reply(&reply), src).await {
-                tracing::debug!(%src, error = %err, "MI datagram reply not sent");
-            }
+            let answer = async {
+                let Some(reply) = jsonrpc::handle_payload(&ctx, &payload).await else { return };
+                if let Err(err) = socket.send_to(&encode_reply(&reply), src).await {
+                    tracing::debug!(%src, error = %err, "MI datagram reply not sent");
+                }
+            };
+            task.unless_signalled(answer).await;
         });
     }
 }

@@ -17,7 +17,8 @@
 //! A sink is created per subscription and is lazy: parsing a socket checks
 //! its syntax only and opens nothing, so refreshing or cancelling a
 //! subscription (which parses the socket again to find it) is cheap.
-//! Connections, sockets and files are opened on the first delivery.
+//! Connections, sockets and files are opened on the first delivery, and
+//! closed by [`Sink::close`] when the bus shuts down (or dropped with the sink).
 
 mod addr;
 mod datagram;

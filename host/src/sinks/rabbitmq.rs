@@ -35,7 +35,7 @@ use tokio::sync::Mutex;
 
 use self::confirm::{Callbacks, Confirms, Outcome};
 use self::socket::Target;
-use crate::events::{DeliverFut, Event, EventError, Sink, SinkError};
+use crate::events::{CloseFut, DeliverFut, Event, EventError, Sink, SinkError};
 
 /// Limit on opening a connection and its channel (TCP + AMQP handshake).
 /// OpenSIPS `connect_timeout` defaults to 500 ms; this is longer because
@@ -202,6 +202,21 @@ impl Sink for RabbitSink {
     /// Reconnecting transport: outage events wait in the queue and are retried.
     fn retry_on_error(&self) -> bool {
         true
+    }
+
+    /// Closes the channel and the connection with the AMQP handshake, so the
+    /// broker logs a client that left, not one that vanished. (Dropping a
+    /// link only spawns that close, which may not run once the runtime stops.)
+    fn close(&self) -> CloseFut<'_> {
+        Box::pin(async {
+            let Some(link) = self.link.lock().await.take() else { return };
+            if let Err(e) = link.chan.close().await {
+                tracing::debug!(socket = %self.canonical, error = %e, "AMQP channel close failed");
+            }
+            if let Err(e) = link.conn.close().await {
+                tracing::debug!(socket = %self.canonical, error = %e, "AMQP connection close failed");
+            }
+        })
     }
 }
 

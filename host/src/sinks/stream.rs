@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 use tokio::time::timeout;
 
 use super::addr::HostPort;
-use crate::events::{DeliverFut, Event, EventError, Sink, SinkContext, SinkError, payload};
+use crate::events::{CloseFut, DeliverFut, Event, EventError, Sink, SinkContext, SinkError, payload};
 
 pub(crate) fn parse(rest: &str, ctx: &SinkContext) -> Result<Arc<dyn Sink>, EventError> {
     let (addr, method) = match rest.split_once('/') {
@@ -125,5 +125,14 @@ impl Sink for StreamSink {
 
     fn retry_on_error(&self) -> bool {
         true
+    }
+
+    /// Ends the stream with a FIN after what was written.
+    fn close(&self) -> CloseFut<'_> {
+        Box::pin(async {
+            if let Some(mut stream) = self.conn.lock().await.take() {
+                let _ = stream.shutdown().await;
+            }
+        })
     }
 }

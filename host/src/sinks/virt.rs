@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::events::{DeliverFut, Event, EventError, Sink, SinkContext, SinkError};
+use crate::events::{CloseFut, DeliverFut, Event, EventError, Sink, SinkContext, SinkError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Policy {
@@ -168,6 +168,14 @@ impl Sink for VirtualSink {
 
     fn check(&self) -> Result<(), EventError> {
         self.subs.iter().try_for_each(|s| s.check())
+    }
+
+    fn close(&self) -> CloseFut<'_> {
+        Box::pin(async {
+            for sub in &self.subs {
+                sub.close().await;
+            }
+        })
     }
 }
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 
 use super::*;
+use crate::shutdown::Shutdown;
 use crate::sip::{Message, Method};
-use crate::transport::{DeferredHandler, ListenSpec, Transports};
+use crate::transport::{ListenSpec, Transports};
 
 pub(crate) const WAIT: Duration = Duration::from_secs(5);
 
@@ -127,9 +128,8 @@ impl Net {
 
     /// The first listener must be UDP (`proxy` is its address).
     pub(crate) async fn with_listeners(timers: Timers, listen: &[&str]) -> Net {
-        let slot = DeferredHandler::new();
         let specs: Vec<ListenSpec> = listen.iter().map(|s| s.parse().expect("spec")).collect();
-        let transports = Transports::bind(&specs, slot.clone()).await.expect("bind");
+        let (transports, receiving) = Transports::bind(&specs).await.expect("bind");
         let proxy = transports.listeners()[0].addr;
         let listeners = transports.listeners().to_vec();
         let router = Arc::new(TestRouter {
@@ -139,7 +139,8 @@ impl Net {
             gate: Mutex::new(None),
         });
         let core = Core::new(transports, timers, router.clone());
-        slot.set(Arc::new(core.clone()));
+        // Never stopped: the loops end with the test's runtime.
+        receiving.start(Arc::new(core.clone()), &Shutdown::new());
         Net { core, proxy, listeners, router, uac: Peer::new().await, uas: Peer::new().await, uas2: Peer::new().await }
     }
 

@@ -6,8 +6,20 @@
 //! remote address, so responses and requests towards a peer reuse the connection it opened
 //! (RFC 3261 section 18.2.2, connection reuse).
 //!
+//! Two steps, because the proxy core both sends through the transports and is the handler of
+//! what they receive: [`Transports::bind`] opens the sockets and returns the sending side
+//! ([`Transports`], which the core is built with) and the receiving side ([`Listeners`]);
+//! [`Listeners::start`] then starts the receive loops with the handler. Nothing is read before
+//! that, so no message arrives before there is someone to hand it to.
+//!
+//! The receive loops run under a [`Shutdown`]: on its signal they stop reading and close the
+//! sockets (UDP sockets, listening sockets, every TCP connection after writing what is queued
+//! on it), and [`Shutdown::stop`] returns once they all have. Sends after that fail with
+//! [`SendError::Stopped`].
+//!
 //! # Layout
-//! - this file: [`Proto`], [`ListenSpec`], [`Inbound`], [`InboundHandler`], [`Transports`];
+//! - this file: [`Proto`], [`ListenSpec`], [`Inbound`], [`InboundHandler`], [`Transports`],
+//!   [`Listeners`];
 //! - [`udp`]: one socket per listen address, its receive loop, non-blocking sends;
 //! - [`tcp`]: accept loops, the connection table, per-connection read/write task with framing.
 
@@ -18,11 +30,12 @@ mod udp;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
+use crate::shutdown::Shutdown;
 use crate::sip;
 
 pub use next_hop::{Host, NextHop, NextHopError};
@@ -146,41 +159,6 @@ pub trait InboundHandler: Send + Sync + 'static {
     fn on_malformed(&self, raw: Bytes, err: sip::ParseError, src: SocketAddr, proto: Proto);
 }
 
-/// An [`InboundHandler`] set after binding: the proxy core needs the [`Transports`] to be
-/// built, and the transports need a handler, so the wiring binds with a `DeferredHandler`
-/// and [`set`](DeferredHandler::set)s the core afterwards. Messages read before that are dropped.
-#[derive(Default)]
-pub struct DeferredHandler {
-    inner: OnceLock<Arc<dyn InboundHandler>>,
-}
-
-impl DeferredHandler {
-    /// An empty slot.
-    pub fn new() -> Arc<DeferredHandler> {
-        Arc::new(DeferredHandler::default())
-    }
-
-    /// Installs the handler; the first call wins (later ones return false).
-    pub fn set(&self, handler: Arc<dyn InboundHandler>) -> bool {
-        self.inner.set(handler).is_ok()
-    }
-}
-
-impl InboundHandler for DeferredHandler {
-    fn on_message(&self, inbound: Inbound) {
-        match self.inner.get() {
-            Some(h) => h.on_message(inbound),
-            None => tracing::debug!(src = %inbound.src, "message before the handler was set: dropped"),
-        }
-    }
-
-    fn on_malformed(&self, raw: Bytes, err: sip::ParseError, src: SocketAddr, proto: Proto) {
-        if let Some(h) = self.inner.get() {
-            h.on_malformed(raw, err, src, proto);
-        }
-    }
-}
-
 /// Why [`Transports::send`] failed. Sending never blocks: a full queue is an error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -196,6 +174,11 @@ pub enum SendError {
     /// The message is larger than a datagram can carry.
     #[error("message of {0} bytes is too large for UDP")]
     TooLarge(usize),
+    /// The transport's receiving side is not running: it has shut down (its sockets are
+    /// closed), or its [`Listeners`] were dropped without being started (so a new TCP
+    /// connection could not be read).
+    #[error("the {0} transport is not running")]
+    Stopped(Proto),
     /// The operating system refused the send.
     #[error("send to {addr} failed: {reason}")]
     Io {
@@ -226,8 +209,8 @@ pub struct TransportStats {
     pub tcp_connections: usize,
 }
 
-/// The bound transports. Cheap to clone; sockets close when the last clone and every
-/// receive task are gone (the tasks run until the runtime shuts down).
+/// The sending side of the bound transports. Cheap to clone. The sockets close when the
+/// receive loops stop (on their [`Shutdown`]), however many clones are left.
 #[derive(Clone)]
 pub struct Transports {
     inner: Arc<Inner>,
@@ -236,16 +219,42 @@ pub struct Transports {
 struct Inner {
     /// Every listener with its real bound address, in configuration order.
     listeners: Vec<ListenSpec>,
-    udp: Vec<udp::UdpListener>,
+    udp: Vec<Arc<udp::UdpListener>>,
     tcp: Option<tcp::TcpSide>,
     /// Host used in Via/Record-Route when a listener is bound to an unspecified address.
     advertised_ip: Option<IpAddr>,
     counters: Arc<Counters>,
 }
 
+/// The receiving side of the bound transports, not reading yet: hand it the handler with
+/// [`start`](Listeners::start). UDP datagrams that arrive before then wait in the socket's
+/// buffer, TCP connections in the listen backlog.
+#[must_use = "nothing is received until the listeners are started"]
+pub struct Listeners {
+    udp: Vec<Arc<udp::UdpListener>>,
+    tcp: Option<tcp::TcpReceiver>,
+    counters: Arc<Counters>,
+}
+
+impl Listeners {
+    /// Starts every receive loop (one per UDP socket, one accept loop per TCP listener, the
+    /// connector that opens the TCP connections `send` needs, and one task per connection);
+    /// what they read goes to `handler`. They are spawned under `shutdown` and end on its
+    /// signal, closing their sockets: [`Shutdown::stop`] returns when they all have.
+    pub fn start(self, handler: Arc<dyn InboundHandler>, shutdown: &Shutdown) {
+        for l in &self.udp {
+            shutdown.spawn(udp::receive(l.clone(), handler.clone(), self.counters.clone(), shutdown.clone()));
+        }
+        if let Some(tcp) = self.tcp {
+            tcp.start(handler, shutdown);
+        }
+    }
+}
+
 impl Transports {
-    /// Binds every listener and starts its receive (accept) loop; fails if any bind fails.
-    pub async fn bind(listen: &[ListenSpec], handler: Arc<dyn InboundHandler>) -> anyhow::Result<Transports> {
+    /// Binds every listener; fails if any bind fails. Returns the sending side, usable at
+    /// once, and the receiving side, which reads nothing until [`Listeners::start`].
+    pub async fn bind(listen: &[ListenSpec]) -> anyhow::Result<(Transports, Listeners)> {
         anyhow::ensure!(!listen.is_empty(), "no listen address configured");
         let counters = Arc::new(Counters::default());
         let mut listeners = Vec::with_capacity(listen.len());
@@ -258,7 +267,7 @@ impl Transports {
                         .await
                         .map_err(|e| anyhow::anyhow!("cannot bind {spec}: {e}"))?;
                     listeners.push(ListenSpec { proto: Proto::Udp, addr: l.local });
-                    udp_socks.push(l);
+                    udp_socks.push(Arc::new(l));
                 }
                 Proto::Tcp => {
                     let l = tokio::net::TcpListener::bind(spec.addr)
@@ -271,19 +280,18 @@ impl Transports {
             }
         }
         let advertised_ip = listeners.iter().any(|l| l.addr.ip().is_unspecified()).then(primary_ip);
-        let tcp = (!tcp_listeners.is_empty()).then(|| tcp::TcpSide::new(handler.clone(), counters.clone()));
-        for l in &udp_socks {
-            l.spawn_receiver(handler.clone(), counters.clone());
-        }
-        if let Some(side) = &tcp {
-            for (l, local) in tcp_listeners {
-                side.spawn_acceptor(l, local);
-            }
-        }
+        let (tcp, tcp_receiver) = if tcp_listeners.is_empty() {
+            (None, None)
+        } else {
+            let (side, receiver) = tcp::TcpSide::new(tcp_listeners, counters.clone());
+            (Some(side), Some(receiver))
+        };
         for l in &listeners {
             tracing::info!(listen = %l, "listening");
         }
-        Ok(Transports { inner: Arc::new(Inner { listeners, udp: udp_socks, tcp, advertised_ip, counters }) })
+        let receiving = Listeners { udp: udp_socks.clone(), tcp: tcp_receiver, counters: counters.clone() };
+        let sending = Transports { inner: Arc::new(Inner { listeners, udp: udp_socks, tcp, advertised_ip, counters }) };
+        Ok((sending, receiving))
     }
 
     /// Sends `bytes` to `dst`. Never blocks: UDP uses a non-blocking send (a full socket

@@ -5,6 +5,16 @@
 //! request came in on; requests to a peer reuse an existing connection). Each connection
 //! task reads, frames (`sip::frame_len`) and writes from a bounded queue, so a slow peer
 //! fills its own queue and [`TcpSide::send`] fails fast instead of blocking anyone.
+//!
+//! The two halves: [`TcpSide`] sends (it is part of [`Transports`](super::Transports));
+//! [`TcpReceiver`] holds the listening sockets until [`start`](TcpReceiver::start) hands it the
+//! [`InboundHandler`] and the [`Shutdown`], then runs the accept loops and the connector. Every
+//! task that reads a connection needs the handler, so a connection `send` opens is not started
+//! by `send`: it is queued to the connector, which opens it and reads it with the handler.
+//!
+//! On the shutdown signal the accept loops and the connector end (closing the listening
+//! sockets), connects in progress are abandoned (their senders hear of it), and each
+//! connection writes what is queued on it (for at most [`CLOSE_TIMEOUT`]) and closes.
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -20,6 +30,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 
 use super::{Counters, Inbound, InboundHandler, Proto, SendError};
+use crate::shutdown::Shutdown;
 use crate::sip;
 
 /// Most TCP connections open at once, inbound and outbound together. Each costs a task,
@@ -39,17 +50,51 @@ pub(crate) const SEND_QUEUE_LEN: usize = 128;
 /// How long an outbound connect may take; queued messages are dropped after that.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The TCP half of the transports: the connection table and its shared state.
+/// How long a closing connection may take to write what is still queued on it (a 400 for
+/// a message that broke the framing, responses at shutdown). A peer that stopped reading
+/// does not keep the connection's task, its permit or a shutdown waiting longer.
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The sending half of TCP: the connection table and its shared state.
 pub(super) struct TcpSide {
     shared: Arc<Shared>,
+}
+
+/// The receiving half of TCP, not started yet: the listening sockets and the queue of
+/// connections to open.
+pub(super) struct TcpReceiver {
+    shared: Arc<Shared>,
+    listeners: Vec<(TcpListener, SocketAddr)>,
+    connects: mpsc::UnboundedReceiver<Conn>,
 }
 
 struct Shared {
     conns: Mutex<HashMap<SocketAddr, ConnEntry>>,
     permits: Arc<Semaphore>,
-    handler: Arc<dyn InboundHandler>,
     counters: Arc<Counters>,
     next_id: AtomicU64,
+    /// To the connector: connections `send` wants opened. Unbounded, but each holds one of
+    /// the [`MAX_TCP_CONNECTIONS`] permits.
+    connects: mpsc::UnboundedSender<Conn>,
+}
+
+/// A connection entered in the table: what its task needs besides the stream. `send` queues
+/// the outbound ones to the connector like this.
+struct Conn {
+    peer: SocketAddr,
+    /// Its entry's id in the table.
+    id: u64,
+    /// Its send queue (for an outbound connection, already holding the first message).
+    rx: mpsc::Receiver<Bytes>,
+    /// Held for the connection's lifetime.
+    permit: OwnedSemaphorePermit,
+}
+
+/// What every task that reads needs: where messages go, and when to stop.
+#[derive(Clone)]
+struct Reading {
+    handler: Arc<dyn InboundHandler>,
+    shutdown: Shutdown,
 }
 
 struct ConnEntry {
@@ -66,48 +111,21 @@ struct ConnEntry {
 pub type ConnectFailed = Box<dyn FnOnce() + Send>;
 
 impl TcpSide {
-    pub(super) fn new(handler: Arc<dyn InboundHandler>, counters: Arc<Counters>) -> TcpSide {
-        TcpSide {
-            shared: Arc::new(Shared {
-                conns: Mutex::new(HashMap::new()),
-                permits: Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS)),
-                handler,
-                counters,
-                next_id: AtomicU64::new(1),
-            }),
-        }
+    /// Both halves over `listeners` (bound, not accepting yet).
+    pub(super) fn new(listeners: Vec<(TcpListener, SocketAddr)>, counters: Arc<Counters>) -> (TcpSide, TcpReceiver) {
+        let (connects_tx, connects) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            conns: Mutex::new(HashMap::new()),
+            permits: Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS)),
+            counters,
+            next_id: AtomicU64::new(1),
+            connects: connects_tx,
+        });
+        (TcpSide { shared: shared.clone() }, TcpReceiver { shared, listeners, connects })
     }
 
     pub(super) fn connection_count(&self) -> usize {
         self.shared.conns.lock().map_or(0, |c| c.len())
-    }
-
-    /// Accept loop: takes a connection permit before accepting, so at most
-    /// [`MAX_TCP_CONNECTIONS`] are open; accept errors back off (1 ms doubling to 1 s).
-    pub(super) fn spawn_acceptor(&self, listener: TcpListener, local: SocketAddr) {
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(1);
-            loop {
-                let Ok(permit) = shared.permits.clone().acquire_owned().await else { return };
-                match listener.accept().await {
-                    Ok((stream, peer)) => {
-                        backoff = Duration::from_millis(1);
-                        let _ = stream.set_nodelay(true);
-                        let (tx, rx) = mpsc::channel(SEND_QUEUE_LEN);
-                        let id = shared.insert(peer, tx);
-                        tracing::debug!(%peer, %local, "TCP connection accepted");
-                        tokio::spawn(run_connection(shared.clone(), stream, peer, id, rx, permit));
-                    }
-                    Err(e) => {
-                        drop(permit);
-                        tracing::warn!(%local, error = %e, "TCP accept failed");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
-                    }
-                }
-            }
-        });
     }
 
     /// Queues `bytes` on the connection to `dst`, opening one if there is none. When the
@@ -143,28 +161,93 @@ impl TcpSide {
         // Cannot fail: the channel is new and empty.
         let _ = tx.try_send(bytes);
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        shared.connects.send(Conn { peer: dst, id, rx, permit }).map_err(|_| SendError::Stopped(Proto::Tcp))?;
         conns.insert(dst, ConnEntry { id, tx, connecting: Some(on_failure.into_iter().collect()) });
-        drop(conns);
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dst)).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    tracing::debug!(peer = %dst, "TCP connection opened");
-                    shared.connected(dst, id);
-                    run_connection(shared, stream, dst, id, rx, permit).await;
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %dst, error = %e, "TCP connect failed: queued messages dropped");
-                    shared.connect_failed(dst, id);
-                }
-                Err(_) => {
-                    tracing::debug!(peer = %dst, "TCP connect timed out: queued messages dropped");
-                    shared.connect_failed(dst, id);
-                }
-            }
-        });
         Ok(())
+    }
+}
+
+impl TcpReceiver {
+    /// Starts the accept loops and the connector, spawned under `shutdown`; what they read goes
+    /// to `handler`.
+    pub(super) fn start(self, handler: Arc<dyn InboundHandler>, shutdown: &Shutdown) {
+        let TcpReceiver { shared, listeners, connects } = self;
+        let reading = Reading { handler, shutdown: shutdown.clone() };
+        for (listener, local) in listeners {
+            shutdown.spawn(accept_loop(shared.clone(), listener, local, reading.clone()));
+        }
+        shutdown.spawn(connector(shared, connects, reading));
+    }
+}
+
+/// Accept loop: takes a connection permit before accepting, so at most
+/// [`MAX_TCP_CONNECTIONS`] are open; accept errors back off (1 ms doubling to 1 s). Ends on
+/// the shutdown signal, closing the listening socket.
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, local: SocketAddr, reading: Reading) {
+    let shutdown = reading.shutdown.clone();
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let Some(Ok(permit)) = shutdown.unless_signalled(shared.permits.clone().acquire_owned()).await else { return };
+        let Some(accepted) = shutdown.unless_signalled(listener.accept()).await else { return };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(1);
+                let _ = stream.set_nodelay(true);
+                let (tx, rx) = mpsc::channel(SEND_QUEUE_LEN);
+                let id = shared.insert(peer, tx);
+                tracing::debug!(%peer, %local, "TCP connection accepted");
+                shutdown.spawn(run_connection(shared.clone(), reading.clone(), stream, Conn { peer, id, rx, permit }));
+            }
+            Err(e) => {
+                drop(permit);
+                tracing::warn!(%local, error = %e, "TCP accept failed");
+                if shutdown.unless_signalled(tokio::time::sleep(backoff)).await.is_none() {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Opens the connections `send` queued, each in its own task that then reads and writes it.
+/// On the shutdown signal it stops; connections queued but not opened fail (their senders
+/// hear of it) and later sends that need a new connection get [`SendError::Stopped`].
+async fn connector(shared: Arc<Shared>, mut connects: mpsc::UnboundedReceiver<Conn>, reading: Reading) {
+    let shutdown = reading.shutdown.clone();
+    while let Some(Some(conn)) = shutdown.unless_signalled(connects.recv()).await {
+        shutdown.spawn(open(shared.clone(), reading.clone(), conn));
+    }
+    connects.close();
+    while let Ok(conn) = connects.try_recv() {
+        shared.connect_failed(conn.peer, conn.id);
+    }
+}
+
+/// Connects (bounded by [`CONNECT_TIMEOUT`], abandoned on the shutdown signal), then runs the
+/// connection; a failure drops the queued messages and tells whoever asked to hear of it.
+async fn open(shared: Arc<Shared>, reading: Reading, conn: Conn) {
+    let (dst, id) = (conn.peer, conn.id);
+    let connecting = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dst));
+    match reading.shutdown.unless_signalled(connecting).await {
+        Some(Ok(Ok(stream))) => {
+            let _ = stream.set_nodelay(true);
+            tracing::debug!(peer = %dst, "TCP connection opened");
+            shared.connected(dst, id);
+            run_connection(shared, reading, stream, conn).await;
+        }
+        Some(Ok(Err(e))) => {
+            tracing::debug!(peer = %dst, error = %e, "TCP connect failed: queued messages dropped");
+            shared.connect_failed(dst, id);
+        }
+        Some(Err(_)) => {
+            tracing::debug!(peer = %dst, "TCP connect timed out: queued messages dropped");
+            shared.connect_failed(dst, id);
+        }
+        None => {
+            tracing::debug!(peer = %dst, "shutting down: TCP connect abandoned, queued messages dropped");
+            shared.connect_failed(dst, id);
+        }
     }
 }
 
@@ -220,21 +303,17 @@ enum Drained {
     Close,
 }
 
-/// Reads, frames and dispatches; writes queued messages; closes when idle. The permit is
-/// held for the connection's lifetime.
-async fn run_connection(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    id: u64,
-    mut rx: mpsc::Receiver<Bytes>,
-    _permit: OwnedSemaphorePermit,
-) {
+/// Reads, frames and dispatches; writes queued messages; closes when idle or on the
+/// shutdown signal. The permit is held for the connection's lifetime.
+async fn run_connection(shared: Arc<Shared>, reading: Reading, stream: TcpStream, conn: Conn) {
+    let Conn { peer, id, mut rx, permit: _permit } = conn;
     let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(4096);
     let idle = tokio::time::sleep(TCP_IDLE_TIMEOUT);
     tokio::pin!(idle);
+    let stop = reading.shutdown.signalled();
+    tokio::pin!(stop);
     loop {
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
@@ -250,7 +329,7 @@ async fn run_connection(
                 }
                 Ok(_) => {
                     idle.as_mut().reset(Instant::now() + TCP_IDLE_TIMEOUT);
-                    match drain(&mut buf, &*shared.handler, &shared.counters, peer, local) {
+                    match drain(&mut buf, &*reading.handler, &shared.counters, peer, local) {
                         Drained::More => {}
                         Drained::Pong => {
                             if wr.write_all(b"\r\n").await.is_err() {
@@ -279,17 +358,25 @@ async fn run_connection(
                 tracing::debug!(%peer, "TCP connection idle: closed");
                 break;
             }
+            () = &mut stop => {
+                tracing::debug!(%peer, "shutting down: TCP connection closed");
+                break;
+            }
         }
     }
     shared.remove(peer, id);
-    // Flush what was queued before closing (a 400 for a message that broke the framing).
     rx.close();
-    while let Ok(bytes) = rx.try_recv() {
-        if wr.write_all(&bytes).await.is_err() {
-            break;
+    let flush = async {
+        while let Ok(bytes) = rx.try_recv() {
+            if wr.write_all(&bytes).await.is_err() {
+                break;
+            }
         }
+        let _ = wr.shutdown().await;
+    };
+    if tokio::time::timeout(CLOSE_TIMEOUT, flush).await.is_err() {
+        tracing::debug!(%peer, "TCP peer does not read: closed with messages still queued");
     }
-    let _ = wr.shutdown().await;
 }
 
 /// Frames every complete message in `buf` and hands it to the handler (zero-copy: each

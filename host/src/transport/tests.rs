@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::tcp::test_support::drain_for_test;
 use super::*;
+use crate::shutdown::Shutdown;
 
 /// What the collecting handler saw.
 #[derive(Debug)]
@@ -47,7 +48,9 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
 async fn bind(specs: &[&str]) -> (Transports, mpsc::UnboundedReceiver<Seen>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let specs: Vec<ListenSpec> = specs.iter().map(|s| s.parse().expect("spec")).collect();
-    let t = Transports::bind(&specs, Arc::new(Collect(tx))).await.expect("bind");
+    let (t, listeners) = Transports::bind(&specs).await.expect("bind");
+    // Never stopped: the loops end with the test's runtime.
+    listeners.start(Arc::new(Collect(tx)), &Shutdown::new());
     (t, rx)
 }
 
@@ -244,14 +247,73 @@ fn framer_handles_keepalive_garbage_and_partial() {
 }
 
 #[tokio::test]
-async fn deferred_handler_forwards_once_set() {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let slot = DeferredHandler::new();
-    let t = Transports::bind(&["udp:127.0.0.1:0".parse().expect("spec")], slot.clone()).await.expect("bind");
-    assert!(slot.set(Arc::new(Collect(tx))));
-    let (tx2, _rx2) = mpsc::unbounded_channel();
-    assert!(!slot.set(Arc::new(Collect(tx2))), "second set is refused");
+async fn what_arrives_before_start_is_read_once_started() {
+    let specs: Vec<ListenSpec> =
+        ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"].iter().map(|s| s.parse().expect("spec")).collect();
+    let (t, listeners) = Transports::bind(&specs).await.expect("bind");
+    let (udp, tcp) = (t.listeners()[0].addr, t.listeners()[1].addr);
+    // Bound but not started: the ports are known and the sending side works already.
     let peer = UdpSocket::bind("127.0.0.1:0").await.expect("peer");
-    peer.send_to(options("d1").as_bytes(), t.listeners()[0].addr).await.expect("send");
+    peer.send_to(options("before-u").as_bytes(), udp).await.expect("send");
+    let mut c = TcpStream::connect(tcp).await.expect("connect (listen backlog)");
+    c.write_all(options("before-t").as_bytes()).await.expect("w");
+    // (After an await that ran the I/O driver: a UDP send on a socket the driver has not seen
+    // yet finds it not writable and is dropped as a full buffer would be.)
+    t.send(Proto::Udp, peer.local_addr().expect("addr"), Bytes::from_static(b"early")).expect("send");
+    let mut buf = [0u8; 64];
+    let (n, _) = tokio::time::timeout(WAIT, peer.recv_from(&mut buf)).await.expect("in time").expect("recv");
+    assert_eq!(&buf[..n], b"early");
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    listeners.start(Arc::new(Collect(tx)), &Shutdown::new());
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let Seen::Msg(inb) = next(&mut rx).await else { panic!("expected a message") };
+        got.push(inb.msg.call_id().expect("call-id").to_owned());
+    }
+    got.sort();
+    assert_eq!(got, ["c-before-t", "c-before-u"]);
+}
+
+#[tokio::test]
+async fn receive_loops_stop_on_the_signal_and_let_go_of_their_sockets() {
+    let specs: Vec<ListenSpec> =
+        ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"].iter().map(|s| s.parse().expect("spec")).collect();
+    let (t, listeners) = Transports::bind(&specs).await.expect("bind");
+    let (udp, tcp) = (t.listeners()[0].addr, t.listeners()[1].addr);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let shutdown = Shutdown::new();
+    listeners.start(Arc::new(Collect(tx)), &shutdown);
+
+    // Serving: a datagram, a message on an accepted connection, and an outbound connection.
+    let peer = UdpSocket::bind("127.0.0.1:0").await.expect("peer");
+    peer.send_to(options("s-u").as_bytes(), udp).await.expect("send");
     assert!(matches!(next(&mut rx).await, Seen::Msg(_)));
+    let mut inbound = TcpStream::connect(tcp).await.expect("connect");
+    inbound.write_all(options("s-t").as_bytes()).await.expect("w");
+    assert!(matches!(next(&mut rx).await, Seen::Msg(_)));
+    let far = TcpListener::bind("127.0.0.1:0").await.expect("listen");
+    let far_addr = far.local_addr().expect("addr");
+    t.send(Proto::Tcp, far_addr, Bytes::from(options("s-o"))).expect("queued");
+    let (mut outbound, _) = tokio::time::timeout(WAIT, far.accept()).await.expect("in time").expect("accept");
+    let mut got = vec![0u8; options("s-o").len()];
+    tokio::time::timeout(WAIT, outbound.read_exact(&mut got)).await.expect("in time").expect("read");
+    assert_eq!(t.stats().tcp_connections, 2);
+
+    tokio::time::timeout(WAIT, shutdown.stop()).await.expect("every receive loop and connection ended in time");
+
+    // Both connections were closed from our side.
+    let mut buf = [0u8; 16];
+    for conn in [&mut inbound, &mut outbound] {
+        let n = tokio::time::timeout(WAIT, conn.read(&mut buf)).await.expect("closed in time").expect("read");
+        assert_eq!(n, 0, "expected the connection to be closed");
+    }
+    assert_eq!(t.stats().tcp_connections, 0);
+    // The sockets are closed although `t` is still alive: the ports are free, sends fail.
+    drop((inbound, outbound));
+    UdpSocket::bind(udp).await.expect("the UDP port is free again");
+    TcpListener::bind(tcp).await.expect("the TCP port is free again");
+    let to_peer = peer.local_addr().expect("addr");
+    assert_eq!(t.send(Proto::Udp, to_peer, Bytes::from_static(b"x")), Err(SendError::Stopped(Proto::Udp)));
+    assert_eq!(t.send(Proto::Tcp, far_addr, Bytes::from_static(b"x")), Err(SendError::Stopped(Proto::Tcp)));
 }
