@@ -16,7 +16,11 @@ use sipbox::events::{Event, EventBus, EventsConfig, Params};
 use sipbox::sinks::{self, Flatstore};
 
 /// A receiver thread counting datagrams; returns (count, time of the last).
-fn receiver(expected: usize) -> anyhow::Result<(u16, std::thread::JoinHandle<(usize, Instant)>, Arc<AtomicUsize>)> {
+/// The receiver's port, its thread (which returns the count and the time of the last
+/// datagram), and the live count.
+type Receiver = (u16, std::thread::JoinHandle<(usize, Instant)>, Arc<AtomicUsize>);
+
+fn receiver(expected: usize) -> anyhow::Result<Receiver> {
     let socket = UdpSocket::bind("127.0.0.1:0")?;
     socket.set_read_timeout(Some(Duration::from_millis(500)))?;
     let port = socket.local_addr()?.port();

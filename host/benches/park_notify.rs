@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 mod parked_calls;
 
 // The push provider of the end-to-end tests.
-#[allow(dead_code)] // mi_call and some accessors are for the tests
+#[allow(dead_code, reason = "mi_call and some accessors are for the tests")]
 #[path = "../../tests/e2e/harness/http.rs"]
 mod http;
 const LOCALHOST: &str = "127.0.0.1";

@@ -9,6 +9,8 @@
 //! with `replay`, `[limits] suspend = "replay"`, so a parked guest holds
 //! its journal instead of its instance, and resumes by replay.
 
+#![allow(clippy::unwrap_used, reason = "a poisoned lock in a benchmark is a failed run")]
+
 /// The allocator the server runs with (see `main.rs`), so heap figures match it.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -23,6 +23,8 @@
 //! With `replay` after N, the guests park with `[limits] suspend = "replay"`
 //! (the output file is the same: run one mode at a time).
 
+#![allow(clippy::unwrap_used, reason = "a poisoned lock in a benchmark is a failed run")]
+
 #[global_allocator]
 static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 

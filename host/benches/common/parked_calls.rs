@@ -2,8 +2,7 @@
 //! `park_notify.rs`): a route module on one UDP listener, sized for `n` calls
 //! parked at once, and the INVITE, response and RSS helpers of its caller.
 
-// Each bench uses a part of this file.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each bench uses a part of this file")]
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};

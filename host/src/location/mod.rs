@@ -307,7 +307,7 @@ impl Shared {
     /// listener may raise events whose handlers look the location up.
     fn tell_listener(&self, published: &[LocationEvent]) {
         if let Some(listener) = &self.listener {
-            published.iter().for_each(|event| listener(event));
+            published.iter().for_each(listener);
         }
     }
 

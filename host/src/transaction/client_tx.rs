@@ -29,6 +29,9 @@ pub(crate) struct ClientHandle {
     inbox: Arc<Inbox<ClientEvent>>,
 }
 
+// Responses travel inline: boxing them would cost an allocation per response on the
+// hot path, while the inbox holds few events and owns no memory when empty.
+#[allow(clippy::large_enum_variant, reason = "a boxed Message would be one more allocation per response")]
 pub(crate) enum ClientEvent {
     Response(Message),
     /// The TU gives up (Timer C without a provisional, or no final after CANCEL).

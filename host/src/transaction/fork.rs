@@ -25,6 +25,7 @@ use crate::transport::Host;
 const CALL_COMPLETED_ELSEWHERE: &str = "SIP ;cause=200 ;text=\"Call completed elsewhere\"";
 
 /// Inputs of a response context.
+#[allow(clippy::large_enum_variant, reason = "a boxed Message would be one more allocation per response")]
 pub(crate) enum ProxyEvent {
     /// `relay` or `inject` was called: start these branches (a new serial stage when
     /// earlier ones ended); `cancel_existing`: CANCEL the pending ones first (call pickup);
@@ -57,6 +58,7 @@ pub(crate) enum ProxyEvent {
 }
 
 /// A branch's final outcome.
+#[allow(clippy::large_enum_variant, reason = "most finals are received; boxing them would allocate per branch")]
 enum Final {
     /// A response from downstream.
     Received(Message),

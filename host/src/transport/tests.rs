@@ -15,6 +15,7 @@ use crate::shutdown::Shutdown;
 
 /// What the collecting handler saw.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant, reason = "a test collector")]
 enum Seen {
     Msg(Inbound),
     Bad(Bytes, SocketAddr, Proto),
