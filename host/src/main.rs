@@ -36,10 +36,16 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Check that a .wasm file is a route module this server can run: a
-    /// component exporting the sipbox:route world that instantiates cleanly.
+    /// component exporting the sipbox:route world that instantiates cleanly
+    /// under the [limits] it will run with (those of --config, else the
+    /// embedded defaults).
     CheckRoute {
-        /// The route module (.wasm component).
-        module: PathBuf,
+        /// The route module (.wasm component); default: --config's [routes] module.
+        module: Option<PathBuf>,
+        /// Path to sipbox.toml: its [limits] apply, and its [routes] module is
+        /// checked when no module is given.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
     },
     /// Run a management (MI) command on a running server, like opensips-cli:
     /// `sipbox mi event_subscribe E_UL_CONTACT_INSERT udp:127.0.0.1:9999 60`.
@@ -63,7 +69,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => run(config),
-        Command::CheckRoute { module } => check_route(module),
+        Command::CheckRoute { module, config } => check_route(module, config),
         Command::Mi { url, command, args } => mi(&url, &command, &args),
         Command::Defaults => {
             print!("{}", sipbox::server::DEFAULTS_TOML);
@@ -104,9 +110,15 @@ fn interrupted_or_terminated() -> anyhow::Result<impl Future<Output = ()>> {
     })
 }
 
-fn check_route(module: PathBuf) -> anyhow::Result<()> {
+fn check_route(module: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {
     sipbox::server::init_logging("warn");
-    let config = Config::default();
+    let config = match &config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let Some(module) = module.or_else(|| config.routes.module.clone()) else {
+        anyhow::bail!("no route module: name one, or give a --config whose [routes] sets module");
+    };
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
         sipbox::server::check_route(&config, RouteSource::File(module.clone())).await?;
         println!("{}: ok, a sipbox:route@0.1.0 component", module.display());

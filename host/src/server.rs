@@ -52,12 +52,16 @@ fn route_source(config: &Config) -> RouteSource {
     }
 }
 
-/// Loads a route module the way `run` would, without opening sockets.
+/// Loads a route module the way `run` would, under `config`'s `[limits]`,
+/// without opening sockets.
 pub async fn check_route(config: &Config, source: RouteSource) -> anyhow::Result<()> {
     config.location.validate()?;
     let limits = config.limits.clone();
-    let runtime = tokio::task::spawn_blocking(move || Runtime::standalone(limits, RouteSource::Embedded)).await??;
-    runtime.reload(source).await?;
+    // The module itself is the runtime's first, compiled under these limits
+    // (a module that cannot fit them is refused here, with the reason), then
+    // instantiated once as a reload would.
+    let runtime = tokio::task::spawn_blocking(move || Runtime::standalone(limits, source)).await??;
+    runtime.check_current().await?;
     Ok(())
 }
 

@@ -20,11 +20,13 @@
 //! - [`ebr_trap`]: routes that trap after subscribing to or waiting for an event;
 //! - [`events`]: registrar, pike and threshold events to UDP subscribers and an event route.
 //! - [`relay`]: the fixed-next-hop relay of the benchmark, with and without Record-Route.
+//! - [`check_route`]: `sipbox check-route` under the limits of a `--config`.
 
 mod harness;
 
 mod call;
 mod cancel;
+mod check_route;
 mod dtmf;
 mod ebr_trap;
 mod events;

@@ -268,6 +268,13 @@ impl Runtime {
         Ok(loaded)
     }
 
+    /// Instantiates the module serving now once, without a request: what
+    /// [`reload`](Self::reload) checks before swapping a module in, for a
+    /// module loaded by [`new`](Self::new) (`check-route`).
+    pub async fn check_current(&self) -> anyhow::Result<()> {
+        self.smoke_test(&self.current()).await
+    }
+
     /// Instantiates a module once without a request, so a module whose
     /// start-up traps is refused before it serves traffic.
     async fn smoke_test(&self, route: &LoadedRoute) -> anyhow::Result<()> {
