@@ -105,67 +105,90 @@ impl Journal {
     }
 }
 
-/// Every function the `route` world imports (`wit/route.wit`), named in the
-/// journal and in divergence errors by its WIT name ([`Import::wit_name`]).
-/// Adding an import to the WIT means adding it here (a test holds the two
-/// together), and the `match` in [`Import::on_replay`] then asks whether a
-/// replay may run it again.
+/// Defines [`Import`] from one list, each variant with its WIT name, so the
+/// variants, their names and [`Import::ALL`] cannot drift apart.
+macro_rules! imports {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal,)*) => {
+        /// Every function the `route` world imports (`wit/route.wit`), named in the
+        /// journal and in divergence errors by its WIT name ([`Import::wit_name`]).
+        /// Adding an import to the WIT means adding it here (a test holds the two
+        /// together), and the `match` in [`Import::on_replay`] then asks whether a
+        /// replay may run it again.
+        #[cfg_attr(not(test), allow(dead_code, reason = "rerun imports are named only in tests"))]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub(crate) enum Import {
+            $($variant,)*
+        }
+
+        impl Import {
+            /// Every import, in WIT order.
+            #[cfg(test)]
+            const ALL: &[Import] = &[$(Import::$variant,)*];
+
+            /// The WIT name: `interface.function`, or `interface.resource.method`.
+            pub(crate) fn wit_name(self) -> &'static str {
+                match self {
+                    $(Import::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
 // Imports that run again on replay are named only here, in `on_replay` and
 // in the test that holds this list to the WIT.
-#[cfg_attr(not(test), allow(dead_code, reason = "rerun imports are named only in tests"))]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Import {
+imports! {
     // message.request
-    RequestMethod,
-    RequestRuri,
-    RequestSetRuri,
-    RequestHeader,
-    RequestHeaders,
-    RequestAddHeader,
-    RequestRemoveHeader,
-    RequestBody,
-    RequestSource,
-    RequestCallId,
-    RequestFromUri,
-    RequestFromTag,
-    RequestToUri,
-    RequestToTag,
+    RequestMethod = "message.request.method",
+    RequestRuri = "message.request.ruri",
+    RequestSetRuri = "message.request.set-ruri",
+    RequestHeader = "message.request.header",
+    RequestHeaders = "message.request.headers",
+    RequestAddHeader = "message.request.add-header",
+    RequestRemoveHeader = "message.request.remove-header",
+    RequestBody = "message.request.body",
+    RequestSource = "message.request.source",
+    RequestCallId = "message.request.call-id",
+    RequestFromUri = "message.request.from-uri",
+    RequestFromTag = "message.request.from-tag",
+    RequestToUri = "message.request.to-uri",
+    RequestToTag = "message.request.to-tag",
     // message.reply
-    ReplyStatus,
-    ReplyReason,
-    ReplyHeader,
-    ReplyHeaders,
-    ReplySource,
+    ReplyStatus = "message.reply.status",
+    ReplyReason = "message.reply.reason",
+    ReplyHeader = "message.reply.header",
+    ReplyHeaders = "message.reply.headers",
+    ReplySource = "message.reply.source",
     // tm
-    TmReply,
-    TmRecordRoute,
-    TmLooseRoute,
-    TmAppendBranch,
-    TmRelay,
-    TmOnReply,
-    TmOnFailure,
-    TmCurrentTid,
-    TmIsMyself,
-    TmNewtran,
-    TmWaitForNewBranches,
-    TmWaitNoMoreBranches,
-    TmInjectBranches,
+    TmReply = "tm.reply",
+    TmRecordRoute = "tm.record-route",
+    TmLooseRoute = "tm.loose-route",
+    TmAppendBranch = "tm.append-branch",
+    TmRelay = "tm.relay",
+    TmOnReply = "tm.on-reply",
+    TmOnFailure = "tm.on-failure",
+    TmCurrentTid = "tm.current-tid",
+    TmIsMyself = "tm.is-myself",
+    TmNewtran = "tm.newtran",
+    TmWaitForNewBranches = "tm.wait-for-new-branches",
+    TmWaitNoMoreBranches = "tm.wait-no-more-branches",
+    TmInjectBranches = "tm.inject-branches",
     // location
-    LocationSave,
-    LocationLookup,
-    LocationLookupAor,
-    LocationUnregister,
+    LocationSave = "location.save",
+    LocationLookup = "location.lookup",
+    LocationLookupAor = "location.lookup-aor",
+    LocationUnregister = "location.unregister",
     // events
-    RaiseEvent,
-    NotifyOnEvent,
-    WaitForEvent,
+    RaiseEvent = "events.raise-event",
+    NotifyOnEvent = "events.notify-on-event",
+    WaitForEvent = "events.wait-for-event",
     // rest
-    RestGet,
-    RestPost,
+    RestGet = "rest.get",
+    RestPost = "rest.post",
     // config
-    ConfigGet,
+    ConfigGet = "config.get",
     // log
-    Log,
+    Log = "log.log",
 }
 
 /// What an import does when a replay runs its invocation again.
@@ -185,57 +208,6 @@ pub(crate) enum OnReplay {
 }
 
 impl Import {
-    /// Every import, in WIT order.
-    #[cfg(test)]
-    const ALL: [Import; 43] = {
-        use Import::*;
-        [
-            RequestMethod,
-            RequestRuri,
-            RequestSetRuri,
-            RequestHeader,
-            RequestHeaders,
-            RequestAddHeader,
-            RequestRemoveHeader,
-            RequestBody,
-            RequestSource,
-            RequestCallId,
-            RequestFromUri,
-            RequestFromTag,
-            RequestToUri,
-            RequestToTag,
-            ReplyStatus,
-            ReplyReason,
-            ReplyHeader,
-            ReplyHeaders,
-            ReplySource,
-            TmReply,
-            TmRecordRoute,
-            TmLooseRoute,
-            TmAppendBranch,
-            TmRelay,
-            TmOnReply,
-            TmOnFailure,
-            TmCurrentTid,
-            TmIsMyself,
-            TmNewtran,
-            TmWaitForNewBranches,
-            TmWaitNoMoreBranches,
-            TmInjectBranches,
-            LocationSave,
-            LocationLookup,
-            LocationLookupAor,
-            LocationUnregister,
-            RaiseEvent,
-            NotifyOnEvent,
-            WaitForEvent,
-            RestGet,
-            RestPost,
-            ConfigGet,
-            Log,
-        ]
-    };
-
     /// How a replay treats the import. Journaled are those that send
     /// (replies, relays, events, HTTP), store (the registrar) or read state
     /// other invocations change (location, other transactions).
@@ -256,56 +228,6 @@ impl Import {
             // reload that changes them between the runs changes the route.
             ConfigGet => OnReplay::Reruns,
             Log => OnReplay::Skipped,
-        }
-    }
-
-    /// The WIT name: `interface.function`, or `interface.resource.method`.
-    pub(crate) fn wit_name(self) -> &'static str {
-        use Import::*;
-        match self {
-            RequestMethod => "message.request.method",
-            RequestRuri => "message.request.ruri",
-            RequestSetRuri => "message.request.set-ruri",
-            RequestHeader => "message.request.header",
-            RequestHeaders => "message.request.headers",
-            RequestAddHeader => "message.request.add-header",
-            RequestRemoveHeader => "message.request.remove-header",
-            RequestBody => "message.request.body",
-            RequestSource => "message.request.source",
-            RequestCallId => "message.request.call-id",
-            RequestFromUri => "message.request.from-uri",
-            RequestFromTag => "message.request.from-tag",
-            RequestToUri => "message.request.to-uri",
-            RequestToTag => "message.request.to-tag",
-            ReplyStatus => "message.reply.status",
-            ReplyReason => "message.reply.reason",
-            ReplyHeader => "message.reply.header",
-            ReplyHeaders => "message.reply.headers",
-            ReplySource => "message.reply.source",
-            TmReply => "tm.reply",
-            TmRecordRoute => "tm.record-route",
-            TmLooseRoute => "tm.loose-route",
-            TmAppendBranch => "tm.append-branch",
-            TmRelay => "tm.relay",
-            TmOnReply => "tm.on-reply",
-            TmOnFailure => "tm.on-failure",
-            TmCurrentTid => "tm.current-tid",
-            TmIsMyself => "tm.is-myself",
-            TmNewtran => "tm.newtran",
-            TmWaitForNewBranches => "tm.wait-for-new-branches",
-            TmWaitNoMoreBranches => "tm.wait-no-more-branches",
-            TmInjectBranches => "tm.inject-branches",
-            LocationSave => "location.save",
-            LocationLookup => "location.lookup",
-            LocationLookupAor => "location.lookup-aor",
-            LocationUnregister => "location.unregister",
-            RaiseEvent => "events.raise-event",
-            NotifyOnEvent => "events.notify-on-event",
-            WaitForEvent => "events.wait-for-event",
-            RestGet => "rest.get",
-            RestPost => "rest.post",
-            ConfigGet => "config.get",
-            Log => "log.log",
         }
     }
 }
