@@ -3,6 +3,7 @@
 //! `sipbox.toml`), so `sipbox run` needs no file. Unknown keys are errors, so
 //! a typo is reported instead of silently ignored.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -12,13 +13,17 @@ use crate::events::EventsConfig;
 use crate::location::LocationConfig;
 use crate::mi::MiConfig;
 use crate::pike::PikeConfig;
-use crate::runtime::Limits;
+use crate::runtime::{CompileCache, Limits, RouteSet, RouteSource, RoutesUpdate};
 use crate::transaction::Timers;
 use crate::transport::ListenSpec;
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// The file this was read from (`None`: the embedded defaults or text):
+    /// a reload re-reads `[routes]` from it.
+    #[serde(skip)]
+    pub source_path: Option<PathBuf>,
     pub server: ServerConfig,
     pub routes: RoutesConfig,
     pub location: LocationConfig,
@@ -45,15 +50,76 @@ impl Default for ServerConfig {
     }
 }
 
-/// `[routes]`: which route module runs.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// `[routes]`: which route modules run, their settings, how they reload.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutesConfig {
-    /// A `.wasm` component exporting the `sipbox:route` world; relative paths
-    /// are relative to the config file. None = the embedded default route.
+    /// The main route module: a `.wasm` component exporting the
+    /// `sipbox:route` world; relative paths are relative to the config file.
+    /// None = the embedded default route.
     pub module: Option<PathBuf>,
+    /// Event-route modules by name: a `route:NAME` event runs `on-event` in
+    /// module NAME when one is configured, else in the main module.
+    pub modules: BTreeMap<String, PathBuf>,
+    /// Reload a module when its file changes (debounced; its directory is
+    /// watched, so replace-by-rename is seen). Only files are watched.
+    pub watch: bool,
+    /// Keep compiled modules on disk, keyed by content hash, so a restart or
+    /// a reload of an unchanged module does not compile again.
+    pub cache: bool,
+    /// Where; None = `$XDG_CACHE_HOME/sipbox`, else `~/.cache/sipbox`.
+    pub cache_dir: Option<PathBuf>,
     /// Settings routes read with `config.get(name)` (e.g. a push URL).
-    pub vars: std::collections::BTreeMap<String, String>,
+    pub vars: BTreeMap<String, String>,
+}
+
+impl Default for RoutesConfig {
+    fn default() -> Self {
+        RoutesConfig {
+            module: None,
+            modules: BTreeMap::new(),
+            watch: true,
+            cache: true,
+            cache_dir: None,
+            vars: BTreeMap::new(),
+        }
+    }
+}
+
+impl RoutesConfig {
+    /// The module table this describes.
+    pub fn route_set(&self) -> RouteSet {
+        let file = |path: &PathBuf| RouteSource::File(path.clone());
+        RouteSet {
+            main: self.module.as_ref().map_or(RouteSource::Embedded, file),
+            named: self.modules.iter().map(|(name, path)| (name.clone(), file(path))).collect(),
+        }
+    }
+
+    /// What a reload applies from this table.
+    pub fn update(&self) -> RoutesUpdate {
+        RoutesUpdate { routes: self.route_set(), vars: self.vars.clone(), watch: self.watch }
+    }
+
+    /// The compile cache to use: `None` when `cache = false`, or when the
+    /// directory cannot be used (logged: the server then compiles every
+    /// load, as it would without a cache).
+    pub fn compile_cache(&self) -> Option<CompileCache> {
+        if !self.cache {
+            return None;
+        }
+        let Some(dir) = self.cache_dir.clone().or_else(CompileCache::default_dir) else {
+            tracing::warn!("no compile cache: set routes.cache_dir (neither XDG_CACHE_HOME nor HOME is set)");
+            return None;
+        };
+        match CompileCache::open(&dir) {
+            Ok(cache) => Some(cache),
+            Err(err) => {
+                tracing::warn!("no compile cache: {err:#}");
+                None
+            }
+        }
+    }
 }
 
 impl Config {
@@ -62,11 +128,14 @@ impl Config {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         let mut config = Config::parse(&text).with_context(|| format!("invalid config file {}", path.display()))?;
-        if let (Some(module), Some(dir)) = (&config.routes.module, path.parent())
-            && module.is_relative()
-        {
-            config.routes.module = Some(dir.join(module));
+        if let Some(dir) = path.parent() {
+            let routes = &mut config.routes;
+            let paths = routes.module.iter_mut().chain(routes.modules.values_mut()).chain(routes.cache_dir.iter_mut());
+            for relative in paths.filter(|p| p.is_relative()) {
+                *relative = dir.join(&*relative);
+            }
         }
+        config.source_path = Some(path.to_path_buf());
         Ok(config)
     }
 
@@ -85,6 +154,7 @@ impl Config {
         self.location.validate()?;
         self.mi.validate()?;
         self.pike.validate()?;
+        self.routes.route_set().validate()?;
         Ok(())
     }
 

@@ -29,7 +29,10 @@ struct Cli {
 enum Command {
     /// Run the server. Without --config the embedded defaults serve UDP and TCP
     /// on 127.0.0.1:5060 with the built-in registrar + proxy route.
-    /// SIGHUP reloads the route module; SIGINT/SIGTERM stop gracefully.
+    /// SIGHUP, MI reload_routes and a change to a module file ([routes] watch)
+    /// reload the route modules, re-reading [routes] from --config; a bad
+    /// module or config is refused and the old ones keep serving.
+    /// SIGINT/SIGTERM stop gracefully.
     Run {
         /// Path to sipbox.toml.
         #[arg(short, long)]

@@ -7,7 +7,10 @@
 //! the table), the receive loops (the core as their handler) and the
 //! management interface. Then it serves until the shutdown future it was
 //! given completes (the binary passes one for SIGINT/SIGTERM, a test its
-//! own), reloading the route module on SIGHUP meanwhile.
+//! own), reloading the route modules meanwhile on SIGHUP, on MI
+//! `reload_routes` and when a module file changes (`[routes] watch`): each
+//! reload re-reads `[routes]` from the config file the server was started
+//! with ([`Config::source_path`]) through one [`Reloader`].
 //!
 //! Shutdown runs in order: the SIP receive loops stop and close
 //! their sockets (no new messages), then the step where live transactions
@@ -28,7 +31,9 @@ use crate::events::{EventBus, usrloc};
 use crate::location::Location;
 use crate::mi::{self, MiContext};
 use crate::pike::Pike;
-use crate::runtime::{self, INVOCATION_BACKLOG, RouteServices, RouteSource, Runtime};
+use crate::runtime::{
+    self, INVOCATION_BACKLOG, ReadRoutes, Reloader, RouteServices, RouteSource, RoutesUpdate, Runtime,
+};
 use crate::shutdown::Shutdown;
 use crate::sinks::{self, Flatstore};
 use crate::transaction::{Core, Transactions};
@@ -46,9 +51,20 @@ pub fn init_logging(filter: &str) {
 }
 
 fn route_source(config: &Config) -> RouteSource {
-    match &config.routes.module {
-        Some(path) => RouteSource::File(path.clone()),
-        None => RouteSource::Embedded,
+    config.routes.route_set().main
+}
+
+/// How a reload re-reads `[routes]`: from the config file when the server
+/// was started from one (the whole file is parsed and validated, so a file
+/// broken since start-up is refused with the reason; only `[routes]` is
+/// applied, the other tables need a restart), else the start-up table again.
+fn reread_routes(config: &Config) -> ReadRoutes {
+    match config.source_path.clone() {
+        Some(path) => Box::new(move || Ok(Config::load(&path)?.routes.update())),
+        None => {
+            let routes = config.routes.update();
+            Box::new(move || Ok(routes.clone()))
+        }
     }
 }
 
@@ -66,7 +82,8 @@ pub async fn check_route(config: &Config, source: RouteSource) -> anyhow::Result
 }
 
 /// Runs the server until `shutdown` completes, then stops it in order (see
-/// the module docs) and returns. SIGHUP reloads the route module meanwhile.
+/// the module docs) and returns. SIGHUP, MI `reload_routes` and changes to
+/// the module files reload the route modules meanwhile.
 ///
 /// # Errors
 /// A service that cannot start (bad configuration, a port that cannot be
@@ -98,10 +115,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             transactions: transactions.clone(),
             vars: config.routes.vars.clone(),
         };
-        let (limits, source) = (config.limits.clone(), source.clone());
-        tokio::task::spawn_blocking(move || Runtime::new(limits, source, services, invocations)).await??
+        let (limits, routes, cache) = (config.limits.clone(), config.routes.route_set(), config.routes.compile_cache());
+        tokio::task::spawn_blocking(move || Runtime::with_routes(limits, &routes, cache, services, invocations))
+            .await??
     };
     let route = runtime.current();
+    let applied: RoutesUpdate = config.routes.update();
+    let reloader = Reloader::new(runtime.clone(), applied, reread_routes(&config));
 
     // The core sends through the transports and handles what they receive:
     // bind the sockets, build the core with the sending side, then start the
@@ -120,6 +140,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let mi_context = MiContext::new(bus.clone(), location.clone(), source.clone())
         .with_flatstore(flatstore)
         .with_runtime(runtime.clone())
+        .with_reloader(reloader.clone())
         .with_core(core.clone())
         .with_transports(transports.clone());
     let mi_serving = Shutdown::new();
@@ -134,10 +155,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         "sipbox {} serving", env!("CARGO_PKG_VERSION")
     );
 
-    reload_on_hangup_until(shutdown, &config, &runtime).await?;
+    let watching = Shutdown::new();
+    runtime::watch_modules(reloader.clone(), &watching);
+
+    reload_on_hangup_until(shutdown, &reloader).await?;
 
     // Shutdown, in order: each step has ended before the next begins.
     tracing::info!("shutting down");
+    watching.stop().await;
     // No new messages: the receive loops end and close the SIP sockets.
     receiving.stop().await;
     finish_live_transactions(&core).await;
@@ -149,22 +174,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     Ok(())
 }
 
-/// Serves until `shutdown` completes, reloading the route module on each SIGHUP.
-async fn reload_on_hangup_until(
-    shutdown: impl Future<Output = ()>,
-    config: &Config,
-    runtime: &Runtime,
-) -> anyhow::Result<()> {
+/// Serves until `shutdown` completes, reloading every route module on each
+/// SIGHUP.
+async fn reload_on_hangup_until(shutdown: impl Future<Output = ()>, reloader: &Reloader) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => return Ok(()),
             Some(()) = hangup.recv() => {
-                let source = route_source(config);
-                if let Err(err) = runtime.reload(source).await {
-                    tracing::error!("route reload refused, the old module keeps serving: {err:#}");
-                }
+                // The outcome is logged and counted by the reloader.
+                let _ = reloader.reload(None, "SIGHUP").await;
             }
         }
     }

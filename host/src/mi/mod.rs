@@ -43,7 +43,7 @@ use serde::Deserialize;
 
 use crate::events::EventBus;
 use crate::location::Location;
-use crate::runtime::{RouteSource, Runtime};
+use crate::runtime::{Reloader, RouteSource, Runtime};
 use crate::shutdown::Shutdown;
 use crate::sinks::Flatstore;
 use crate::transaction::Core;
@@ -124,13 +124,17 @@ pub struct MiContext {
     pub flatstore: Option<Flatstore>,
     /// Registrations (`ul_*` commands, usrloc statistics).
     pub location: Location,
-    /// The route runtime (`reload_routes`, runtime statistics).
+    /// The route runtime (runtime and routes statistics).
     pub runtime: Option<Runtime>,
+    /// How `reload_routes` reloads: re-reading `[routes]` (the server's).
+    /// Without one it reloads the main module from `route_source`.
+    pub reloader: Option<Reloader>,
     /// The proxy core (transaction statistics).
     pub core: Option<Core>,
     /// The SIP transports (`ps`, transport statistics).
     pub transports: Option<Transports>,
-    /// Where `reload_routes` loads the route module from.
+    /// Where `reload_routes` loads the main module from when there is no
+    /// [`reloader`](Self::reloader).
     pub route_source: RouteSource,
     /// Wall-clock start time (`uptime`).
     pub started: SystemTime,
@@ -146,6 +150,7 @@ impl MiContext {
             flatstore: None,
             location,
             runtime: None,
+            reloader: None,
             core: None,
             transports: None,
             route_source,
@@ -163,6 +168,12 @@ impl MiContext {
     /// Adds the route runtime.
     pub fn with_runtime(mut self, runtime: Runtime) -> MiContext {
         self.runtime = Some(runtime);
+        self
+    }
+
+    /// Adds the reloader `reload_routes` goes through.
+    pub fn with_reloader(mut self, reloader: Reloader) -> MiContext {
+        self.reloader = Some(reloader);
         self
     }
 

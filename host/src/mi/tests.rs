@@ -343,10 +343,15 @@ async fn reload_routes_swaps_or_names_the_refusal() {
     let mi =
         start(MiContext::new(bus.clone(), location.clone(), RouteSource::Embedded).with_runtime(runtime.clone())).await;
     let before = runtime.current().generation;
-    assert_eq!(mi.call("reload_routes", Value::Null).await.expect("reload"), json!("OK"));
-    assert!(runtime.current().generation > before, "a new module generation serves");
-    let stats = mi.call("get_statistics", json!([["runtime:"]])).await.expect("runtime stats");
+    let reply = mi.call("reload_routes", Value::Null).await.expect("reload");
+    assert_eq!(reply, json!({"main": before + 1}), "the reply names the new generation");
+    assert_eq!(runtime.current().generation, before + 1, "the new module generation serves");
+    let stats = mi.call("get_statistics", json!([["runtime:", "routes:"]])).await.expect("runtime stats");
     assert_eq!(stats["runtime:reloads"], 1);
+    assert_eq!(stats["routes:reloads"], 1);
+    assert_eq!(stats["routes:generation"], before + 1);
+    let err = mi.call_err("reload_routes", json!({"name": "nope"})).await;
+    assert!(err.data.as_deref().is_some_and(|d| d.contains("no route module named \"nope\"")), "{err}");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let bogus = dir.path().join("not-a-module.wasm");
@@ -359,6 +364,8 @@ async fn reload_routes_swaps_or_names_the_refusal() {
     assert_eq!((err.code, err.message.as_str()), (500, "Failed to reload"));
     assert!(err.data.as_deref().is_some_and(|d| d.contains("not a WebAssembly binary")), "{err}");
     assert_eq!(runtime.current().generation, generation, "the old module keeps serving");
+    let stats = bad.call("get_statistics", json!([["routes:reload_failures"]])).await.expect("stats");
+    assert_eq!(stats["routes:reload_failures"], 1);
 
     let without = start(MiContext::new(bus, location, RouteSource::Embedded)).await;
     assert_eq!(without.call_err("reload_routes", Value::Null).await.code, 500);

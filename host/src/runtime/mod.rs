@@ -1,9 +1,13 @@
 //! The WebAssembly runtime: one wasmtime `Engine` and `Linker` per process,
-//! the current route module (swappable at run time), and a `Store` and
-//! instance per invocation: a fresh one, or with `[limits] instance_reuse`
-//! a warm one an earlier invocation of the same module returned normally from.
+//! the table of route modules (the main route and event-route modules by
+//! name, each swappable at run time on its own), and a `Store` and instance
+//! per invocation: a fresh one, or with `[limits] instance_reuse` a warm one
+//! an earlier invocation of the same module returned normally from.
 //!
 //! - `engine.rs`: engine settings, pooling allocator, epoch ticker, `[limits]`;
+//! - `cache.rs`: compiled modules on disk, keyed by content hash;
+//! - `reload.rs`: what a reload does (re-read `[routes]`, swap, count) for
+//!   SIGHUP, the MI and `watch.rs`, which watches the module files;
 //! - `bindings.rs`: the `bindgen!` for `wit/`;
 //! - `state.rs`: `HostState`, a route instance's state: one slice per WIT
 //!   interface that keeps any, the invocation, the services, and the
@@ -11,13 +15,23 @@
 //! - `host/`: the host side of each WIT interface, each with its view, its
 //!   slice of state and its `add_to_linker` (`host::add_to_linker` links
 //!   them all, WASI included);
-//! - `modules.rs`: loading, validating and hot-swapping route modules;
+//! - `modules.rs`: route sources, the module table's entries, loading and
+//!   validating a module;
 //! - `warm.rs`: idle instances kept for reuse;
 //! - `invocations.rs`: the queue through which the event bus starts `route:`
 //!   event routes and EBR notifications ([`invocations`]);
 //! - `replay.rs`: the journal that lets a waiting guest give its instance
 //!   back (`[limits] suspend = "replay"`), keyed by the enum of imports;
-//! - this file: [`Runtime`], which runs invocations for the proxy core.
+//! - this file: [`Runtime`], which holds the module table and runs
+//!   invocations for the proxy core.
+//!
+//! # Reloading
+//! A reload is make-before-break: every module it loads is compiled (or
+//! taken from the cache), type-checked and instantiated once before any is
+//! swapped in, so a bad one leaves the whole table as it was. An invocation
+//! holds the module it started on until it ends: a guest parked in
+//! `wait-for-event` finishes on its version, whether it kept its instance
+//! (`in-place`) or is resumed by replay, which replays it on that version.
 //!
 //! # Construction
 //! Everything the runtime reaches is built before it and handed to
@@ -38,19 +52,25 @@
 
 pub mod bench_hooks;
 mod bindings;
+mod cache;
 mod engine;
 mod exports;
 mod host;
 mod invocations;
 mod modules;
+mod reload;
 mod replay;
 mod state;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_reload;
 mod warm;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -59,9 +79,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Linker, Resource};
 use wasmtime::{Engine, Store, StoreLimitsBuilder, UpdateDeadline};
 
+pub use cache::{CompileCache, Compiled};
 pub use engine::{EPOCH_TICK, Limits, Suspend};
 pub use invocations::{Invocations, Invoker, invocations};
-pub use modules::{LoadedRoute, RouteSource};
+pub use modules::{LoadedRoute, MAIN, RouteSet, RouteSource};
+pub use reload::{ReadRoutes, Reloader, RoutesUpdate};
+pub use watch::watch_modules;
 
 use crate::events::{E_CORE_SHM_THRESHOLD, E_CORE_THRESHOLD, Event, EventBus, EventsConfig, Params, SinkSchemes};
 use crate::location::Location;
@@ -84,15 +107,18 @@ pub struct RuntimeStats {
     pub rejected_busy: AtomicU64,
     /// Guests resumed by replay after a wait (`suspend = "replay"`).
     pub replays: AtomicU64,
+    /// Reloads that swapped modules in (SIGHUP, MI, file watch).
     pub reloads: AtomicU64,
+    /// Reloads refused (a bad module or config file); the old table serves.
+    pub reload_failures: AtomicU64,
 }
 
 /// Process-wide services the WIT imports reach through their views of `HostState`.
 pub(crate) struct Services {
     /// The live transactions, for `tm.inject-branches` into another one.
     pub(crate) transactions: Transactions,
-    /// `[routes.vars]`, for `config.get`.
-    pub(crate) vars: BTreeMap<String, String>,
+    /// `[routes.vars]`, for `config.get`; a reload swaps in the new table.
+    pub(crate) vars: ArcSwap<BTreeMap<String, String>>,
     /// One HTTP connection pool for every route's `rest` calls.
     pub(crate) http: reqwest::Client,
 }
@@ -122,8 +148,18 @@ pub struct Runtime {
 struct Inner {
     engine: Engine,
     linker: Linker<HostState>,
+    /// The main module: requests, replies, failures, notifications, and
+    /// event routes no named module is loaded for.
     current: ArcSwap<LoadedRoute>,
-    generation: AtomicU64,
+    /// Event-route modules by name.
+    named: ArcSwap<BTreeMap<Arc<str>, Arc<LoadedRoute>>>,
+    /// The last generation each module name was given (kept when a module
+    /// is dropped from the table, so a name's generations never repeat).
+    generations: Mutex<BTreeMap<Arc<str>, u64>>,
+    /// Held for a whole reload: reloads run one at a time, so two cannot
+    /// compile the same module at once or hand out the same generation.
+    reloading: tokio::sync::Mutex<()>,
+    cache: Option<cache::CompileCache>,
     limits: Limits,
     /// One permit per live instance: the pool's capacity, enforced before
     /// instantiation so overload is a 503, not an allocation failure.
@@ -170,24 +206,49 @@ enum Invocation {
 }
 
 impl Runtime {
-    /// Builds the engine and linker, loads the first route module and starts
+    /// Builds the engine and linker, loads the main route module and starts
     /// running what the bus queues on `invocations` (whose [`Invoker`] the
     /// bus in `services` was given); fails with the reason when the module is
-    /// not a valid `sipbox:route` component. Blocking (it compiles the
-    /// module): call it from `spawn_blocking`, inside a tokio runtime.
+    /// not a valid `sipbox:route` component. No compile cache. Blocking (it
+    /// compiles the module): call it from `spawn_blocking`, inside a tokio
+    /// runtime.
     pub fn new(
         limits: Limits,
         source: RouteSource,
         services: RouteServices,
         invocations: Invocations,
     ) -> anyhow::Result<Runtime> {
+        Runtime::with_routes(limits, &RouteSet::main(source), None, services, invocations)
+    }
+
+    /// As [`new`](Self::new), with every module of `routes` (the main one
+    /// and the event-route modules), compiled through `cache` when given.
+    /// Fails naming the first module that does not load.
+    pub fn with_routes(
+        limits: Limits,
+        routes: &RouteSet,
+        cache: Option<CompileCache>,
+        services: RouteServices,
+        invocations: Invocations,
+    ) -> anyhow::Result<Runtime> {
         let RouteServices { location, bus, transactions, vars } = services;
         limits.validate()?;
+        routes.validate()?;
         let engine = engine::build_engine(&limits)?;
         let mut linker = Linker::new(&engine);
         host::add_to_linker(&mut linker)?;
         let ticker = engine::EpochTicker::start(&engine);
-        let first = modules::prepare(&engine, &linker, &source, 1)?;
+        let mut loaded = Vec::new();
+        for (name, source) in routes.iter() {
+            let mut module = modules::prepare(&engine, &linker, name, source, cache.as_ref())?;
+            module.generation = 1;
+            tracing::info!(module = name, source = %module.name, compiled = ?module.compiled, "route module loaded");
+            loaded.push(Arc::new(module));
+        }
+        let mut loaded = loaded.into_iter();
+        let main = loaded.next().ok_or_else(|| anyhow::anyhow!("no main route module"))?;
+        let named: BTreeMap<Arc<str>, Arc<LoadedRoute>> = loaded.map(|m| (m.module.clone(), m)).collect();
+        let generations = std::iter::once(main.module.clone()).chain(named.keys().cloned()).map(|n| (n, 1)).collect();
         let queue = tokio::runtime::Handle::try_current()
             .map_err(|_| anyhow::anyhow!("Runtime::new must be called within a tokio runtime"))?;
         let runtime = Runtime {
@@ -195,15 +256,18 @@ impl Runtime {
                 admission: Arc::new(Semaphore::new(limits.max_instances as usize)),
                 engine,
                 linker,
-                current: ArcSwap::from_pointee(first),
-                generation: AtomicU64::new(1),
+                current: ArcSwap::new(main),
+                named: ArcSwap::from_pointee(named),
+                generations: Mutex::new(generations),
+                reloading: tokio::sync::Mutex::new(()),
+                cache,
                 limits,
                 location,
                 bus,
                 pool_pressure: AtomicBool::new(false),
                 services: Arc::new(Services {
                     transactions,
-                    vars,
+                    vars: ArcSwap::from_pointee(vars),
                     http: reqwest::Client::builder()
                         .user_agent(concat!("sipbox/", env!("CARGO_PKG_VERSION")))
                         .build()?,
@@ -221,12 +285,18 @@ impl Runtime {
     /// a module on its own (`check_route`) and for tests. Blocking, as
     /// [`new`](Self::new).
     pub fn standalone(limits: Limits, source: RouteSource) -> anyhow::Result<Runtime> {
+        Runtime::standalone_with(limits, &RouteSet::main(source), None)
+    }
+
+    /// As [`standalone`](Self::standalone), with every module of `routes`
+    /// and the compile cache `cache`.
+    pub fn standalone_with(limits: Limits, routes: &RouteSet, cache: Option<CompileCache>) -> anyhow::Result<Runtime> {
         let cfg = EventsConfig::default();
         let (invoker, invocations) = invocations(cfg.ebr_max_notify_concurrency + INVOCATION_BACKLOG);
         let bus = EventBus::new(&cfg, SinkSchemes::new(), Some(invoker.notify_handler()))?;
         let location = Location::open(&crate::location::LocationConfig { db_path: None, ..Default::default() })?;
         let services = RouteServices { location, bus, transactions: Transactions::default(), vars: BTreeMap::new() };
-        Runtime::new(limits, source, services, invocations)
+        Runtime::with_routes(limits, routes, cache, services, invocations)
     }
 
     /// The event registry routes use.
@@ -243,29 +313,6 @@ impl Runtime {
     /// bus's queued deliveries come to).
     pub async fn run_event_route(&self, route: Arc<str>, event: Event) {
         self.invoke(None, Invocation::Event { route, event }).await
-    }
-
-    /// The module serving new invocations.
-    pub fn current(&self) -> Arc<LoadedRoute> {
-        self.inner.current.load_full()
-    }
-
-    /// Make-before-break reload: compiles, type-checks and smoke-instantiates
-    /// the new module, then swaps it in. Invocations already running finish on
-    /// the module they started with. On error the old module keeps serving.
-    pub async fn reload(&self, source: RouteSource) -> anyhow::Result<Arc<LoadedRoute>> {
-        let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let inner = self.inner.clone();
-        let loaded =
-            tokio::task::spawn_blocking(move || modules::prepare(&inner.engine, &inner.linker, &source, generation))
-                .await??;
-        self.smoke_test(&loaded).await?;
-        let loaded = Arc::new(loaded);
-        let previous = self.inner.current.swap(loaded.clone());
-        previous.warm.clear();
-        self.inner.stats.reloads.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(module = %loaded.name, generation, "route module loaded");
-        Ok(loaded)
     }
 
     /// Instantiates the module serving now once, without a request: what
@@ -334,7 +381,10 @@ impl Runtime {
     async fn invoke(&self, tx: Option<ServerTx>, what: Invocation) {
         let stats = &self.inner.stats;
         stats.invocations.fetch_add(1, Ordering::Relaxed);
-        let route = self.current();
+        let route = match &what {
+            Invocation::Event { route, .. } => self.event_module(route),
+            _ => self.current(),
+        };
         let instance = match route.warm.take() {
             Some(warm) => warm,
             None => {
@@ -355,8 +405,7 @@ impl Runtime {
             // Kept warm only while its module is the current one: a reload
             // clears the old module's idle instances, and this check keeps
             // one finishing after the reload from joining them.
-            let current = self.inner.current.load().generation == route.generation;
-            if current && instance.uses < self.inner.limits.instance_reuse {
+            if self.is_serving(&route) && instance.uses < self.inner.limits.instance_reuse {
                 route.warm.put(instance);
             }
         }

@@ -1,15 +1,19 @@
-//! Route modules: where they come from, how they are checked, and the loaded
-//! form new invocations instantiate from. A module is refused, with the
-//! reason, unless it is a component whose imports the host provides and whose
-//! exports match the `sipbox:route` world.
+//! Route modules: where they come from ([`RouteSource`], and the table of
+//! them a runtime serves, [`RouteSet`]: the main route and event-route
+//! modules by name), how they are checked, and the loaded form new
+//! invocations instantiate from. A module is refused, with the reason, unless
+//! it is a component whose imports the host provides and whose exports match
+//! the `sipbox:route` world.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
+use super::cache::{CompileCache, Compiled};
 use super::exports::RouteModulePre;
 use super::state::HostState;
 use super::warm::WarmInstances;
@@ -19,7 +23,7 @@ use super::warm::WarmInstances;
 include!(concat!(env!("OUT_DIR"), "/routes.rs"));
 
 /// Where a route module comes from.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RouteSource {
     /// The default registrar + proxy route built into the binary.
     Embedded,
@@ -34,6 +38,63 @@ impl RouteSource {
             RouteSource::File(path) => path.display().to_string(),
         }
     }
+
+    /// The file, for a module loaded from one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            RouteSource::Embedded => None,
+            RouteSource::File(path) => Some(path),
+        }
+    }
+}
+
+/// The name of the main route module in the module table: the one that
+/// routes requests, replies and failures, and event routes no other module
+/// is named for.
+pub const MAIN: &str = "main";
+
+/// The route modules a runtime serves: the main route, and modules for event
+/// routes by name (`[routes.modules] NAME = "path.wasm"`): a `route:NAME`
+/// delivery runs `on-event` in module `NAME` when one is loaded, else in the
+/// main module. Each is loaded, reloaded and counted on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteSet {
+    pub main: RouteSource,
+    /// Event-route modules by name (never [`MAIN`]).
+    pub named: BTreeMap<String, RouteSource>,
+}
+
+impl RouteSet {
+    /// Only a main module.
+    pub fn main(source: RouteSource) -> RouteSet {
+        RouteSet { main: source, named: BTreeMap::new() }
+    }
+
+    /// The source of module `name` ([`MAIN`] or an event-route module).
+    pub fn get(&self, name: &str) -> Option<&RouteSource> {
+        if name == MAIN { Some(&self.main) } else { self.named.get(name) }
+    }
+
+    /// Every module, the main one first.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &RouteSource)> {
+        std::iter::once((MAIN, &self.main)).chain(self.named.iter().map(|(name, source)| (name.as_str(), source)))
+    }
+
+    /// Checks the names: [`MAIN`] is the main module's, and a name is what
+    /// a `route:NAME` socket can carry.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for name in self.named.keys() {
+            anyhow::ensure!(
+                name != MAIN,
+                "routes.modules: \"{MAIN}\" is the main module's name; set it with routes.module"
+            );
+            anyhow::ensure!(
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)),
+                "routes.modules: module name {name:?} must be letters, digits, '_', '-' or '.'"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// A compiled, type-checked route module.
@@ -41,25 +102,36 @@ pub struct LoadedRoute {
     pub(crate) pre: RouteModulePre,
     /// The module's name in logs: its file path, or the embedded default.
     pub name: Arc<str>,
-    /// Increases with every successful load.
+    /// Its name in the module table: [`MAIN`] or an event route's.
+    pub module: Arc<str>,
+    /// Increases with every successful load of this module (by its name in
+    /// the table), from 1.
     pub generation: u64,
+    /// Whether it came from the compile cache.
+    pub compiled: Compiled,
     /// Idle instances of this module kept for reuse (`[limits] instance_reuse`).
     pub(crate) warm: WarmInstances,
 }
 
 impl std::fmt::Debug for LoadedRoute {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedRoute").field("name", &self.name).field("generation", &self.generation).finish()
+        f.debug_struct("LoadedRoute")
+            .field("module", &self.module)
+            .field("name", &self.name)
+            .field("generation", &self.generation)
+            .finish()
     }
 }
 
-/// Compiles and links a module. Blocking (compilation takes milliseconds to
-/// seconds): call it off the async workers.
+/// Compiles (or takes from `cache`) and links module `module` of the table;
+/// its generation is 0 until the runtime swaps it in. Blocking (compilation
+/// takes milliseconds to seconds): call it off the async workers.
 pub(crate) fn prepare(
     engine: &Engine,
     linker: &Linker<HostState>,
+    module: &str,
     source: &RouteSource,
-    generation: u64,
+    cache: Option<&CompileCache>,
 ) -> anyhow::Result<LoadedRoute> {
     let name = source.name();
     let bytes: std::borrow::Cow<'static, [u8]> = match source {
@@ -69,14 +141,27 @@ pub(crate) fn prepare(
         }
     };
     check_component_header(&bytes).with_context(|| format!("route module {name} refused"))?;
-    let component =
-        Component::new(engine, &bytes).map_err(|e| anyhow::anyhow!("route module {name} failed to compile: {e:#}"))?;
+    let (component, compiled) = match cache {
+        Some(cache) => cache.load_or_compile(engine, &bytes, &name)?,
+        None => (
+            Component::new(engine, &bytes)
+                .map_err(|e| anyhow::anyhow!("route module {name} failed to compile: {e:#}"))?,
+            Compiled::Fresh,
+        ),
+    };
     let pre = linker
         .instantiate_pre(&component)
         .map_err(|e| anyhow::anyhow!("route module {name} does not fit the sipbox:route world: {e:#}"))?;
     let pre = RouteModulePre::new(pre)
         .map_err(|e| anyhow::anyhow!("route module {name} lacks the sipbox:route exports: {e:#}"))?;
-    Ok(LoadedRoute { pre, name: name.into(), generation, warm: WarmInstances::default() })
+    Ok(LoadedRoute {
+        pre,
+        name: name.into(),
+        module: module.into(),
+        generation: 0,
+        compiled,
+        warm: WarmInstances::default(),
+    })
 }
 
 /// A WebAssembly binary starts with `\0asm` and a version; components use

@@ -2,7 +2,8 @@
 //! `"group:name": value`, selected by name, by `group:` or `all`.
 //!
 //! Groups: `core` (uptime, malformed messages), `tm` (live transactions),
-//! `net` (transport), `runtime` (route invocations), `usrloc`
+//! `net` (transport), `runtime` (route invocations), `routes` (reloads and
+//! the generation of each route module), `usrloc`
 //! (registrations), `evi` (per-subscriber delivery counters).
 
 use serde_json::{Map, Value};
@@ -60,6 +61,16 @@ fn collect(ctx: &MiContext) -> Vec<Stat> {
         out.push(Stat::new("runtime", "timeouts", rt.timeouts.load(Relaxed)));
         out.push(Stat::new("runtime", "rejected_busy", rt.rejected_busy.load(Relaxed)));
         out.push(Stat::new("runtime", "reloads", rt.reloads.load(Relaxed)));
+        // Every reload path counts here: SIGHUP, MI and the file watch.
+        out.push(Stat::new("routes", "reloads", rt.reloads.load(Relaxed)));
+        out.push(Stat::new("routes", "reload_failures", rt.reload_failures.load(Relaxed)));
+        for module in runtime.modules() {
+            let name = match &*module.module {
+                crate::runtime::MAIN => "generation".to_string(),
+                named => format!("generation.{named}"),
+            };
+            out.push(Stat::new("routes", name, module.generation));
+        }
     }
     let bindings = ctx.location.dump();
     let aors = bindings.chunk_by(|a, b| a.aor == b.aor).count();

@@ -24,6 +24,6 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 
 impl config::Host for ConfigView<'_> {
     fn get(&mut self, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.services.vars.get(&name).cloned())
+        Ok(self.services.vars.load().get(&name).cloned())
     }
 }
