@@ -24,6 +24,8 @@ pub enum Route {
     /// One of the example modules built by host/build.rs, by file name
     /// (`default_route.wasm`, `trap_route.wasm`, `serial_fork.wasm`).
     Example(&'static str),
+    /// A module file the test manages (e.g. replaces while the server runs).
+    File(PathBuf),
 }
 
 impl Route {
@@ -93,6 +95,7 @@ impl ServerConfig {
                 assert!(path.is_file(), "route module {} is missing (host/build.rs builds it)", path.display());
                 format!("module = {:?}\n", path.display().to_string())
             }
+            Route::File(path) => format!("module = {:?}\n", path.display().to_string()),
         };
         let mut vars = String::from("[routes.vars]\n");
         for (name, value) in &self.vars {

@@ -31,6 +31,7 @@ pub struct Sipp {
     args: Vec<OsString>,
     local_port: Option<u16>,
     timeout: Duration,
+    trace_messages: bool,
     files: Files,
 }
 
@@ -56,7 +57,7 @@ impl Sipp {
             stdout: base.with_extension("stdout.log"),
         };
         let label = format!("{}: sipp {scenario}", env.name());
-        Sipp { label, args: Vec::new(), local_port: None, timeout: SIPP_TIMEOUT, files }
+        Sipp { label, args: Vec::new(), local_port: None, timeout: SIPP_TIMEOUT, trace_messages: true, files }
             .arg("-sf")
             .arg(path)
             .arg("-i")
@@ -121,6 +122,19 @@ impl Sipp {
         self.arg("-cid_str").arg(format)
     }
 
+    /// SIPp's global timeout for this run (default 15 s), for long load runs.
+    pub fn timeout(mut self, timeout: Duration) -> Sipp {
+        self.timeout = timeout;
+        self
+    }
+
+    /// No message trace: for load runs, whose thousands of calls would make
+    /// SIPp spend its time writing it (failed calls still go to the error trace).
+    pub fn without_message_trace(mut self) -> Sipp {
+        self.trace_messages = false;
+        self
+    }
+
     /// Use one TCP connection instead of UDP (`-t t1`).
     pub fn tcp(self) -> Sipp {
         self.arg("-t").arg("t1")
@@ -136,10 +150,10 @@ impl Sipp {
             .arg("-trace_err")
             .arg("-error_file")
             .arg(&self.files.errors)
-            .arg("-trace_msg")
-            .arg("-message_file")
-            .arg(&self.files.messages)
             .stdin(Stdio::null());
+        if self.trace_messages {
+            cmd.arg("-trace_msg").arg("-message_file").arg(&self.files.messages);
+        }
         let stdout = std::fs::File::create(&self.files.stdout).expect("create sipp stdout file");
         let stderr = stdout.try_clone().expect("clone sipp stdout file");
         cmd.stdout(stdout).stderr(stderr);
