@@ -73,13 +73,7 @@ impl Runtime {
     /// is replaced either way. All or nothing: every module is loaded and
     /// checked before any is swapped in. Returns the modules swapped in.
     pub async fn apply(&self, update: RoutesUpdate, only: Option<&str>) -> anyhow::Result<Vec<Arc<LoadedRoute>>> {
-        let load = match modules_to_load(&update.routes, only) {
-            Ok(load) => load,
-            Err(err) => {
-                self.inner.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
-                return Err(err);
-            }
-        };
+        let load = modules_to_load(&update.routes, only).map_err(|err| self.reload_refused(err))?;
         let keep = only.is_none().then(|| update.routes.named.keys().cloned().collect());
         self.swap_in(load, keep, Some(update.vars)).await
     }
@@ -107,13 +101,7 @@ impl Runtime {
                 Ok(loaded) => self.smoke_test(&loaded).await.map(|()| loaded),
                 Err(err) => Err(err),
             };
-            match checked {
-                Ok(loaded) => prepared.push(loaded),
-                Err(err) => {
-                    self.inner.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
-                    return Err(err);
-                }
-            }
+            prepared.push(checked.map_err(|err| self.reload_refused(err))?);
         }
         // Every module loaded and instantiated: swap them in.
         let mut swapped = Vec::with_capacity(prepared.len());
@@ -163,6 +151,16 @@ impl Runtime {
             );
         }
         Ok(swapped)
+    }
+}
+
+impl Runtime {
+    /// Counts a refused reload in `routes:reload_failures`, whatever refused
+    /// it (a module that does not load, a name not in the table, a config
+    /// file that does not parse), and hands the reason on.
+    pub(super) fn reload_refused(&self, err: anyhow::Error) -> anyhow::Error {
+        self.inner.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
+        err
     }
 }
 
@@ -258,8 +256,7 @@ impl Reloader {
     }
 
     fn refused(&self, err: anyhow::Error) -> anyhow::Error {
-        self.inner.runtime.stats().reload_failures.fetch_add(1, Ordering::Relaxed);
-        err
+        self.inner.runtime.reload_refused(err)
     }
 
     /// The module files to watch, by module name: none when `[routes]
