@@ -5,8 +5,12 @@
 //! use sipbox_guest::events::{self, param};
 //! events::raise("E_CALL_SCREENED", &[param("caller", "alice"), param("score", 7)])?;
 //! ```
+//!
+//! Refusals are [`EventError`]s (a bad name, filter or timeout, or the
+//! operator's limit on waiters reached).
 
 use crate::bindings::sipbox::route::events as raw;
+pub use crate::error::EventError;
 use crate::{Error, Param, Result, Value};
 
 impl From<&str> for Value {

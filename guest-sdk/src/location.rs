@@ -1,12 +1,14 @@
 //! The location service: the registrar's bindings of addresses-of-record.
 
 use crate::bindings::sipbox::route::location as raw;
+pub use crate::error::LocationError;
 use crate::{Contact, Error, Result};
 
 /// Handles the current REGISTER (RFC 3261 section 10.3): adds, refreshes or
 /// removes its Contact bindings for the To AOR and answers it (200 with the
 /// current bindings, or 400/423 with the reason). Returns the status sent.
-/// Fails if the request is not a REGISTER.
+/// Fails with [`LocationError::NotRegister`] if the request is not a
+/// REGISTER.
 pub fn save() -> Result<u16> {
     raw::save().map_err(Error::from)
 }

@@ -124,7 +124,8 @@ impl<'a> Request<'a> {
         crate::uri::user(&self.ruri()).map(str::to_owned)
     }
 
-    /// Replaces the Request-URI used by the next relay. Fails if `uri` is not
+    /// Replaces the Request-URI used by the next relay. Fails with
+    /// [`MessageError::BadUri`](crate::MessageError::BadUri) if `uri` is not
     /// a SIP or SIPS URI.
     pub fn set_ruri(&self, uri: &str) -> Result<()> {
         self.raw.set_ruri(uri).map_err(Error::from)
@@ -143,9 +144,11 @@ impl<'a> Request<'a> {
         self.raw.headers(name)
     }
 
-    /// Appends a header to the relayed request. Fails on a name or value that
-    /// would break the message, or on a header the host owns (Via,
-    /// Content-Length).
+    /// Appends a header to the relayed request. Fails with
+    /// [`MessageError::BadHeader`](crate::MessageError::BadHeader) on a name
+    /// or value that would break the message, and
+    /// [`MessageError::HostOwnedHeader`](crate::MessageError::HostOwnedHeader)
+    /// for a header the host writes (Via, Content-Length).
     pub fn add_header(&self, name: &str, value: &str) -> Result<()> {
         self.raw.add_header(name, value).map_err(Error::from)
     }

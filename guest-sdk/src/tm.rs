@@ -3,8 +3,14 @@
 //! Every request is processed statefully by the host: it absorbs
 //! retransmissions, runs the RFC 3261 timers, sends `100 Trying` for INVITEs
 //! and picks the best response across branches.
+//!
+//! Calls that can be refused return [`TmError`] (in [`Error::Tm`]): see each
+//! case for when it happens. [`Error::is_finished`] tells the refusals that
+//! only mean someone else finished the request first (a CANCEL, the host's
+//! 483), which a route usually logs and moves on from.
 
 use crate::bindings::sipbox::route::tm as raw;
+pub use crate::error::TmError;
 use crate::{Error, Result};
 pub use raw::{BranchSource, InjectFlags};
 
@@ -12,9 +18,26 @@ pub use raw::{BranchSource, InjectFlags};
 pub type Tid = u64;
 
 /// Sends a response to the request. A final response (>= 200) ends routing:
-/// later [`relay`] calls fail.
+/// later [`relay`] calls fail. Fails with [`TmError::AlreadyAnswered`] after
+/// a final response, [`TmError::Completed`] on an ended transaction,
+/// [`TmError::BadReply`] for a code outside 100..=699 or a reason with CR/LF.
 pub fn reply(code: u16, reason: &str) -> Result<()> {
     raw::reply(code, reason).map_err(Error::from)
+}
+
+/// As [`reply`], except that a request already finished by someone else
+/// ([`Error::is_finished`]: the caller cancelled while the route waited, the
+/// host answered 483) is no error: the reply is skipped and logged (info).
+/// For replies after a wait ([`events::wait_for_event`](crate::events::wait_for_event),
+/// [`rest`](crate::rest)), where the caller may have hung up meanwhile.
+pub fn reply_unless_finished(code: u16, reason: &str) -> Result<()> {
+    match reply(code, reason) {
+        Err(e) if e.is_finished() => {
+            crate::info!("{code} {reason} not sent: {e}");
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// Adds a Record-Route header with this proxy's address, so the dialog's
@@ -31,17 +54,18 @@ pub fn loose_route() -> bool {
     raw::loose_route()
 }
 
-/// Adds one more target that the next [`relay`] forks to in parallel. Fails if
-/// `uri` is not a SIP or SIPS URI.
+/// Adds one more target that the next [`relay`] forks to in parallel. Fails
+/// with [`TmError::BadTarget`] if `uri` is not a SIP or SIPS URI.
 pub fn append_branch(uri: &str) -> Result<()> {
     raw::append_branch(uri).map_err(Error::from)
 }
 
 /// Forwards the request statefully to the Request-URI and to every branch
 /// added since the last relay. From a failure hook it starts a new serial
-/// fork stage. Fails when the request was already answered, a 2xx or 6xx
-/// ended the transaction, or Max-Forwards is exhausted (the host then has
-/// answered 483 itself, so do not reply again).
+/// fork stage. Fails with [`TmError::AlreadyAnswered`] (a CANCEL came),
+/// [`TmError::Completed`] (a 2xx or 6xx ended the transaction),
+/// [`TmError::TooManyHops`] (the host has answered 483 itself, so do not reply
+/// again), [`TmError::BadTarget`] or [`TmError::Transport`].
 pub fn relay() -> Result<()> {
     raw::relay().map_err(Error::from)
 }
@@ -91,13 +115,17 @@ pub fn wait_for_new_branches(expected: Option<u32>) -> Result<()> {
 /// the one an `on_notify` subscription came from) stops waiting for injected
 /// branches; once its live branches ended (at once if none), the best
 /// response or failure route follows. Returns false when it was not waiting;
-/// fails when `tid` is gone.
+/// fails with [`TmError::TransactionGone`] when `tid` is gone.
 pub fn wait_no_more_branches(tid: Tid) -> Result<bool> {
     raw::wait_no_more_branches(tid).map_err(Error::from)
 }
 
 /// OpenSIPS `t_inject_branches`: fork transaction `tid` to more targets,
 /// skipping any already forked there. Returns the number of new branches.
+/// Fails with [`TmError::TransactionGone`] when `tid` ended, with
+/// [`TmError::AlreadyAnswered`] / [`TmError::Completed`] when it was answered
+/// or cancelled meanwhile (all [`Error::is_finished`]), with
+/// [`TmError::BadTarget`] for an unusable target.
 pub fn inject_branches(tid: Tid, source: &BranchSource, flags: InjectFlags) -> Result<u32> {
     raw::inject_branches(tid, source, flags).map_err(Error::from)
 }

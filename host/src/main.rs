@@ -124,7 +124,7 @@ fn check_route(module: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Resu
     };
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
         sipbox::server::check_route(&config, RouteSource::File(module.clone())).await?;
-        println!("{}: ok, a sipbox:route@0.1.0 component", module.display());
+        println!("{}: ok, a sipbox:route@{} component", module.display(), sipbox::runtime::WIT_VERSION);
         Ok(())
     })
 }

@@ -16,7 +16,7 @@
 
 use sipbox_guest::events::{self, param};
 use sipbox_guest::tm::{BranchSource, InjectFlags};
-use sipbox_guest::{Event, Method, Request, Route, config, location, proxy, tm, uri};
+use sipbox_guest::{Event, Method, Request, Result, Route, config, location, proxy, tm, uri};
 
 /// The custom event linking the pickup call to the ringing call.
 const PICKUP_EVENT: &str = "E_CALL_PICKUP";
@@ -26,45 +26,48 @@ const PICKUP_ROUTE: &str = "pickup";
 struct CallPickup;
 
 impl Route for CallPickup {
-    fn on_request(req: &Request) {
-        if proxy::handle_common(req) {
-            return;
+    fn on_request(req: &Request) -> Result {
+        if proxy::handle_common(req)? {
+            return Ok(());
         }
         let method = req.method();
         let user = req.ruri_user();
-        let pickup_code = config::get("pickup_code").unwrap_or_else(|| "*8".to_owned());
+        let pickup_code: String = config::get_or("pickup_code", "*8".to_owned())?;
         if method == Method::Invite && user.as_deref() == Some(pickup_code.as_str()) {
-            pick_up(req);
-            return;
+            return pick_up(req);
         }
 
         tm::record_route();
         if location::lookup() == 0 {
-            let _ = tm::reply(404, "Not Found");
-            return;
+            return tm::reply(404, "Not Found");
         }
         if method == Method::Invite
-            && let Some(group) = user.as_deref().and_then(pickup_group)
+            && let Some(group) = user.as_deref().map(pickup_group).transpose()?.flatten()
         {
             // Subscribed before the relay: once the callee rings, a pickup
             // finds this call.
             let tid = tm::newtran();
             let filter = format!("group={}", events::glob_escape(&group));
-            let timeout = config_u32("pickup_timeout", 30);
+            let timeout = config::get_or("pickup_timeout", 30)?;
             match events::notify_on_event(PICKUP_EVENT, &[&filter], PICKUP_ROUTE, timeout) {
                 Ok(()) => sipbox_guest::debug!("transaction {tid} can be picked up by group {group}"),
                 // The call itself still goes through, just not pickable.
                 Err(e) => sipbox_guest::warn!("no pickup for transaction {tid}: {e}"),
             }
         }
-        if let Err(e) = tm::relay() {
-            sipbox_guest::warn!("{method} to {} not relayed: {e}", req.ruri());
+        match tm::relay() {
+            Err(e) if e.is_finished() => {
+                // Cancelled meanwhile, or Max-Forwards exhausted (483 sent).
+                sipbox_guest::warn!("{method} to {} not relayed: {e}", req.ruri());
+                Ok(())
+            }
+            other => other,
         }
     }
 
-    fn on_notify(route: &str, event: &Event, tid: tm::Tid) {
+    fn on_notify(route: &str, event: &Event, tid: tm::Tid) -> Result {
         if route != PICKUP_ROUTE {
-            return;
+            return Ok(());
         }
         let picker = event.param_str("picker").unwrap_or_default();
         let primary = event.param_str("uri").unwrap_or_default();
@@ -72,11 +75,12 @@ impl Route for CallPickup {
         // Bob's ringing branches are cancelled once it is forked.
         match tm::inject_branches(tid, &BranchSource::EventContact, InjectFlags::CANCEL_EXISTING) {
             Ok(_) => sipbox_guest::info!("call {tid} picked up by {picker}: ringing {primary}"),
-            Err(e) => {
+            Err(e) if e.is_finished() => {
                 // Answered, cancelled or ended meanwhile.
                 sipbox_guest::info!("call {tid} cannot be picked up by {picker}: {e}");
-                return;
+                return Ok(());
             }
+            Err(e) => return Err(e),
         }
         // The picker's other registered devices ring too. Only those
         // reachable at their Contact: a contact behind a NAT needs its
@@ -89,23 +93,24 @@ impl Route for CallPickup {
         if !others.is_empty()
             && let Err(e) = tm::inject_branches(tid, &BranchSource::Uris(others), InjectFlags::empty())
         {
+            // The picker's own contact rings already: the pickup worked.
             sipbox_guest::warn!("other contacts of {picker} not injected into {tid}: {e}");
         }
+        Ok(())
     }
 }
 
 /// A call to the pickup service: reject it (the picked call will ring the
 /// picker instead) and raise the pickup event for the picker's group.
-fn pick_up(req: &Request) {
+fn pick_up(req: &Request) -> Result {
     let picker = req.from_uri();
-    let Some(group) = uri::user(&picker).and_then(pickup_group) else {
-        let _ = tm::reply(403, "Not In A Pickup Group");
-        return;
+    let Some(group) = uri::user(&picker).map(pickup_group).transpose()?.flatten() else {
+        return tm::reply(403, "Not In A Pickup Group");
     };
     // As OpenSIPS: the picker's own call ends here; the picked call comes
     // to the picker as a new INVITE.
-    let _ = tm::newtran();
-    let _ = tm::reply(480, "Gone");
+    tm::newtran();
+    tm::reply(480, "Gone")?;
 
     let (contact, received) = match location::lookup_aor(&picker).into_iter().next() {
         Some(c) => (c.uri, c.received.unwrap_or_default()),
@@ -114,7 +119,7 @@ fn pick_up(req: &Request) {
         None => {
             let Some(contact) = req.header("Contact") else {
                 sipbox_guest::info!("pickup by {picker}: no registration and no Contact");
-                return;
+                return Ok(());
             };
             let src = req.source();
             let host = if src.ip.contains(':') { format!("[{}]", src.ip) } else { src.ip.clone() };
@@ -127,21 +132,18 @@ fn pick_up(req: &Request) {
         param("uri", contact.as_str()),
         param("received", received),
     ];
-    match events::raise(PICKUP_EVENT, &params) {
-        Ok(0) => sipbox_guest::info!("pickup by {picker}: no call ringing in group {group}"),
-        Ok(n) => sipbox_guest::info!("pickup by {picker} ({contact}) raised for {n} ringing call(s) of group {group}"),
-        Err(e) => sipbox_guest::error!("cannot raise {PICKUP_EVENT}: {e}"),
+    match events::raise(PICKUP_EVENT, &params)? {
+        0 => sipbox_guest::info!("pickup by {picker}: no call ringing in group {group}"),
+        n => sipbox_guest::info!("pickup by {picker} ({contact}) raised for {n} ringing call(s) of group {group}"),
     }
+    Ok(())
 }
 
-/// The pickup group of `user`, from `pickup_group_<user>`.
-fn pickup_group(user: &str) -> Option<String> {
-    config::get(&format!("pickup_group_{user}")).map(|g| g.trim().to_owned()).filter(|g| !g.is_empty())
-}
-
-/// A positive integer setting, or `default` when absent or malformed.
-fn config_u32(name: &str, default: u32) -> u32 {
-    config::get(name).and_then(|v| v.trim().parse().ok()).filter(|n| *n > 0).unwrap_or(default)
+/// The pickup group of `user`, from `pickup_group_<user>` (none when unset
+/// or empty).
+fn pickup_group(user: &str) -> Result<Option<String>> {
+    let group: Option<String> = config::get(&format!("pickup_group_{user}"))?;
+    Ok(group.filter(|g| !g.is_empty()))
 }
 
 sipbox_guest::route!(CallPickup);

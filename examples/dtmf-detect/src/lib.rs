@@ -13,8 +13,7 @@
 //! `dtmf_expected` (default `1`), `dtmf_timeout` (seconds, default 15).
 //! Other requests are routed like the default route.
 
-use sipbox_guest::events;
-use sipbox_guest::{Method, Request, Route, config, proxy, tm, uri};
+use sipbox_guest::{Method, Request, Result, Route, config, events, proxy, tm, uri};
 
 /// The event the media server raises for each detected digit.
 const DTMF_EVENT: &str = "E_DTMF";
@@ -22,13 +21,13 @@ const DTMF_EVENT: &str = "E_DTMF";
 struct DtmfDetect;
 
 impl Route for DtmfDetect {
-    fn on_request(req: &Request) {
-        if proxy::handle_common(req) {
-            return;
+    fn on_request(req: &Request) -> Result {
+        if proxy::handle_common(req)? {
+            return Ok(());
         }
         let method = req.method();
         tm::record_route();
-        let prefix = config::get("pin_prefix").unwrap_or_else(|| "pin-".to_owned());
+        let prefix: String = config::get_or("pin_prefix", "pin-".to_owned())?;
         let target = req.ruri_user().and_then(|u| u.strip_prefix(prefix.as_str()).map(str::to_owned));
         match target {
             Some(target) if method == Method::Invite && !target.is_empty() => pin_call(req, &target),
@@ -38,49 +37,38 @@ impl Route for DtmfDetect {
 }
 
 /// Collects the digit, then connects, rejects or times out the call.
-fn pin_call(req: &Request, target: &str) {
+fn pin_call(req: &Request, target: &str) -> Result {
     let call_id = req.call_id();
-    if let Err(e) = tm::reply(183, "Session Progress") {
-        // Cancelled already, or the request is otherwise dead.
-        sipbox_guest::info!("PIN call {call_id} ended before the prompt: {e}");
-        return;
+    match tm::reply(183, "Session Progress") {
+        Ok(()) => {}
+        Err(e) if e.is_finished() => {
+            // Cancelled already: there is no call to prompt.
+            sipbox_guest::info!("PIN call {call_id} ended before the prompt: {e}");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
     }
-    let timeout = config_u32("dtmf_timeout", 15);
+    let timeout = config::get_or("dtmf_timeout", 15)?;
     let filter = format!("callid={}", events::glob_escape(&call_id));
-    let event = match events::wait_for_event(DTMF_EVENT, &[&filter], timeout) {
-        Ok(Some(event)) => event,
-        Ok(None) => {
-            sipbox_guest::info!("no digit for call {call_id} within {timeout} s");
-            let _ = tm::reply(408, "Request Timeout");
-            return;
-        }
-        Err(e) => {
-            sipbox_guest::error!("cannot wait for {DTMF_EVENT}: {e}");
-            let _ = tm::reply(500, "Server Internal Error");
-            return;
-        }
+    // A refused wait (too many waiters) fails the call: the host answers 500.
+    let Some(event) = events::wait_for_event(DTMF_EVENT, &[&filter], timeout)? else {
+        sipbox_guest::info!("no digit for call {call_id} within {timeout} s");
+        return tm::reply_unless_finished(408, "Request Timeout");
     };
     let digit = event.param_str("digit").unwrap_or_default();
-    let expected = config::get("dtmf_expected").unwrap_or_else(|| "1".to_owned());
-    if digit.trim() != expected.trim() {
+    let expected: String = config::get_or("dtmf_expected", "1".to_owned())?;
+    if digit.trim() != expected {
         sipbox_guest::info!("call {call_id}: wrong digit {digit:?}, hanging up");
-        let _ = tm::reply(403, "Wrong Digit");
-        return;
+        return tm::reply_unless_finished(403, "Wrong Digit");
     }
     // Right digit: the call goes on to the target, in this proxy's domain.
     let ruri = req.ruri();
     let host = uri::host(&ruri).unwrap_or("localhost");
     if let Err(e) = req.set_ruri(&format!("sip:{target}@{host}")) {
         sipbox_guest::warn!("bad target {target:?}: {e}");
-        let _ = tm::reply(404, "Not Found");
-        return;
+        return tm::reply(404, "Not Found");
     }
-    proxy::relay_to_contacts(req);
-}
-
-/// A positive integer setting, or `default` when absent or malformed.
-fn config_u32(name: &str, default: u32) -> u32 {
-    config::get(name).and_then(|v| v.trim().parse().ok()).filter(|n| *n > 0).unwrap_or(default)
+    proxy::relay_to_contacts(req)
 }
 
 sipbox_guest::route!(DtmfDetect);

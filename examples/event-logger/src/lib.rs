@@ -5,33 +5,32 @@
 //! external consumers; REGISTERs and calls are handled like the default route.
 
 use sipbox_guest::events::{self, param};
-use sipbox_guest::{Event, Method, Request, Route, location, tm};
+use sipbox_guest::{Event, Method, Request, Result, Route, location, proxy, tm};
 
 struct EventLogger;
 
 impl Route for EventLogger {
-    fn on_request(req: &Request) {
+    fn on_request(req: &Request) -> Result {
         if req.method() == Method::Register {
-            let _ = location::save();
-        } else if location::lookup() == 0 {
-            let _ = tm::reply(404, "Not Found");
-        } else {
-            let _ = tm::relay();
+            return proxy::save_registration();
         }
+        if location::lookup() == 0 {
+            return tm::reply(404, "Not Found");
+        }
+        tm::relay()
     }
 
-    fn on_event(route: &str, event: &Event) {
+    fn on_event(route: &str, event: &Event) -> Result {
         match route {
             "blocked" => {
                 let ip = event.param_str("ip").unwrap_or_default();
                 sipbox_guest::warn!("{}: source {ip} blocked for flooding", event.name);
-                let alert = [param("kind", "flood"), param("ip", ip)];
-                if let Err(e) = events::raise("E_SECURITY_ALERT", &alert) {
-                    sipbox_guest::error!("cannot raise E_SECURITY_ALERT: {e}");
-                }
+                // A refusal fails the event route: the host logs it.
+                events::raise("E_SECURITY_ALERT", &[param("kind", "flood"), param("ip", ip)])?;
             }
             other => sipbox_guest::info!("event {} on route {other}", event.name),
         }
+        Ok(())
     }
 }
 

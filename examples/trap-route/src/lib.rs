@@ -2,26 +2,41 @@
 //! broken guest to its own invocation. An INVITE whose Request-URI user is
 //! - `trap` panics (a trap: `unreachable` under `panic = "abort"`),
 //! - `loop` spins forever (until the host's CPU deadline),
-//! - `oom` allocates until its memory limit;
+//! - `oom` allocates until its memory limit,
+//! - `error` returns an error (no trap: the handler fails, the host answers
+//!   500 and counts it in `routes:errors`);
 //!
-//! every other request is routed like the default route.
+//! every other request is routed like the default route. The event route
+//! `error` returns an error too (any other event route does nothing).
 
-use sipbox_guest::{Method, Request, Route, location, tm};
+use sipbox_guest::{Event, Method, Request, Result, Route, proxy, tm};
 
 struct TrapRoute;
 
 impl Route for TrapRoute {
-    fn on_request(req: &Request) {
-        let method = req.method();
-        if method == Method::Invite {
+    fn on_request(req: &Request) -> Result {
+        if req.method() == Method::Invite {
             match req.ruri_user().as_deref() {
                 Some("trap") => panic!("trap requested by {}", req.call_id()),
                 Some("loop") => spin_forever(),
                 Some("oom") => exhaust_memory(),
+                Some("error") => return Err(format!("error requested by {}", req.call_id()).into()),
                 _ => {}
             }
         }
-        route_like_default(req, method);
+        // Everything else as the default route.
+        if proxy::handle_common(req)? {
+            return Ok(());
+        }
+        tm::record_route();
+        proxy::relay_to_contacts(req)
+    }
+
+    fn on_event(route: &str, event: &Event) -> Result {
+        match route {
+            "error" => Err(format!("error requested by event {}", event.name).into()),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -39,33 +54,6 @@ fn exhaust_memory() -> ! {
         // Touch each MiB so it is really committed; when memory.grow is
         // refused the allocator aborts, which traps.
         hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
-    }
-}
-
-/// A copy of the default route (examples stay independent of each other).
-fn route_like_default(req: &Request, method: Method) {
-    if method == Method::Register {
-        if let Err(e) = location::save() {
-            sipbox_guest::error!("REGISTER not saved: {e}");
-            let _ = tm::reply(500, "Server Internal Error");
-        }
-        return;
-    }
-    if req.is_in_dialog() {
-        tm::loose_route();
-        if tm::relay().is_err() && method != Method::Ack {
-            let _ = tm::reply(404, "Not Here");
-        }
-        return;
-    }
-    if matches!(method, Method::Ack | Method::Cancel) {
-        return;
-    }
-    tm::record_route();
-    if location::lookup() == 0 {
-        let _ = tm::reply(404, "Not Found");
-    } else if let Err(e) = tm::relay() {
-        sipbox_guest::warn!("{method} to {} not relayed: {e}", req.ruri());
     }
 }
 

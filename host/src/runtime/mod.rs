@@ -48,7 +48,10 @@
 //! Isolation: a guest gets only its imports (WASI is linked with nothing
 //! granted). A trap, a CPU overrun (epoch deadline), memory exhaustion (store
 //! limiter) or a wall-clock overrun ends that invocation only; the request it
-//! was routing is answered 500.
+//! was routing is answered 500. A handler that returns `Err` (the route's
+//! own failure, `exports.rs`) is logged and counted, and a request it left
+//! unanswered is answered 500 too, but its instance is sound and may serve
+//! again.
 
 pub mod bench_hooks;
 mod bindings;
@@ -82,7 +85,7 @@ use wasmtime::{Engine, Store, StoreLimitsBuilder, UpdateDeadline};
 pub use cache::{CompileCache, Compiled};
 pub use engine::{EPOCH_TICK, Limits, Suspend};
 pub use invocations::{Invocations, Invoker, invocations};
-pub use modules::{LoadedRoute, MAIN, RouteSet, RouteSource};
+pub use modules::{LoadedRoute, MAIN, RouteSet, RouteSource, WIT_VERSION};
 pub use reload::{ReadRoutes, Reloader, RoutesUpdate};
 pub use watch::watch_modules;
 
@@ -111,6 +114,9 @@ pub struct RuntimeStats {
     pub reloads: AtomicU64,
     /// Reloads refused (a bad module or config file); the old table serves.
     pub reload_failures: AtomicU64,
+    /// Handlers that returned `Err` (`routes:errors`): the route's own
+    /// failures, as opposed to traps.
+    pub route_errors: AtomicU64,
 }
 
 /// Process-wide services the WIT imports reach through their views of `HostState`.
@@ -450,7 +456,12 @@ impl Runtime {
             let state = instance.store.data_mut();
             relayed = state.tm.relayed;
             match outcome {
-                Ok(Ok(())) => return Some(instance),
+                Ok(Ok(guest)) => {
+                    if let Err(reason) = guest {
+                        self.handler_failed(route, tx.as_ref(), &what, relayed, &reason);
+                    }
+                    return Some(instance);
+                }
                 Ok(Err(trap)) => match (state.events.parked.take(), state.invocation.journal.take()) {
                     (Some(parked), Some(parked_journal)) => {
                         if let Invocation::Reply { reply, .. } | Invocation::Failure { best: reply, .. } = &mut what {
@@ -499,7 +510,7 @@ impl Runtime {
         mut journal: Box<Journal>,
     ) -> Result<(RouteInstance, Box<Journal>), String> {
         let got = parked.wait.await.map(|event| host::events::event_to_guest(&event));
-        journal.record(replay::Import::WaitForEvent, parked.args, Ok::<_, String>(got));
+        journal.record(replay::Import::WaitForEvent, parked.args, host::events::WaitResult::Ok(got));
         journal.rewind();
         self.inner.stats.replays.fetch_add(1, Ordering::Relaxed);
         let wall = self.inner.limits.wall();
@@ -523,7 +534,7 @@ impl Runtime {
         what: &mut Invocation,
         journal: Option<Box<Journal>>,
         started: Instant,
-    ) -> Result<wasmtime::Result<()>, ()> {
+    ) -> Result<wasmtime::Result<exports::GuestResult>, ()> {
         let stats = &self.inner.stats;
         let store = &mut instance.store;
         store.data_mut().begin(tx, self.inner.limits.cpu_ticks(), Some(&self.inner.bus));
@@ -570,11 +581,57 @@ impl Runtime {
                         exports.call_on_notify(&mut *store, route, &event, *tid).await
                     }
                 }
-                .map(|()| exports)
+                .map(|guest| (exports, guest))
             });
             within_wall_clock(run, started, wall, &suspended).await
         };
-        Ok(outcome?.map(|exports| instance.exports = Some(exports)))
+        Ok(outcome?.map(|(exports, guest)| {
+            instance.exports = Some(exports);
+            guest
+        }))
+    }
+
+    /// A handler returned `Err`: logged (with the module, the export, the
+    /// hook's route name and the Call-ID) and counted in `routes:errors`. A
+    /// request `on-request` neither answered nor relayed is answered 500;
+    /// after the other exports the transaction goes on as after a trap (the
+    /// best response follows a failed `on-failure`).
+    fn handler_failed(
+        &self,
+        route: &LoadedRoute,
+        tx: Option<&ServerTx>,
+        what: &Invocation,
+        relayed: bool,
+        reason: &str,
+    ) {
+        self.inner.stats.route_errors.fetch_add(1, Ordering::Relaxed);
+        // As a guest's log line: a reason cannot flood the log.
+        let reason = match reason.char_indices().nth(host::log::MAX_LOG_LINE) {
+            Some((cut, _)) => &reason[..cut],
+            None => reason,
+        };
+        let (export, hook) = match what {
+            Invocation::Request => ("on-request", "-"),
+            Invocation::Reply { hook, .. } => ("on-reply", &**hook),
+            Invocation::Failure { hook, .. } => ("on-failure", &**hook),
+            Invocation::Event { route, .. } => ("on-event", &**route),
+            Invocation::Notify { route, .. } => ("on-notify", &**route),
+        };
+        // A notification has no request; the subscriber's, while it lives.
+        let subscriber = match what {
+            Invocation::Notify { tid, .. } => self.inner.services.transactions.find(*tid),
+            _ => None,
+        };
+        let Some(tx) = tx.or(subscriber.as_ref()) else {
+            tracing::warn!(module = %route.name, export, hook, "route failed: {reason}");
+            return;
+        };
+        let call_id = tx.request().call_id().unwrap_or("-");
+        tracing::warn!(module = %route.name, export, hook, tid = tx.id(), call_id, "route failed: {reason}");
+        if matches!(what, Invocation::Request) && !relayed && !tx.is_answered() && !is_ack(tx) {
+            // Fails only when the transaction ended meanwhile: nothing to answer.
+            let _ = tx.reply(500, "Server Internal Error", &[], None);
+        }
     }
 
     /// E_CORE_THRESHOLD (OpenSIPS `exec_msg_threshold`): a message whose

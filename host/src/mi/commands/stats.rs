@@ -2,8 +2,9 @@
 //! `"group:name": value`, selected by name, by `group:` or `all`.
 //!
 //! Groups: `core` (uptime, malformed messages), `tm` (live transactions),
-//! `net` (transport), `runtime` (route invocations), `routes` (reloads and
-//! the generation of each route module), `usrloc`
+//! `net` (transport), `runtime` (route invocations), `routes` (reloads, the
+//! generation of each route module, and `errors`: handlers that returned
+//! `Err`), `usrloc`
 //! (registrations), `evi` (per-subscriber delivery counters).
 
 use serde_json::{Map, Value};
@@ -64,6 +65,8 @@ fn collect(ctx: &MiContext) -> Vec<Stat> {
         // Every reload path counts here: SIGHUP, MI and the file watch.
         out.push(Stat::new("routes", "reloads", rt.reloads.load(Relaxed)));
         out.push(Stat::new("routes", "reload_failures", rt.reload_failures.load(Relaxed)));
+        // Handlers that returned `Err` (traps are `runtime:traps`).
+        out.push(Stat::new("routes", "errors", rt.route_errors.load(Relaxed)));
         for module in runtime.modules() {
             let name = match &*module.module {
                 crate::runtime::MAIN => "generation".to_string(),

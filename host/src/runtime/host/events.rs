@@ -11,7 +11,7 @@ use wasmtime::component::{HasData, Linker};
 use crate::events::ebr::Filters;
 use crate::events::{self, Event, EventBus, Params};
 use crate::runtime::Services;
-use crate::runtime::bindings::events as wit;
+use crate::runtime::bindings::events::{self as wit, EventError as WitEventError};
 use crate::runtime::bindings::types::{Param, Value};
 use crate::runtime::replay::{Import, Journal, Journaled, Parked, fingerprint};
 use crate::runtime::state::{HostState, need_tx, suspended};
@@ -75,6 +75,28 @@ const MAX_EVENT_NAME: usize = 64;
 /// host bounds every EBR wait with its own timer whatever the guest does.
 pub(crate) const MAX_EBR_TIMEOUT_S: u32 = 3600;
 
+/// The WIT form of an event registry refusal.
+fn to_wit(e: events::EventError) -> WitEventError {
+    match e {
+        events::EventError::BadName(name) => WitEventError::BadName(name),
+        events::EventError::BadFilter(why) => WitEventError::BadFilter(why),
+        events::EventError::EbrLimit(limit) => WitEventError::TooManyWaiters(limit.try_into().unwrap_or(u32::MAX)),
+        // The rest concern subscriptions to sinks, which routes do not make.
+        other => WitEventError::Unavailable(other.to_string()),
+    }
+}
+
+/// `bad-name`, with the name cut to a length a log line can take (the
+/// guest may have passed megabytes).
+fn bad_name(name: &str) -> WitEventError {
+    WitEventError::BadName(name.chars().take(2 * MAX_EVENT_NAME).collect())
+}
+
+/// Why a route's event call needs a bus it does not have.
+fn no_bus() -> WitEventError {
+    WitEventError::Unavailable("the event interface is not running".into())
+}
+
 impl<'a> EventsView<'a> {
     /// Checks an EBR call's arguments: the event name, the timeout (bounded
     /// by the host whatever the guest asks) and the filters.
@@ -83,15 +105,15 @@ impl<'a> EventsView<'a> {
         event: &str,
         filters: &[String],
         timeout_s: u32,
-    ) -> Result<(&'a EventBus, Filters, Duration), String> {
+    ) -> Result<(&'a EventBus, Filters, Duration), WitEventError> {
         if event.is_empty() || event.len() > MAX_EVENT_NAME {
-            return Err(format!("event name must be 1..={MAX_EVENT_NAME} bytes"));
+            return Err(bad_name(event));
         }
         if timeout_s == 0 || timeout_s > MAX_EBR_TIMEOUT_S {
-            return Err(format!("timeout-s must be 1..={MAX_EBR_TIMEOUT_S}"));
+            return Err(WitEventError::BadTimeout(timeout_s));
         }
-        let bus = self.bus.ok_or("the event interface is not running")?;
-        let filters = Filters::parse(filters).map_err(|e| e.to_string())?;
+        let bus = self.bus.ok_or_else(no_bus)?;
+        let filters = Filters::parse(filters).map_err(to_wit)?;
         Ok((bus, filters, Duration::from_secs(timeout_s.into())))
     }
 }
@@ -151,7 +173,7 @@ pub(crate) fn event_to_guest(event: &Event) -> crate::runtime::bindings::types::
 }
 
 impl wit::Host for EventsView<'_> {
-    fn raise_event(&mut self, name: String, params: Vec<Param>) -> wasmtime::Result<Result<u32, String>> {
+    fn raise_event(&mut self, name: String, params: Vec<Param>) -> wasmtime::Result<Result<u32, WitEventError>> {
         self.once(Import::RaiseEvent, &name, |state| Ok(state.raise(&name, params)))
     }
 
@@ -161,7 +183,7 @@ impl wit::Host for EventsView<'_> {
         filters: Vec<String>,
         route: String,
         timeout_s: u32,
-    ) -> wasmtime::Result<Result<(), String>> {
+    ) -> wasmtime::Result<Result<(), WitEventError>> {
         self.tx()?;
         self.once(Import::NotifyOnEvent, (&event, &filters, &route, timeout_s), |state| {
             state.subscribe(&event, &filters, route.clone(), timeout_s)
@@ -173,7 +195,7 @@ impl wit::Host for EventsView<'_> {
         event: String,
         filters: Vec<String>,
         timeout_s: u32,
-    ) -> wasmtime::Result<Result<Option<crate::runtime::bindings::types::Event>, String>> {
+    ) -> wasmtime::Result<WaitResult> {
         if self.journal.is_some() {
             return self.park_for_event(event, filters, timeout_s);
         }
@@ -186,8 +208,9 @@ impl wit::Host for EventsView<'_> {
     }
 }
 
-/// What `wait-for-event` returns to the guest.
-type WaitResult = Result<Option<crate::runtime::bindings::types::Event>, String>;
+/// What `wait-for-event` returns to the guest (and what its journal entry
+/// holds: a replay's resume records the same type, `Runtime::resume_by_replay`).
+pub(crate) type WaitResult = Result<Option<crate::runtime::bindings::types::Event>, WitEventError>;
 
 impl EventsView<'_> {
     /// `wait-for-event` with `suspend = "replay"`: on replay, the event (or
@@ -219,18 +242,18 @@ impl EventsView<'_> {
         event: &str,
         filters: &[String],
         timeout_s: u32,
-    ) -> Result<(impl Future<Output = Option<Event>> + Send + 'static, Duration), String> {
+    ) -> Result<(impl Future<Output = Option<Event>> + Send + 'static, Duration), WitEventError> {
         let (bus, filters, timeout) = self.ebr_request(event, filters, timeout_s)?;
-        let wait = bus.wait_for_event(event, filters, timeout).map_err(|e| e.to_string())?;
+        let wait = bus.wait_for_event(event, filters, timeout).map_err(to_wit)?;
         Ok((wait, timeout))
     }
 
-    fn raise(&mut self, name: &str, params: Vec<Param>) -> Result<u32, String> {
+    fn raise(&mut self, name: &str, params: Vec<Param>) -> Result<u32, WitEventError> {
         if name.is_empty() || name.len() > MAX_EVENT_NAME {
-            return Err(format!("event name must be 1..={MAX_EVENT_NAME} bytes"));
+            return Err(bad_name(name));
         }
         let Some(bus) = self.bus else {
-            return Err("the event interface is not running".into());
+            return Err(no_bus());
         };
         let params = Params(params.into_iter().map(|p| (p.name, to_host(p.value))).collect());
         let reached = bus.raise(Event::new(name, params));
@@ -244,7 +267,7 @@ impl EventsView<'_> {
         filters: &[String],
         route: String,
         timeout_s: u32,
-    ) -> wasmtime::Result<Result<(), String>> {
+    ) -> wasmtime::Result<Result<(), WitEventError>> {
         // The subscriber is the invocation's transaction: on-notify gets its
         // id back to inject branches into it.
         let tx = self.tx()?;
@@ -254,7 +277,7 @@ impl EventsView<'_> {
             Err(e) => return Ok(Err(e)),
         };
         if let Err(e) = bus.notify_on_event(event, filters, Arc::from(route), tid, timeout) {
-            return Ok(Err(e.to_string()));
+            return Ok(Err(to_wit(e)));
         }
         tie_to_transaction(bus, tx, &self.services.transactions);
         Ok(Ok(()))

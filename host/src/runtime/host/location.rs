@@ -6,12 +6,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use wasmtime::component::{HasData, Linker};
 
 use crate::location::{Binding, Location};
-use crate::runtime::bindings::location;
+use crate::runtime::bindings::location::{self, LocationError};
 use crate::runtime::bindings::types::Contact;
 use crate::runtime::replay::{Import, Journal, Journaled};
 use crate::runtime::state::{HostState, need_tx};
 use crate::sip::{Edits, Method};
-use crate::transaction::{ServerTx, Target};
+use crate::transaction::{ServerTx, Target, TmError};
 use crate::transport::NextHop;
 
 /// What `location` reaches for one call ([`HostState::location`]): besides
@@ -61,7 +61,7 @@ fn contact(binding: &Binding, now: u64) -> Contact {
 }
 
 impl location::Host for LocationView<'_> {
-    fn save(&mut self) -> wasmtime::Result<Result<u16, String>> {
+    fn save(&mut self) -> wasmtime::Result<Result<u16, LocationError>> {
         self.once(Import::LocationSave, (), |state| state.save_live())
     }
 
@@ -101,15 +101,20 @@ impl location::Host for LocationView<'_> {
 
 impl LocationView<'_> {
     /// `save`: stores the REGISTER's bindings and answers it.
-    fn save_live(&mut self) -> wasmtime::Result<Result<u16, String>> {
+    fn save_live(&mut self) -> wasmtime::Result<Result<u16, LocationError>> {
         let tx = self.tx()?;
         let req = tx.request();
         if req.method() != Some(&Method::Register) {
-            return Ok(Err("save() needs a REGISTER request".into()));
+            return Ok(Err(LocationError::NotRegister));
         }
         let (proto, src) = tx.source();
         let outcome = self.location.save(req, src, proto);
         let headers: Vec<(&str, &str)> = outcome.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-        Ok(tx.reply(outcome.code, &outcome.reason, &headers, None).map(|()| outcome.code).map_err(|e| e.to_string()))
+        Ok(tx.reply(outcome.code, &outcome.reason, &headers, None).map(|()| outcome.code).map_err(|e| match e {
+            TmError::AlreadyAnswered | TmError::Completed => LocationError::AlreadyAnswered,
+            // The registrar's own codes are valid and a REGISTER is not forwarded:
+            // what is left is the transport.
+            other => LocationError::Transport(other.to_string()),
+        }))
     }
 }

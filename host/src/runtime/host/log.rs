@@ -11,7 +11,7 @@ use crate::transaction::ServerTx;
 
 /// Longest log line a guest may write; longer ones are cut, so a guest cannot
 /// flood the log with one call.
-const MAX_LOG_LINE: usize = 4096;
+pub(crate) const MAX_LOG_LINE: usize = 4096;
 
 /// What `log` reaches for one call ([`HostState::log`]).
 pub(crate) struct LogView<'a> {

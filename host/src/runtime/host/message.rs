@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use wasmtime::component::{HasData, Linker, Resource};
 
-use crate::runtime::bindings::message::{self, HostReply, HostRequest};
+use crate::runtime::bindings::message::{self, HostReply, HostRequest, MessageError};
 use crate::runtime::bindings::types::Peer;
 use crate::runtime::state::{HostState, need_tx};
 use crate::sip::{self, Edits, HeaderName, Message};
@@ -96,16 +96,16 @@ fn host_owned(name: &str) -> bool {
 
 /// A header line is safe to add: a token name and a value that cannot start a
 /// new line.
-fn check_header(name: &str, value: &str) -> Result<(), String> {
+fn check_header(name: &str, value: &str) -> Result<(), MessageError> {
     let token = |c: char| c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c);
     if name.is_empty() || !name.chars().all(token) {
-        return Err(format!("invalid header name {name:?}"));
+        return Err(MessageError::BadHeader(format!("invalid header name {name:?}")));
     }
     if value.contains(['\r', '\n', '\0']) {
-        return Err(format!("header {name} value contains CR, LF or NUL"));
+        return Err(MessageError::BadHeader(format!("header {name} value contains CR, LF or NUL")));
     }
     if host_owned(name) {
-        return Err(format!("header {name} is managed by the host"));
+        return Err(MessageError::HostOwnedHeader(name.to_owned()));
     }
     Ok(())
 }
@@ -133,12 +133,14 @@ impl HostRequest for MessageView<'_> {
         Ok(self.message.edits.request_uri(msg).to_string())
     }
 
-    fn set_ruri(&mut self, _: Resource<RequestHandle>, uri: String) -> wasmtime::Result<Result<(), String>> {
+    fn set_ruri(&mut self, _: Resource<RequestHandle>, uri: String) -> wasmtime::Result<Result<(), MessageError>> {
         self.tx()?;
-        Ok(check_sip_uri(&uri).map(|()| {
-            *self.ruri_next_hop = None;
-            self.message.edits.set_request_uri(uri)
-        }))
+        Ok(check_sip_uri(&uri)
+            .map(|()| {
+                *self.ruri_next_hop = None;
+                self.message.edits.set_request_uri(uri)
+            })
+            .map_err(MessageError::BadUri))
     }
 
     fn header(&mut self, _: Resource<RequestHandle>, name: String) -> wasmtime::Result<Option<String>> {
@@ -154,7 +156,7 @@ impl HostRequest for MessageView<'_> {
         _: Resource<RequestHandle>,
         name: String,
         value: String,
-    ) -> wasmtime::Result<Result<(), String>> {
+    ) -> wasmtime::Result<Result<(), MessageError>> {
         self.tx()?;
         Ok(check_header(&name, &value).map(|()| self.message.edits.append(&name, value)))
     }

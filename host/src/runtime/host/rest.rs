@@ -10,7 +10,7 @@ use std::time::Duration;
 use wasmtime::component::{HasData, Linker};
 
 use crate::runtime::Services;
-use crate::runtime::bindings::rest::{self, Header, Response};
+use crate::runtime::bindings::rest::{self, Header, Response, RestError};
 use crate::runtime::replay::{Import, Journal, Journaled, fingerprint};
 use crate::runtime::state::{HostState, suspended};
 
@@ -19,11 +19,11 @@ pub(crate) const MAX_TIMEOUT_MS: u32 = 60_000;
 /// Largest response body handed to a guest (its memory is bounded too).
 pub(crate) const MAX_BODY: usize = 1 << 20;
 
-fn check_url(url: &str) -> Result<reqwest::Url, String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+fn check_url(url: &str) -> Result<reqwest::Url, RestError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| RestError::BadUrl(format!("invalid URL {url:?}: {e}")))?;
     match parsed.scheme() {
         "http" | "https" => Ok(parsed),
-        other => Err(format!("unsupported URL scheme {other:?} (http or https expected)")),
+        other => Err(RestError::BadUrl(format!("unsupported URL scheme {other:?} (http or https expected)"))),
     }
 }
 
@@ -64,7 +64,7 @@ impl RestView<'_> {
     /// One HTTP exchange, once per invocation: a replayed guest gets the
     /// response of its first run (`replay.rs`), and the request is not sent
     /// again.
-    async fn http(&mut self, request: HttpRequest) -> wasmtime::Result<Result<Response, String>> {
+    async fn http(&mut self, request: HttpRequest) -> wasmtime::Result<Result<Response, RestError>> {
         // As `once`: without a journal nothing is hashed or kept.
         if self.journal.is_none() {
             return Ok(self.exchange(request).await);
@@ -82,23 +82,26 @@ impl RestView<'_> {
     async fn exchange(
         &mut self,
         HttpRequest { method, url, headers, body, timeout_ms }: HttpRequest,
-    ) -> Result<Response, String> {
+    ) -> Result<Response, RestError> {
         let url = check_url(&url)?;
         if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
-            return Err(format!("timeout-ms must be 1..={MAX_TIMEOUT_MS}"));
+            return Err(RestError::BadTimeout(timeout_ms));
         }
         let mut request = self.services.http.request(method, url).timeout(Duration::from_millis(timeout_ms.into()));
         for h in headers {
             if h.name.contains(['\r', '\n']) || h.value.contains(['\r', '\n']) {
-                return Err(format!("header {:?} contains CR or LF", h.name));
+                return Err(RestError::BadHeader(h.name));
             }
             request = request.header(h.name, h.value);
         }
         if let Some(body) = body {
             request = request.body(body);
         }
+        let transport = |e: reqwest::Error| {
+            if e.is_timeout() { RestError::Timeout } else { RestError::Transport(e.to_string()) }
+        };
         let fetch = async {
-            let mut response = request.send().await.map_err(|e| format!("HTTP request failed: {e}"))?;
+            let mut response = request.send().await.map_err(transport)?;
             let status = response.status().as_u16();
             let headers = response
                 .headers()
@@ -106,9 +109,9 @@ impl RestView<'_> {
                 .map(|(n, v)| Header { name: n.to_string(), value: String::from_utf8_lossy(v.as_bytes()).into_owned() })
                 .collect();
             let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| format!("reading the HTTP body: {e}"))? {
+            while let Some(chunk) = response.chunk().await.map_err(transport)? {
                 if body.len() + chunk.len() > MAX_BODY {
-                    return Err(format!("HTTP response body larger than {MAX_BODY} bytes"));
+                    return Err(RestError::BodyTooLarge);
                 }
                 body.extend_from_slice(&chunk);
             }
@@ -125,7 +128,7 @@ impl rest::Host for RestView<'_> {
         url: String,
         headers: Vec<Header>,
         timeout_ms: u32,
-    ) -> wasmtime::Result<Result<Response, String>> {
+    ) -> wasmtime::Result<Result<Response, RestError>> {
         self.http(HttpRequest { method: reqwest::Method::GET, url, headers, body: None, timeout_ms }).await
     }
 
@@ -135,7 +138,7 @@ impl rest::Host for RestView<'_> {
         headers: Vec<Header>,
         body: Vec<u8>,
         timeout_ms: u32,
-    ) -> wasmtime::Result<Result<Response, String>> {
+    ) -> wasmtime::Result<Result<Response, RestError>> {
         self.http(HttpRequest { method: reqwest::Method::POST, url, headers, body: Some(body), timeout_ms }).await
     }
 }

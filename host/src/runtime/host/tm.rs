@@ -8,7 +8,7 @@ use wasmtime::component::{HasData, Linker};
 
 use crate::events::Event;
 use crate::runtime::Services;
-use crate::runtime::bindings::tm::{self, BranchSource, InjectFlags};
+use crate::runtime::bindings::tm::{self, BranchSource, InjectFlags, TmError as WitTmError};
 use crate::runtime::host::message::check_sip_uri;
 use crate::runtime::replay::{Import, Journal, Journaled};
 use crate::runtime::state::{HostState, need_tx};
@@ -43,6 +43,17 @@ impl TmState {
         self.on_reply = None;
         self.on_failure = None;
         self.relayed = false;
+    }
+}
+
+/// The WIT form of a transaction layer refusal.
+pub(crate) fn to_wit(e: TmError) -> WitTmError {
+    match e {
+        TmError::AlreadyAnswered => WitTmError::AlreadyAnswered,
+        TmError::Completed => WitTmError::Completed,
+        TmError::TooManyHops => WitTmError::TooManyHops,
+        TmError::BadTarget(why) => WitTmError::BadTarget(why),
+        TmError::Transport(why) => WitTmError::Transport(why),
     }
 }
 
@@ -82,16 +93,16 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 }
 
 impl tm::Host for TmView<'_> {
-    fn reply(&mut self, code: u16, reason: String) -> wasmtime::Result<Result<(), String>> {
+    fn reply(&mut self, code: u16, reason: String) -> wasmtime::Result<Result<(), WitTmError>> {
         self.tx()?;
         if !(100..=699).contains(&code) {
-            return Ok(Err(format!("status code {code} is outside 100..=699")));
+            return Ok(Err(WitTmError::BadReply(format!("status code {code} is outside 100..=699"))));
         }
         if reason.contains(['\r', '\n', '\0']) {
-            return Ok(Err("reason phrase contains CR, LF or NUL".into()));
+            return Ok(Err(WitTmError::BadReply("reason phrase contains CR, LF or NUL".into())));
         }
         self.once(Import::TmReply, (code, &reason), |state| {
-            Ok(state.tx()?.reply(code, &reason, &[], None).map_err(|e| e.to_string()))
+            Ok(state.tx()?.reply(code, &reason, &[], None).map_err(to_wit))
         })
     }
 
@@ -117,20 +128,19 @@ impl tm::Host for TmView<'_> {
         Ok(true)
     }
 
-    fn append_branch(&mut self, uri: String) -> wasmtime::Result<Result<(), String>> {
+    fn append_branch(&mut self, uri: String) -> wasmtime::Result<Result<(), WitTmError>> {
         self.tx()?;
-        Ok(check_sip_uri(&uri).map(|()| self.tm.branches.push(Target::uri(uri))))
+        Ok(check_sip_uri(&uri).map(|()| self.tm.branches.push(Target::uri(uri))).map_err(WitTmError::BadTarget))
     }
 
-    fn relay(&mut self) -> wasmtime::Result<Result<(), String>> {
+    fn relay(&mut self) -> wasmtime::Result<Result<(), WitTmError>> {
         self.tx()?;
         // Run on replay too: it consumes the branches, as the first run did.
-        let forward = match self.forward(true) {
+        let forward = match self.forward(true)? {
             Ok(forward) => forward,
             Err(e) => return Ok(Err(e)),
         };
-        let result =
-            self.once(Import::TmRelay, (), |state| Ok(state.tx()?.relay(forward).map_err(|e| e.to_string())))?;
+        let result = self.once(Import::TmRelay, (), |state| Ok(state.tx()?.relay(forward).map_err(to_wit)))?;
         if result.is_ok() {
             self.tm.relayed = true;
         }
@@ -159,16 +169,16 @@ impl tm::Host for TmView<'_> {
         Ok(self.tx()?.id())
     }
 
-    fn wait_for_new_branches(&mut self, expected: Option<u32>) -> wasmtime::Result<Result<(), String>> {
+    fn wait_for_new_branches(&mut self, expected: Option<u32>) -> wasmtime::Result<Result<(), WitTmError>> {
         self.tx()?;
         // The template later injections copy: the route's edits, Record-Route
         // and hooks as they are now, without targets.
-        let template = match self.forward(false) {
+        let template = match self.forward(false)? {
             Ok(forward) => forward,
             Err(e) => return Ok(Err(e)),
         };
         let result = self.once(Import::TmWaitForNewBranches, expected, |state| {
-            Ok(state.tx()?.wait_for_new_branches(template, expected).map_err(|e| e.to_string()))
+            Ok(state.tx()?.wait_for_new_branches(template, expected).map_err(to_wit))
         })?;
         if result.is_ok() {
             // The transaction now lives on without the route: do not answer
@@ -178,7 +188,7 @@ impl tm::Host for TmView<'_> {
         Ok(result)
     }
 
-    fn wait_no_more_branches(&mut self, tid: u64) -> wasmtime::Result<Result<bool, String>> {
+    fn wait_no_more_branches(&mut self, tid: u64) -> wasmtime::Result<Result<bool, WitTmError>> {
         self.once(Import::TmWaitNoMoreBranches, tid, |state| Ok(state.find_tx(tid).map(|tx| tx.stop_waiting())))
     }
 
@@ -187,39 +197,38 @@ impl tm::Host for TmView<'_> {
         tid: u64,
         source: BranchSource,
         flags: InjectFlags,
-    ) -> wasmtime::Result<Result<u32, String>> {
+    ) -> wasmtime::Result<Result<u32, WitTmError>> {
         self.once(Import::TmInjectBranches, tid, |state| Ok(state.inject(tid, source, flags)))
     }
 }
 
 impl TmView<'_> {
-    fn inject(&mut self, tid: u64, source: BranchSource, flags: InjectFlags) -> Result<u32, String> {
+    fn inject(&mut self, tid: u64, source: BranchSource, flags: InjectFlags) -> Result<u32, WitTmError> {
         let targets = match source {
             BranchSource::Uris(uris) => {
                 if let Some(bad) = uris.iter().find_map(|u| check_sip_uri(u).err()) {
-                    return Err(bad);
+                    return Err(WitTmError::BadTarget(bad));
                 }
                 uris.into_iter().map(Target::uri).collect()
             }
-            BranchSource::EventContact => vec![self.event_contact()?],
+            BranchSource::EventContact => vec![self.event_contact().map_err(WitTmError::BadTarget)?],
         };
         let tx = self.find_tx(tid)?;
         let cancel = flags.contains(InjectFlags::CANCEL_EXISTING);
-        tx.inject(targets, cancel).map_err(|e| e.to_string())
+        tx.inject(targets, cancel).map_err(to_wit)
     }
 
     /// A live transaction by id (this invocation's or another's).
-    fn find_tx(&self, tid: u64) -> Result<ServerTx, String> {
-        self.services
-            .transactions
-            .find(tid)
-            .ok_or_else(|| format!("transaction {tid} does not exist (ended or never existed)"))
+    fn find_tx(&self, tid: u64) -> Result<ServerTx, WitTmError> {
+        self.services.transactions.find(tid).ok_or(WitTmError::TransactionGone)
     }
 
     /// The Forward for the request as the route shaped it; with `targets`,
-    /// the Request-URI and the branches (which are consumed).
-    fn forward(&mut self, targets: bool) -> Result<Forward, String> {
-        let tx = self.tx().map_err(|e| e.to_string())?;
+    /// the Request-URI and the branches (which are consumed). The outer
+    /// error traps (no request in this invocation), the inner one is the
+    /// route's (an unusable Request-URI).
+    fn forward(&mut self, targets: bool) -> wasmtime::Result<Result<Forward, WitTmError>> {
+        let tx = self.tx()?;
         let mut forward = Forward {
             edits: self.edits.clone(),
             record_route: self.tm.record_route,
@@ -230,13 +239,13 @@ impl TmView<'_> {
         if targets {
             let ruri = self.edits.request_uri(tx.request()).to_string();
             if let Err(e) = Uri::parse(&ruri) {
-                return Err(format!("cannot relay to Request-URI {ruri:?}: {e}"));
+                return Ok(Err(WitTmError::BadTarget(format!("cannot relay to Request-URI {ruri:?}: {e}"))));
             }
             forward.targets.reserve(1 + self.tm.branches.len());
             forward.targets.push(Target { uri: ruri, next_hop: self.tm.ruri_next_hop.clone() });
             forward.targets.append(&mut self.tm.branches);
         }
-        Ok(forward)
+        Ok(Ok(forward))
     }
 
     /// The contact an `E_UL_CONTACT_*` event announces: its `uri`, sent to
@@ -253,7 +262,7 @@ impl TmView<'_> {
         check_sip_uri(&uri)?;
         let next_hop = match event.param("received") {
             Some(crate::events::Value::Str(s)) if !s.is_empty() => {
-                Some(s.parse::<NextHop>().map_err(|e| TmError::BadTarget(e.to_string()).to_string())?)
+                Some(s.parse::<NextHop>().map_err(|e| format!("event {} has a bad received {s:?}: {e}", event.name))?)
             }
             _ => None,
         };
