@@ -2,7 +2,8 @@
 //! runs past its CPU deadline and one past its memory limit all get `500`, and
 //! the next call goes through.
 //! Runs the `trap_route.wasm` example: an INVITE to user "trap" traps, "loop"
-//! spins, "oom" allocates without end; every other request takes the default route.
+//! spins, "oom" allocates without end, "error" returns `Err`; every other
+//! request takes the default route.
 
 use std::time::Duration;
 
@@ -25,6 +26,42 @@ fn trapping_route_answers_500_and_the_next_call_succeeds() {
     let callee = uas(&env, "uas_rr.xml", uas_port);
     uac(&env, &server, "uac_call.xml", "erin").run().assert_ok("the call after a trap goes through");
     callee.wait().assert_ok("the UAS took the call after the trap");
+}
+
+/// A handler that returns `Err` (no trap) gets its request a `500`, is logged
+/// with the module and Call-ID and counted in `routes:errors`, not in
+/// `runtime:traps`; its instance is sound, so with `instance_reuse` the next
+/// call runs in it.
+#[test]
+fn a_route_returning_an_error_answers_500_and_is_counted() {
+    let env = TestEnv::new("trap_error");
+    let config = ServerConfig {
+        route: Route::Example("trap_route.wasm"),
+        mi: true,
+        extra_toml: "[limits]\ninstance_reuse = 1000\n".into(),
+        ..ServerConfig::default()
+    };
+    let server = Server::start(&env, config);
+    let [uas_port] = free_ports();
+    register(&env, &server, &["erin"], uas_port, 600);
+
+    uac(&env, &server, "uac_expect_500.xml", "error").run().assert_ok("a route returning Err gets 500");
+    let callee = uas(&env, "uas_rr.xml", uas_port);
+    uac(&env, &server, "uac_call.xml", "erin").run().assert_ok("the call after the error goes through");
+    callee.wait().assert_ok("the UAS took the call after the error");
+
+    let stats = mi_call(server.mi_addr(), "get_statistics", serde_json::json!([["runtime:", "routes:"]]));
+    let stat = |name: &str| stats["result"][name].as_u64().unwrap_or_else(|| panic!("{name} in {stats}"));
+    assert_eq!(stat("routes:errors"), 1, "{stats}");
+    assert_eq!(stat("runtime:traps"), 0, "{stats}");
+    let warned = |log: String| {
+        log.lines().any(|l| l.contains("route failed") && l.contains("error requested by") && l.contains("call_id"))
+    };
+    assert!(
+        crate::harness::wait_until(Duration::from_secs(5), || warned(server.log())),
+        "no warning naming the error and the Call-ID:\n{}",
+        server.log()
+    );
 }
 
 #[test]

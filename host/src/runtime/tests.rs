@@ -137,3 +137,17 @@ fn suspend_is_read_by_name() {
     let err = toml::from_str::<Limits>("suspend = \"later\"").unwrap_err().to_string();
     assert!(err.contains("in-place") && err.contains("replay"), "{err}");
 }
+
+#[tokio::test]
+async fn a_handler_error_is_counted_apart_from_traps_and_keeps_its_instance() {
+    use crate::events::{Event, Params};
+    let limits = Limits { max_instances: 8, instance_reuse: 3, ..Limits::default() };
+    let rt = Runtime::standalone(limits, RouteSource::Embedded).expect("embedded route loads");
+    rt.reload(example("trap-route")).await.expect("trap-route loads");
+    // trap-route's event route `error` returns Err; any other returns Ok.
+    rt.run_event_route("error".into(), Event::new("E_TEST", Params::new())).await;
+    rt.run_event_route("quiet".into(), Event::new("E_TEST", Params::new())).await;
+    assert_eq!(counter(&rt, |s| &s.route_errors), 1);
+    assert_eq!(counter(&rt, |s| &s.traps), 0, "an error is no trap");
+    assert_eq!(counter(&rt, |s| &s.instantiations), 1, "the instance that returned Err served again");
+}
