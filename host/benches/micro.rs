@@ -186,7 +186,13 @@ impl Proxy {
         let location = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() })?;
         let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let transactions = Transactions::default();
-        let services = RouteServices { location, bus: bus.clone(), transactions: transactions.clone(), vars };
+        let services = RouteServices {
+            location,
+            bus: bus.clone(),
+            transactions: transactions.clone(),
+            vars,
+            http: sipbox::runtime::HttpClient::network().expect("HTTP client"),
+        };
         let runtime = Runtime::new(limits, source, services, invocations)?;
         let (tx, done) = std::sync::mpsc::channel();
         let timed = Arc::new(Timed { runtime: runtime.clone(), done: tx });

@@ -19,6 +19,7 @@ pub type BoxFut = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send 
 
 pub mod config;
 pub mod events;
+pub mod harness;
 pub mod location;
 pub mod mi;
 pub mod pike;

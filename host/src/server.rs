@@ -27,12 +27,13 @@ use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Config;
+use crate::events::RaiseObserver;
 use crate::events::{EventBus, usrloc};
 use crate::location::Location;
 use crate::mi::{self, MiContext};
 use crate::pike::Pike;
 use crate::runtime::{
-    self, INVOCATION_BACKLOG, ReadRoutes, Reloader, RouteServices, RouteSource, RoutesUpdate, Runtime,
+    self, HttpClient, INVOCATION_BACKLOG, ReadRoutes, Reloader, RouteServices, RouteSource, RoutesUpdate, Runtime,
 };
 use crate::shutdown::Shutdown;
 use crate::sinks::{self, Flatstore};
@@ -81,6 +82,96 @@ pub async fn check_route(config: &Config, source: RouteSource) -> anyhow::Result
     Ok(())
 }
 
+/// Where a stack reaches the world besides its sockets: the server's are the
+/// network's; the sample harness gives recorders.
+pub struct Seams {
+    /// What routes' `rest` calls go through.
+    pub http: HttpClient,
+    /// Sees every event raised (the harness records them).
+    pub observer: Option<RaiseObserver>,
+}
+
+impl Seams {
+    /// The network's HTTP client, no observer.
+    pub fn production() -> anyhow::Result<Seams> {
+        Ok(Seams { http: HttpClient::network()?, observer: None })
+    }
+}
+
+/// The services of a server (its stack), built once, in dependency order, before any
+/// socket: the server ([`run`]) and the sample harness
+/// ([`crate::harness`]) build the same stack, the one with sockets and the
+/// other over an in-memory wire.
+pub struct Stack {
+    /// The `flatstore:` sink's open files (MI `evi_flat_rotate`).
+    pub flatstore: Flatstore,
+    /// The event registry.
+    pub bus: EventBus,
+    /// Registrations.
+    pub location: Location,
+    /// The live transactions, shared by the core and the runtime.
+    pub transactions: Transactions,
+    /// The route runtime.
+    pub runtime: Runtime,
+}
+
+impl Stack {
+    /// Builds the runtime's invocation queue, the event bus, the location
+    /// service and the runtime with its route modules, from `config`.
+    ///
+    /// # Errors
+    /// A bad `[events]` table, a location store that cannot be opened, a
+    /// route module that does not load.
+    pub async fn build(config: &Config, seams: Seams) -> anyhow::Result<Stack> {
+        // The runtime's invoker first: the event registry hands it `route:`
+        // deliveries and EBR notifications, which the runtime, built last, runs.
+        let (invoker, invocations) =
+            runtime::invocations(config.events.ebr_max_notify_concurrency + INVOCATION_BACKLOG);
+        // The event registry: static subscriptions from the config, registrar
+        // events, and routes (they raise events; route: sinks run them).
+        let flatstore = Flatstore::default();
+        let schemes = sinks::schemes(Some(invoker.route_handler()), &flatstore);
+        let bus = EventBus::observed(&config.events, schemes, Some(invoker.notify_handler()), seams.observer)
+            .context("invalid [events] configuration")?;
+        // The location's changes become E_UL_* events, raised as they are made.
+        let location = Location::open_with_listener(&config.location, usrloc::listener(bus.clone()))
+            .context("cannot open the location store")?;
+        // The core registers its transactions where the runtime finds them
+        // (tm.inject-branches), so the runtime needs no handle on the core.
+        let transactions = Transactions::default();
+        let runtime = {
+            let services = RouteServices {
+                location: location.clone(),
+                bus: bus.clone(),
+                transactions: transactions.clone(),
+                vars: config.routes.vars.clone(),
+                http: seams.http,
+            };
+            let (limits, routes, cache) =
+                (config.limits.clone(), config.routes.route_set(), config.routes.compile_cache());
+            tokio::task::spawn_blocking(move || Runtime::with_routes(limits, &routes, cache, services, invocations))
+                .await??
+        };
+        Ok(Stack { flatstore, bus, location, transactions, runtime })
+    }
+
+    /// The proxy core sending through `transports`, routing with the runtime.
+    pub fn core(&self, config: &Config, transports: Transports) -> Core {
+        let router = Arc::new(self.runtime.clone());
+        Core::with_transactions(transports, config.timers.clone(), router, self.transactions.clone())
+    }
+
+    /// What receives the transports' messages: the core, behind pike when
+    /// `[pike]` enables it.
+    pub fn inbound_handler(&self, config: &Config, core: &Core) -> Arc<dyn InboundHandler> {
+        if config.pike.enabled {
+            Pike::new(&config.pike, Arc::new(core.clone()), self.bus.clone())
+        } else {
+            Arc::new(core.clone())
+        }
+    }
+}
+
 /// Runs the server until `shutdown` completes, then stops it in order (see
 /// the module docs) and returns. SIGHUP, MI `reload_routes` and changes to
 /// the module files reload the route modules meanwhile.
@@ -92,50 +183,19 @@ pub async fn check_route(config: &Config, source: RouteSource) -> anyhow::Result
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let listen = config.listen_specs()?;
     let source = route_source(&config);
-
-    // The runtime's invoker first: the event registry hands it `route:`
-    // deliveries and EBR notifications, which the runtime, built last, runs.
-    let (invoker, invocations) = runtime::invocations(config.events.ebr_max_notify_concurrency + INVOCATION_BACKLOG);
-    // The event registry: static subscriptions from the config, registrar
-    // events, and routes (they raise events; route: sinks run them).
-    let flatstore = Flatstore::default();
-    let schemes = sinks::schemes(Some(invoker.route_handler()), &flatstore);
-    let bus = EventBus::new(&config.events, schemes, Some(invoker.notify_handler()))
-        .context("invalid [events] configuration")?;
-    // The location's changes become E_UL_* events, raised as they are made.
-    let location = Location::open_with_listener(&config.location, usrloc::listener(bus.clone()))
-        .context("cannot open the location store")?;
-    // The core registers its transactions where the runtime finds them
-    // (tm.inject-branches), so the runtime needs no handle on the core.
-    let transactions = Transactions::default();
-    let runtime = {
-        let services = RouteServices {
-            location: location.clone(),
-            bus: bus.clone(),
-            transactions: transactions.clone(),
-            vars: config.routes.vars.clone(),
-        };
-        let (limits, routes, cache) = (config.limits.clone(), config.routes.route_set(), config.routes.compile_cache());
-        tokio::task::spawn_blocking(move || Runtime::with_routes(limits, &routes, cache, services, invocations))
-            .await??
-    };
-    let route = runtime.current();
+    let stack = Stack::build(&config, Seams::production()?).await?;
+    let route = stack.runtime.current();
     let applied: RoutesUpdate = config.routes.update();
-    let reloader = Reloader::new(runtime.clone(), applied, reread_routes(&config));
+    let reloader = Reloader::new(stack.runtime.clone(), applied, reread_routes(&config));
 
     // The core sends through the transports and handles what they receive:
     // bind the sockets, build the core with the sending side, then start the
     // receive loops with the core (behind pike when enabled) as their handler.
     let (transports, listeners) = Transports::bind(&listen).await.context("cannot open the SIP listeners")?;
-    let router = Arc::new(runtime.clone());
-    let core = Core::with_transactions(transports.clone(), config.timers.clone(), router, transactions);
-    let handler: Arc<dyn InboundHandler> = if config.pike.enabled {
-        Pike::new(&config.pike, Arc::new(core.clone()), bus.clone())
-    } else {
-        Arc::new(core.clone())
-    };
+    let core = stack.core(&config, transports.clone());
     let receiving = Shutdown::new();
-    listeners.start(handler, &receiving);
+    listeners.start(stack.inbound_handler(&config, &core), &receiving);
+    let Stack { flatstore, bus, location, runtime, .. } = stack;
 
     let mi_context = MiContext::new(bus.clone(), location.clone(), source.clone())
         .with_flatstore(flatstore)

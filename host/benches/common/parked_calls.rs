@@ -65,7 +65,13 @@ pub async fn start_route(
     let limits = Limits { max_instances: (n + HEADROOM) as u32, memory_mb: 4, suspend, ..Limits::default() };
     let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let transactions = Transactions::default();
-    let services = RouteServices { location, bus: bus.clone(), transactions: transactions.clone(), vars };
+    let services = RouteServices {
+        location,
+        bus: bus.clone(),
+        transactions: transactions.clone(),
+        vars,
+        http: sipbox::runtime::HttpClient::network().expect("HTTP client"),
+    };
     let runtime = Runtime::new(limits, RouteSource::File(route), services, invocations)?;
     let listen = [ListenSpec { proto: Proto::Udp, addr: "127.0.0.1:0".parse()? }];
     let (transports, listeners) = Transports::bind(&listen).await?;

@@ -42,7 +42,7 @@ mod tests_sinks;
 use std::sync::Arc;
 
 pub use config::{EventsConfig, StaticSubscription};
-pub use registry::EventBus;
+pub use registry::{EventBus, RaiseObserver};
 pub use sink::{CloseFut, DeliverFut, ParseSocket, Sink, SinkContext, SinkError, SinkSchemes};
 
 pub use crate::BoxFut;

@@ -49,6 +49,14 @@ use crate::sinks::Flatstore;
 use crate::transaction::Core;
 use crate::transport::Transports;
 
+/// Runs one JSON-RPC request (or batch) in process, as the listeners would
+/// for its bytes, and returns the response (`None` for notifications only):
+/// for the sample harness's MI steps and for embedding.
+pub async fn call(ctx: &MiContext, request: &serde_json::Value) -> Option<serde_json::Value> {
+    let payload = request.to_string();
+    jsonrpc::handle_payload(ctx, payload.as_bytes()).await
+}
+
 /// Largest request (HTTP body or datagram) accepted, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// HTTP connections served at once.

@@ -59,6 +59,7 @@ mod cache;
 mod engine;
 mod exports;
 mod host;
+mod http;
 mod invocations;
 mod modules;
 mod reload;
@@ -84,6 +85,7 @@ use wasmtime::{Engine, Store, StoreLimitsBuilder, UpdateDeadline};
 
 pub use cache::{CompileCache, Compiled};
 pub use engine::{EPOCH_TICK, Limits, Suspend};
+pub use http::{HttpClient, HttpError, HttpExchange, HttpFuture, HttpRequest, HttpResponse};
 pub use invocations::{Invocations, Invoker, invocations};
 pub use modules::{LoadedRoute, MAIN, RouteSet, RouteSource, WIT_VERSION};
 pub use reload::{ReadRoutes, Reloader, RoutesUpdate};
@@ -125,8 +127,8 @@ pub(crate) struct Services {
     pub(crate) transactions: Transactions,
     /// `[routes.vars]`, for `config.get`; a reload swaps in the new table.
     pub(crate) vars: ArcSwap<BTreeMap<String, String>>,
-    /// One HTTP connection pool for every route's `rest` calls.
-    pub(crate) http: reqwest::Client,
+    /// What every route's `rest` calls go through (one connection pool).
+    pub(crate) http: HttpClient,
 }
 
 /// What routes reach outside their instance, built before the runtime.
@@ -142,6 +144,8 @@ pub struct RouteServices {
     pub transactions: Transactions,
     /// `[routes.vars]`, what routes read with `config.get`.
     pub vars: BTreeMap<String, String>,
+    /// Where `rest` requests go: [`HttpClient::network`] in the server.
+    pub http: HttpClient,
 }
 
 /// The route runtime. Cheap to clone; implements the proxy core's [`Router`],
@@ -237,7 +241,7 @@ impl Runtime {
         services: RouteServices,
         invocations: Invocations,
     ) -> anyhow::Result<Runtime> {
-        let RouteServices { location, bus, transactions, vars } = services;
+        let RouteServices { location, bus, transactions, vars, http } = services;
         limits.validate()?;
         routes.validate()?;
         let engine = engine::build_engine(&limits)?;
@@ -271,13 +275,7 @@ impl Runtime {
                 location,
                 bus,
                 pool_pressure: AtomicBool::new(false),
-                services: Arc::new(Services {
-                    transactions,
-                    vars: ArcSwap::from_pointee(vars),
-                    http: reqwest::Client::builder()
-                        .user_agent(concat!("sipbox/", env!("CARGO_PKG_VERSION")))
-                        .build()?,
-                }),
+                services: Arc::new(Services { transactions, vars: ArcSwap::from_pointee(vars), http }),
                 stats: RuntimeStats::default(),
                 _ticker: ticker,
             }),
@@ -301,7 +299,13 @@ impl Runtime {
         let (invoker, invocations) = invocations(cfg.ebr_max_notify_concurrency + INVOCATION_BACKLOG);
         let bus = EventBus::new(&cfg, SinkSchemes::new(), Some(invoker.notify_handler()))?;
         let location = Location::open(&crate::location::LocationConfig { db_path: None, ..Default::default() })?;
-        let services = RouteServices { location, bus, transactions: Transactions::default(), vars: BTreeMap::new() };
+        let services = RouteServices {
+            location,
+            bus,
+            transactions: Transactions::default(),
+            vars: BTreeMap::new(),
+            http: HttpClient::network()?,
+        };
         Runtime::with_routes(limits, routes, cache, services, invocations)
     }
 
@@ -693,7 +697,10 @@ async fn within_wall_clock<F: std::future::Future>(
     wall: Duration,
     suspended_ms: &AtomicU64,
 ) -> Result<F::Output, ()> {
-    let start = tokio::time::Instant::from_std(started);
+    // On tokio's clock, which a paused test clock (the harness) moves: what
+    // has run since `started` is subtracted from its now, not converted
+    // from the process clock, which a paused clock does not follow.
+    let start = tokio::time::Instant::now().checked_sub(started.elapsed()).unwrap_or_else(tokio::time::Instant::now);
     let sleep = tokio::time::sleep_until(start + wall);
     tokio::pin!(sleep);
     loop {

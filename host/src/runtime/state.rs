@@ -220,7 +220,8 @@ pub(crate) fn suspended<F: std::future::Future>(
     let counter = counter.clone();
     async move {
         let max_ms = max.as_millis() as u64;
-        let started = std::time::Instant::now();
+        // tokio's clock, as the wall-clock limit's (a paused clock moves both).
+        let started = tokio::time::Instant::now();
         counter.fetch_add(max_ms, Ordering::Relaxed);
         let out = wait.await;
         let used = (started.elapsed().as_millis() as u64).min(max_ms);

@@ -21,8 +21,10 @@
 //! - this file: [`Proto`], [`ListenSpec`], [`Inbound`], [`InboundHandler`], [`Transports`],
 //!   [`Listeners`];
 //! - [`udp`]: one socket per listen address, its receive loop, non-blocking sends;
-//! - [`tcp`]: accept loops, the connection table, per-connection read/write task with framing.
+//! - [`tcp`]: accept loops, the connection table, per-connection read/write task with framing;
+//! - [`memory`]: a wire in place of sockets for the sample harness ([`Transports::memory`]).
 
+pub mod memory;
 mod next_hop;
 mod tcp;
 mod udp;
@@ -221,6 +223,8 @@ struct Inner {
     listeners: Vec<ListenSpec>,
     udp: Vec<Arc<udp::UdpListener>>,
     tcp: Option<tcp::TcpSide>,
+    /// Set for [`Transports::memory`]: every send goes to the wire instead.
+    memory: Option<memory::MemorySide>,
     /// Host used in Via/Record-Route when a listener is bound to an unspecified address.
     advertised_ip: Option<IpAddr>,
     counters: Arc<Counters>,
@@ -290,14 +294,45 @@ impl Transports {
             tracing::info!(listen = %l, "listening");
         }
         let receiving = Listeners { udp: udp_socks.clone(), tcp: tcp_receiver, counters: counters.clone() };
-        let sending = Transports { inner: Arc::new(Inner { listeners, udp: udp_socks, tcp, advertised_ip, counters }) };
+        let sending = Transports {
+            inner: Arc::new(Inner { listeners, udp: udp_socks, tcp, memory: None, advertised_ip, counters }),
+        };
         Ok((sending, receiving))
+    }
+
+    /// Transports that open no socket: `listen` are the addresses the proxy
+    /// believes it has (for Via, Record-Route, `is_local`; port 0 is kept as
+    /// given), and everything sent over either protocol is queued on the
+    /// returned [`MemoryWire`](memory::MemoryWire). Inbound messages are handed
+    /// to the core's [`InboundHandler`] by whoever drives the wire.
+    pub fn memory(listen: &[ListenSpec]) -> anyhow::Result<(Transports, memory::MemoryWire)> {
+        anyhow::ensure!(!listen.is_empty(), "no listen address configured");
+        let (side, wire) = memory::MemorySide::new();
+        let inner = Inner {
+            listeners: listen.to_vec(),
+            udp: Vec::new(),
+            tcp: None,
+            memory: Some(side),
+            advertised_ip: None,
+            counters: Arc::new(Counters::default()),
+        };
+        Ok((Transports { inner: Arc::new(inner) }, wire))
+    }
+
+    /// The listener a message to `dst` over `proto` leaves from (the first of
+    /// that transport, as for sockets).
+    fn memory_source(&self, proto: Proto) -> Option<SocketAddr> {
+        self.inner.listeners.iter().find(|l| l.proto == proto).map(|l| l.addr)
     }
 
     /// Sends `bytes` to `dst`. Never blocks: UDP uses a non-blocking send (a full socket
     /// buffer drops the datagram and counts it, as UDP may drop); TCP queues on the
     /// connection to `dst`, opening one if there is none.
     pub fn send(&self, proto: Proto, dst: SocketAddr, bytes: Bytes) -> Result<(), SendError> {
+        if let Some(wire) = &self.inner.memory {
+            let src = self.memory_source(proto).ok_or(SendError::NoListener(proto))?;
+            return wire.send(proto, src, dst, bytes);
+        }
         match proto {
             Proto::Udp => {
                 let sock = udp::pick(&self.inner.udp, dst).ok_or(SendError::NoListener(Proto::Udp))?;

@@ -1,7 +1,8 @@
 //! `sipbox:route/rest`: outbound HTTP for routes (push notifications, lookups
 //! in external services). The guest's fiber is suspended while the request
 //! is in flight. Bounded: a timeout of at most [`MAX_TIMEOUT_MS`] and a
-//! response body of at most [`MAX_BODY`] bytes.
+//! response body of at most [`http::MAX_BODY`] bytes. The exchange itself is
+//! the runtime's [`http::HttpClient`]'s (the network, or the harness).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -9,15 +10,13 @@ use std::time::Duration;
 
 use wasmtime::component::{HasData, Linker};
 
-use crate::runtime::Services;
 use crate::runtime::bindings::rest::{self, Header, Response, RestError};
 use crate::runtime::replay::{Import, Journal, Journaled, fingerprint};
 use crate::runtime::state::{HostState, suspended};
+use crate::runtime::{Services, http};
 
 /// Longest a route may wait for one HTTP exchange.
 pub(crate) const MAX_TIMEOUT_MS: u32 = 60_000;
-/// Largest response body handed to a guest (its memory is bounded too).
-pub(crate) const MAX_BODY: usize = 1 << 20;
 
 fn check_url(url: &str) -> Result<reqwest::Url, RestError> {
     let parsed = reqwest::Url::parse(url).map_err(|e| RestError::BadUrl(format!("invalid URL {url:?}: {e}")))?;
@@ -87,38 +86,28 @@ impl RestView<'_> {
         if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
             return Err(RestError::BadTimeout(timeout_ms));
         }
-        let mut request = self.services.http.request(method, url).timeout(Duration::from_millis(timeout_ms.into()));
-        for h in headers {
-            if h.name.contains(['\r', '\n']) || h.value.contains(['\r', '\n']) {
-                return Err(RestError::BadHeader(h.name));
-            }
-            request = request.header(h.name, h.value);
+        if let Some(h) = headers.iter().find(|h| h.name.contains(['\r', '\n']) || h.value.contains(['\r', '\n'])) {
+            return Err(RestError::BadHeader(h.name.clone()));
         }
-        if let Some(body) = body {
-            request = request.body(body);
-        }
-        let transport = |e: reqwest::Error| {
-            if e.is_timeout() { RestError::Timeout } else { RestError::Transport(e.to_string()) }
-        };
-        let fetch = async {
-            let mut response = request.send().await.map_err(transport)?;
-            let status = response.status().as_u16();
-            let headers = response
-                .headers()
-                .iter()
-                .map(|(n, v)| Header { name: n.to_string(), value: String::from_utf8_lossy(v.as_bytes()).into_owned() })
-                .collect();
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(transport)? {
-                if body.len() + chunk.len() > MAX_BODY {
-                    return Err(RestError::BodyTooLarge);
-                }
-                body.extend_from_slice(&chunk);
+        let timeout = Duration::from_millis(timeout_ms.into());
+        let headers = headers.into_iter().map(|h| (h.name, h.value)).collect();
+        let exchange = self.services.http.exchange(http::HttpRequest { method, url, headers, body, timeout });
+        // The client's timeout covers the whole exchange, body included; this
+        // one bounds a client that would not keep to it.
+        let fetch = async move {
+            match tokio::time::timeout(timeout, exchange).await {
+                Ok(result) => result,
+                Err(_) => Err(http::HttpError::Timeout),
             }
-            Ok(Response { status, headers, body })
         };
-        // reqwest's timeout covers the whole exchange, body included.
-        suspended(self.suspended_ms, Duration::from_millis(timeout_ms.into()), fetch).await
+        let http::HttpResponse { status, headers, body } =
+            suspended(self.suspended_ms, timeout, fetch).await.map_err(|e| match e {
+                http::HttpError::Timeout => RestError::Timeout,
+                http::HttpError::BodyTooLarge => RestError::BodyTooLarge,
+                http::HttpError::Transport(message) => RestError::Transport(message),
+            })?;
+        let headers = headers.into_iter().map(|(name, value)| Header { name, value }).collect();
+        Ok(Response { status, headers, body })
     }
 }
 
