@@ -64,6 +64,21 @@ enum Command {
         #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Run route scenarios (docs/HARNESS.md) in the sample harness, on
+    /// virtual time: one line per scenario, the report of each failure, a
+    /// non-zero exit when any fails. `sipbox test ROUTE.wasm scenarios/`;
+    /// without a module, the embedded default route.
+    Test {
+        /// A route module (.wasm), then scenario files or directories.
+        paths: Vec<PathBuf>,
+        /// A sipbox.toml whose tables ([routes.vars], [limits], ...) the
+        /// scenarios run under, before each scenario's own [config].
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Also write a JUnit XML report here.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+    },
     /// Print the embedded default configuration.
     Defaults,
 }
@@ -74,6 +89,13 @@ fn main() -> ExitCode {
         Command::Run { config } => run(config),
         Command::CheckRoute { module, config } => check_route(module, config),
         Command::Mi { url, command, args } => mi(&url, &command, &args),
+        Command::Test { paths, config, junit } => {
+            match sipbox::harness::cli::run(sipbox::harness::cli::TestArgs { paths, config, junit }) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(err) => Err(err),
+            }
+        }
         Command::Defaults => {
             print!("{}", sipbox::server::DEFAULTS_TOML);
             Ok(())

@@ -26,6 +26,7 @@
 //! `wait-for-event` timeout or Timer C takes no wall time; the module's CPU
 //! limit still runs on the real clock (the epoch ticker is a thread).
 
+pub mod cli;
 pub mod endpoints;
 mod expect;
 pub mod scenario;
