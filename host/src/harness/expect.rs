@@ -56,6 +56,7 @@ impl Report {
 
     /// `PASS  name  (virtual 20.4s, wall 31ms)`.
     pub fn line(&self) -> String {
+        let name = if self.name.is_empty() { "(unnamed scenario)" } else { &self.name };
         let verdict = if self.passed() { "PASS" } else { "FAIL" };
         format!("{verdict}  {}  (virtual {}, wall {})", self.name, seconds(self.virtual_time), millis(self.wall_time))
     }
