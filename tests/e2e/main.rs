@@ -22,6 +22,7 @@
 //! - [`relay`]: the fixed-next-hop relay of the benchmark, with and without Record-Route.
 //! - [`check_route`]: `sipbox check-route` under the limits of a `--config`.
 //! - [`reload`]: the route module replaced every 2 s under 200 calls/s, broken files refused.
+//! - [`test_command`]: `sipbox test` over every example's scenarios, its exit status, report and JUnit file.
 
 mod harness;
 
@@ -39,4 +40,5 @@ mod register;
 mod relay;
 mod reload;
 mod restart;
+mod test_command;
 mod trap;

@@ -57,25 +57,6 @@ fn scenarios_of(example: &str) -> Vec<std::path::PathBuf> {
     files
 }
 
-/// Every example ships scenarios, and they pass against the example's module.
-#[test]
-fn every_example_passes_its_scenarios() {
-    let mut failed = Vec::new();
-    let mut ran = 0;
-    for (name, path) in crate::runtime::EXAMPLE_ROUTES {
-        let harness = Harness::new(RouteSource::File((*path).into()));
-        for scenario in scenarios_of(name) {
-            ran += 1;
-            match harness.run_file(&scenario) {
-                Ok(report) if report.passed() => {}
-                Ok(report) => failed.push(format!("{name}: {report}")),
-                Err(e) => failed.push(format!("{name}: {}: {e:#}", scenario.display())),
-            }
-        }
-    }
-    assert!(failed.is_empty(), "{} of {ran} scenarios failed:\n{}", failed.len(), failed.join("\n"));
-}
-
 /// Every TOML block of docs/HARNESS.md is a valid scenario (fragment), so
 /// the reference cannot drift from the parser.
 #[test]
