@@ -4,8 +4,10 @@
 //! Groups: `core` (uptime, malformed messages), `tm` (live transactions),
 //! `net` (transport), `runtime` (route invocations), `routes` (reloads, the
 //! generation of each route module, and `errors`: handlers that returned
-//! `Err`), `usrloc`
-//! (registrations), `evi` (per-subscriber delivery counters).
+//! `Err`), `usrloc` (registrations), `evi` (per-subscriber delivery
+//! counters), `ebr` (waiters and notify subscriptions live now; waits woken,
+//! timed out, cancelled; notifications run and dropped; refusals at
+//! `ebr_max_waiters`).
 
 use serde_json::{Map, Value};
 
@@ -82,6 +84,17 @@ fn collect(ctx: &MiContext) -> Vec<Stat> {
     out.push(Stat::new("usrloc", "location-contacts", bindings.len()));
     out.push(Stat::new("evi", "events", ctx.bus.events().len()));
     out.extend(ctx.bus.stats().into_iter().map(|(name, value)| Stat::new("evi", name, value)));
+    let ebr = ctx.bus.ebr_stats();
+    out.extend([
+        Stat::new("ebr", "waiters", ebr.waiters),
+        Stat::new("ebr", "notify_subscriptions", ebr.notify_subscriptions),
+        Stat::new("ebr", "woken", ebr.woken),
+        Stat::new("ebr", "timed_out", ebr.timed_out),
+        Stat::new("ebr", "cancelled", ebr.cancelled),
+        Stat::new("ebr", "notified", ebr.notified),
+        Stat::new("ebr", "notify_dropped", ebr.notify_dropped),
+        Stat::new("ebr", "refused", ebr.refused),
+    ]);
     out
 }
 
