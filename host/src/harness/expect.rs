@@ -58,7 +58,7 @@ impl Report {
     pub fn line(&self) -> String {
         let name = if self.name.is_empty() { "(unnamed scenario)" } else { &self.name };
         let verdict = if self.passed() { "PASS" } else { "FAIL" };
-        format!("{verdict}  {}  (virtual {}, wall {})", self.name, seconds(self.virtual_time), millis(self.wall_time))
+        format!("{verdict}  {name}  (virtual {}, wall {})", seconds(self.virtual_time), millis(self.wall_time))
     }
 }
 
