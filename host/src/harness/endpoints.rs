@@ -187,8 +187,18 @@ impl Endpoints {
         };
         let tag = self.tag();
         let bye = in_dialog("BYE", &dialog, &format!("z9hG4bK-bye{tag}"), dialog.cseq)?;
-        self.send_request(None, bye, dialog.from);
+        self.in_dialog_to(&dialog, bye);
         Ok(())
+    }
+
+    /// An in-dialog request goes along the dialog's route set: through the
+    /// proxy when it record-routed, else straight to the remote target,
+    /// which the proxy never sees (RFC 3261 12.2.1.1).
+    fn in_dialog_to(&self, dialog: &Dialog, msg: sip::Message) {
+        if dialog.route.is_empty() {
+            return;
+        }
+        self.send_request(None, msg, dialog.from);
     }
 
     fn tag(&self) -> u64 {
@@ -373,7 +383,7 @@ impl Endpoints {
         if let Some(name) = &invite.name {
             self.state().dialogs.insert(name.clone(), dialog.clone());
         }
-        self.to_proxy(invite.from, ack);
+        self.in_dialog_to(&dialog, ack);
         Ok(())
     }
 }
