@@ -241,3 +241,63 @@ push = "https://push.example.com/*"
     assert_eq!(failed(&report), ["expect 1: push to https://push.example.com/*"], "{report}");
     assert!(report.to_string().contains("HTTP requests made: 0"), "{report}");
 }
+
+/// push-wait's scenarios against the default route: each one about the
+/// push fails, and for its own reasons (no push, a 404 where the route
+/// would wait, no resumption); the one whose behaviour the two routes share
+/// passes. The harness fails a wrong route, not any route.
+#[test]
+fn push_wait_scenarios_fail_against_the_default_route_each_for_its_reasons() {
+    let harness = Harness::new(RouteSource::Embedded);
+    let expected: &[(&str, &[&str])] = &[
+        (
+            "answered-after-registration",
+            &[
+                "expect 1: push to https://push.example.com/v1/push",
+                "expect 2: INVITE relayed to bob-mobile",
+                "expect 3: reply 200 to \"call\"",
+                "expect 5: log \"bob registered sip:bob@192.0.2.40:5060: resuming call\"",
+                "expect 6: counter ebr:woken",
+            ],
+        ),
+        (
+            "cancel-while-waiting",
+            &["expect 1: push to https://push.example.com/v1/push", "expect 2: reply 487 to \"call\""],
+        ),
+        (
+            "push-refused",
+            &[
+                "expect 1: reply 480 to \"call\"",
+                "expect 2: log \"push for bob refused by https://push.example.com/v1/push: HTTP 503\"",
+            ],
+        ),
+        ("registered-callee", &[]),
+        (
+            "replay-suspend",
+            &[
+                "expect 1: push to https://push.example.com/v1/push",
+                "expect 2: INVITE relayed to bob-mobile",
+                "expect 3: reply 200 to \"call\"",
+                "expect 4: counter runtime:replays",
+            ],
+        ),
+        (
+            "timeout-480",
+            &[
+                "expect 1: push to https://push.example.com/v1/push",
+                "expect 2: reply 480 Temporarily Unavailable to \"call\"",
+                "expect 4: log \"bob did not register within 20 s\"",
+                "expect 5: counter ebr:timed_out",
+            ],
+        ),
+    ];
+    let files = scenarios_of("push-wait");
+    assert_eq!(files.len(), expected.len(), "a push-wait scenario without an expected verdict here");
+    for (file, (stem, failures)) in files.iter().zip(expected) {
+        assert_eq!(file.file_stem().and_then(|s| s.to_str()), Some(*stem));
+        let report = harness.run_file(file).expect("the scenario runs");
+        assert_eq!(failed(&report), *failures, "{stem}: {report}");
+        // Every failure says what happened instead.
+        assert!(report.failures.iter().all(|f| !f.happened.is_empty()), "{report}");
+    }
+}
