@@ -87,8 +87,6 @@ pub use cache::{CompileCache, Compiled};
 pub use engine::{EPOCH_TICK, Limits, Suspend};
 pub use http::{HttpClient, HttpError, HttpExchange, HttpFuture, HttpRequest, HttpResponse};
 pub use invocations::{Invocations, Invoker, invocations};
-#[cfg(test)]
-pub(crate) use modules::EXAMPLE_ROUTES;
 pub use modules::{LoadedRoute, MAIN, RouteSet, RouteSource, WIT_VERSION};
 pub use reload::{ReadRoutes, Reloader, RoutesUpdate};
 pub use watch::watch_modules;
