@@ -13,12 +13,19 @@
 //!
 //! Every directory of `examples/` with a `Cargo.toml` is an example; its
 //! package name is the directory name.
+//!
+//! It also writes `OUT_DIR/sdk.rs` (see `sdk.rs` beside this file): the
+//! guest SDK's sources and the WIT, which `sipbox new` writes into a project
+//! so it builds with the SDK of this very binary.
 
 use std::env;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+
+#[path = "build/sdk.rs"]
+mod sdk;
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 /// The example the server runs by default, embedded in the binary.
@@ -103,6 +110,7 @@ fn run() -> Result<(), Failure> {
 
     let generated = out_dir.join("routes.rs");
     fs::write(&generated, routes_rs(&routes)).map_err(|e| format!("writing {}: {e}", generated.display()))?;
+    sdk::write_sdk_rs(workspace, &out_dir)?;
     Ok(())
 }
 
@@ -133,6 +141,9 @@ fn emit_rerun_if_changed(workspace: &Path, examples_dir: &Path, examples: &[Stri
         workspace.join("wit"),
         workspace.join("guest-sdk").join("src"),
         workspace.join("guest-sdk").join("Cargo.toml"),
+        // [workspace.package], which the SDK's Cargo.toml inherits (sdk.rs).
+        workspace.join("Cargo.toml"),
+        PathBuf::from("build/sdk.rs"),
         examples_dir.join("Cargo.toml"),
         examples_dir.join("Cargo.lock"),
         examples_dir.join(".cargo"),

@@ -24,6 +24,11 @@ pub struct Config {
     /// a reload re-reads `[routes]` from it.
     #[serde(skip)]
     pub source_path: Option<PathBuf>,
+    /// The main module whatever `[routes] module` says, also when a reload
+    /// re-reads the file (`sipbox run` in a route project serves the build's
+    /// output this way): see [`Config::serving_module`].
+    #[serde(skip)]
+    pub module_override: Option<PathBuf>,
     pub server: ServerConfig,
     pub routes: RoutesConfig,
     pub location: LocationConfig,
@@ -96,6 +101,14 @@ impl RoutesConfig {
         }
     }
 
+    /// `module`, when given, replaces the main module, and is watched.
+    pub fn apply_override(&mut self, module: Option<&PathBuf>) {
+        if let Some(module) = module {
+            self.module = Some(module.clone());
+            self.watch = true;
+        }
+    }
+
     /// What a reload applies from this table.
     pub fn update(&self) -> RoutesUpdate {
         RoutesUpdate { routes: self.route_set(), vars: self.vars.clone(), watch: self.watch }
@@ -137,6 +150,14 @@ impl Config {
         }
         config.source_path = Some(path.to_path_buf());
         Ok(config)
+    }
+
+    /// Serves `module` as the main route, watched, from now on and after
+    /// every reload (which re-reads the rest of `[routes]` from the file).
+    pub fn serving_module(mut self, module: PathBuf) -> Config {
+        self.routes.apply_override(Some(&module));
+        self.module_override = Some(module);
+        self
     }
 
     /// Parses and validates config text.

@@ -10,6 +10,7 @@
 //! - [`mi`]: the management interface, JSON-RPC over HTTP and UDP;
 //! - [`pike`]: flood detection by source IP;
 //! - [`config`]: `sipbox.toml` with embedded defaults; [`server`]: wires the layers together;
+//! - [`project`]: route projects (`route.toml`, `sipbox new`, `sipbox build`);
 //! - [`shutdown`]: the stop signal the long-lived loops wait on, and waiting for them to end.
 
 /// A boxed handler future (router hooks, event and notification routes):
@@ -23,6 +24,7 @@ pub mod harness;
 pub mod location;
 pub mod mi;
 pub mod pike;
+pub mod project;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;

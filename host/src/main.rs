@@ -1,13 +1,15 @@
-//! The `sipbox` command line: run the server, or check a route module.
+//! The `sipbox` command line: run the server, check a route module, make and
+//! build route projects (`new`, `build`, and `run` inside a project).
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 
 use sipbox::config::Config;
+use sipbox::project::Project;
 use sipbox::runtime::RouteSource;
 
 /// glibc's malloc grows and trims each worker thread's arena with mprotect
@@ -33,11 +35,37 @@ enum Command {
     /// reload the route modules, re-reading [routes] from --config; a bad
     /// module or config is refused and the old ones keep serving.
     /// SIGINT/SIGTERM stop gracefully.
+    ///
+    /// Without --config inside a route project (a route.toml here or in a
+    /// parent directory): builds the project, then serves its route with its
+    /// config (route.toml's config, else the embedded defaults) and [routes]
+    /// module set to the build's output, watched; a change to a source
+    /// (route.toml's watch) rebuilds it, a successful build is reloaded, a
+    /// failed one is logged and the running version keeps serving.
     Run {
-        /// Path to sipbox.toml.
+        /// Path to sipbox.toml (then no project is looked for).
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Make a route project: NAME/ (or --dir) with route.toml, the route's
+    /// sources (the default registrar + proxy), a passing scenario, a
+    /// sipbox.toml serving it on loopback, a README, and the guest SDK and
+    /// WIT this sipbox carries (sdk/), so it builds with no other download
+    /// than the language's packages.
+    New {
+        /// The route's name (a valid package name: letters, digits, '-', '_').
+        name: String,
+        /// The route's language.
+        #[arg(long, default_value = "rust")]
+        lang: String,
+        /// The directory to create (new or empty); default ./NAME.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Build the route project of this directory (route.toml here or in a
+    /// parent), print the module's path, and check it as check-route does,
+    /// under the [limits] of the project's config.
+    Build,
     /// Check that a .wasm file is a route module this server can run: a
     /// component exporting the sipbox:route world that instantiates cleanly
     /// under the [limits] it will run with (those of --config, else the
@@ -67,7 +95,9 @@ enum Command {
     /// Run route scenarios (docs/HARNESS.md) in the sample harness, on
     /// virtual time: one line per scenario, the report of each failure, a
     /// non-zero exit when any fails. `sipbox test ROUTE.wasm scenarios/`;
-    /// without a module, the embedded default route.
+    /// without a module, inside a route project (route.toml) the project's
+    /// route, built first, with its scenarios; elsewhere the embedded
+    /// default route.
     Test {
         /// A route module (.wasm), then scenario files or directories.
         paths: Vec<PathBuf>,
@@ -86,11 +116,19 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run { config: None } => match current_project() {
+            Ok(Some(project)) => run_project(project),
+            Ok(None) => run(None),
+            Err(err) => Err(err),
+        },
         Command::Run { config } => run(config),
+        Command::New { name, lang, dir } => new_project(&name, &lang, dir),
+        Command::Build => build_project(),
         Command::CheckRoute { module, config } => check_route(module, config),
         Command::Mi { url, command, args } => mi(&url, &command, &args),
         Command::Test { paths, config, junit } => {
-            match sipbox::harness::cli::run(sipbox::harness::cli::TestArgs { paths, config, junit }) {
+            let args = sipbox::harness::cli::TestArgs { paths, config, junit };
+            match sipbox::harness::cli::run_with_project(args, project_tests) {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::FAILURE,
                 Err(err) => Err(err),
@@ -110,16 +148,86 @@ fn main() -> ExitCode {
     }
 }
 
+/// `sipbox test` inside a route project: its route, built now, and its
+/// scenarios and config.
+fn project_tests() -> anyhow::Result<Option<sipbox::harness::cli::ProjectTests>> {
+    let Some(project) = Project::find(&std::env::current_dir()?)? else { return Ok(None) };
+    let module = project.build()?;
+    Ok(Some(sipbox::harness::cli::ProjectTests {
+        module,
+        scenarios: project.scenarios()?,
+        config: project.config_path(),
+    }))
+}
+
 fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     let config = match config {
         Some(path) => Config::load(&path)?,
         None => Config::default(),
     };
+    serve(config, None)
+}
+
+/// Serves `config`, rebuilding `project` on source changes when given.
+fn serve(config: Config, project: Option<Project>) -> anyhow::Result<()> {
     sipbox::server::init_logging(&config.server.log);
     tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("sipbox").build()?.block_on(async {
         let stop = interrupted_or_terminated()?;
+        // Dropped when the server has stopped: the watch and its task end.
+        let _rebuilds = project.map(sipbox::project::rebuild_on_change).transpose()?;
         sipbox::server::run(config, stop).await
     })
+}
+
+/// The project of the working directory, if it is in one.
+fn current_project() -> anyhow::Result<Option<Project>> {
+    Project::find(&std::env::current_dir()?)
+}
+
+/// The project's config (route.toml's config, else the embedded defaults).
+fn project_config(project: &Project) -> anyhow::Result<Config> {
+    match project.config_path() {
+        Some(path) => Config::load(&path),
+        None => Ok(Config::default()),
+    }
+}
+
+/// `sipbox run` in a project: build, then serve the built module, watched
+/// (the rebuilds replace it and the server's module watch reloads it).
+fn run_project(project: Project) -> anyhow::Result<()> {
+    let wasm = project.build()?;
+    let config = project_config(&project)?.serving_module(wasm);
+    serve(config, Some(project))
+}
+
+fn new_project(name: &str, lang: &str, dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let language = sipbox::project::language(lang)?;
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    sipbox::project::scaffold(name, language, &dir)?;
+    let shown = dir.display();
+    println!(
+        "made the {lang} route project {name} in {shown} (sipbox-guest {}, sipbox:route@{})\n\n    \
+         cd {shown}\n    sipbox build     # build and check the module\n    \
+         sipbox test      # run scenarios/*.toml\n    sipbox run       # serve it on 127.0.0.1:5060, rebuilding on save",
+        sipbox::project::SDK_VERSION,
+        sipbox::runtime::WIT_VERSION,
+    );
+    Ok(())
+}
+
+fn build_project() -> anyhow::Result<()> {
+    let cwd = std::env::current_dir()?;
+    let Some(project) = Project::find(&cwd)? else {
+        anyhow::bail!(
+            "no {} in {} or any parent directory: `sipbox new NAME` makes a route project",
+            sipbox::project::MANIFEST,
+            cwd.display()
+        );
+    };
+    let wasm = project.build()?;
+    println!("built {}", wasm.display());
+    let config = project_config(&project)?;
+    check_module(&config, &wasm)
 }
 
 /// Completes on the first SIGINT or SIGTERM. Both are caught from here on, so
@@ -144,8 +252,14 @@ fn check_route(module: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Resu
     let Some(module) = module.or_else(|| config.routes.module.clone()) else {
         anyhow::bail!("no route module: name one, or give a --config whose [routes] sets module");
     };
+    check_module(&config, &module)
+}
+
+/// Loads `module` as `run` would under `config`'s [limits] and says so.
+fn check_module(config: &Config, module: &Path) -> anyhow::Result<()> {
+    sipbox::server::init_logging("warn");
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
-        sipbox::server::check_route(&config, RouteSource::File(module.clone())).await?;
+        sipbox::server::check_route(config, RouteSource::File(module.to_path_buf())).await?;
         println!("{}: ok, a sipbox:route@{} component", module.display(), sipbox::runtime::WIT_VERSION);
         Ok(())
     })

@@ -58,10 +58,18 @@ fn route_source(config: &Config) -> RouteSource {
 /// How a reload re-reads `[routes]`: from the config file when the server
 /// was started from one (the whole file is parsed and validated, so a file
 /// broken since start-up is refused with the reason; only `[routes]` is
-/// applied, the other tables need a restart), else the start-up table again.
+/// applied, the other tables need a restart; [`Config::module_override`]
+/// still replaces the main module), else the start-up table again.
 fn reread_routes(config: &Config) -> ReadRoutes {
     match config.source_path.clone() {
-        Some(path) => Box::new(move || Ok(Config::load(&path)?.routes.update())),
+        Some(path) => {
+            let module = config.module_override.clone();
+            Box::new(move || {
+                let mut routes = Config::load(&path)?.routes;
+                routes.apply_override(module.as_ref());
+                Ok(routes.update())
+            })
+        }
         None => {
             let routes = config.routes.update();
             Box::new(move || Ok(routes.clone()))

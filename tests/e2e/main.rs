@@ -22,6 +22,7 @@
 //! - [`relay`]: the fixed-next-hop relay of the benchmark, with and without Record-Route.
 //! - [`check_route`]: `sipbox check-route` under the limits of a `--config`.
 //! - [`reload`]: the route module replaced every 2 s under 200 calls/s, broken files refused.
+//! - [`project`]: `sipbox new` then `sipbox test` outside the repository, a broken route refused.
 //! - [`test_command`]: `sipbox test` over every example's scenarios, its exit status, report and JUnit file.
 
 mod harness;
@@ -35,6 +36,7 @@ mod events;
 mod fork;
 mod malformed;
 mod pickup;
+mod project;
 mod push;
 mod register;
 mod relay;
