@@ -21,6 +21,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# sipvicious (svwar, svcrack) tries the server as an attacker would (tests/e2e/scan.rs).
+if ! command -v sipvicious_svwar >/dev/null 2>&1; then
+    echo "tests/run.sh: installing sipvicious"
+    python3 -m pip install --quiet --disable-pip-version-check sipvicious==0.3.8
+fi
 # RabbitMQ tests start their own broker on private ports (no init system).
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2

@@ -25,6 +25,7 @@
 
 use core::fmt;
 
+pub use crate::bindings::sipbox::route::auth::AuthError;
 pub use crate::bindings::sipbox::route::events::EventError;
 pub use crate::bindings::sipbox::route::location::LocationError;
 pub use crate::bindings::sipbox::route::message::MessageError;
@@ -48,6 +49,9 @@ pub enum Error {
     Event(EventError),
     /// An HTTP exchange gave no response ([`rest`](crate::rest)).
     Rest(RestError),
+    /// A request was not authorized ([`auth`](crate::auth)), for a route
+    /// that gives up on it with `?`.
+    Auth(AuthError),
     /// A route setting is missing or does not parse ([`config`](crate::config)).
     Config(ConfigError),
     /// The route's own reason (`Err("no route for this number".into())`).
@@ -114,6 +118,14 @@ impl fmt::Display for Error {
                 RestError::BodyTooLarge => f.write_str("HTTP response body larger than 1 MiB"),
                 RestError::Transport(why) => write!(f, "HTTP request failed: {why}"),
             },
+            Error::Auth(e) => match e {
+                AuthError::NoCredentials => f.write_str("no credentials"),
+                AuthError::StaleNonce => f.write_str("stale nonce"),
+                AuthError::InvalidCredentials => f.write_str("invalid credentials"),
+                AuthError::Replayed => f.write_str("replayed nonce count"),
+                AuthError::Malformed(why) => write!(f, "malformed credentials: {why}"),
+                AuthError::Throttled(s) => write!(f, "source throttled for {s} s after failed authentications"),
+            },
             Error::Config(e) => e.fmt(f),
             Error::Other(message) => f.write_str(message),
         }
@@ -149,6 +161,12 @@ impl From<EventError> for Error {
 impl From<RestError> for Error {
     fn from(e: RestError) -> Self {
         Error::Rest(e)
+    }
+}
+
+impl From<AuthError> for Error {
+    fn from(e: AuthError) -> Error {
+        Error::Auth(e)
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! A route module is a WebAssembly component (target `wasm32-wasip2`) that
 //! exports the `sipbox:route` world (`wit/route.wit`, package
-//! `sipbox:route@0.2.0`). This crate generates the bindings and puts an
+//! `sipbox:route@0.2.1`). This crate generates the bindings and puts an
 //! idiomatic API on top, so a route crate depends on `sipbox-guest` alone:
 //!
 //! ```no_run
@@ -46,7 +46,7 @@
 //!
 //! # Version
 //!
-//! This SDK builds components for `sipbox:route@0.2.0`, the version whose
+//! This SDK builds components for `sipbox:route@0.2.1`, the version whose
 //! calls return typed errors and whose exports return `result`. A sipbox
 //! serving 0.2.0 refuses modules built for 0.1.0 with "rebuild the route
 //! against the sipbox-guest SDK of this version": rebuild them with this crate.
@@ -82,6 +82,7 @@
 // absolute path (`sipbox_guest::...`), which must resolve here too.
 extern crate self as sipbox_guest;
 
+pub mod auth;
 pub mod bindings;
 pub mod config;
 mod error;

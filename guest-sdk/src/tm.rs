@@ -25,6 +25,15 @@ pub fn reply(code: u16, reason: &str) -> Result<()> {
     raw::reply(code, reason).map_err(Error::from)
 }
 
+/// As [`reply`], with extra headers in order (`("Retry-After", "30")`).
+/// Fails as [`reply`], and with [`TmError::BadReply`] for a header name that
+/// is no token, a value with CR/LF, or a header the host writes (Via, From,
+/// To, Call-ID, CSeq, Content-Length).
+pub fn reply_with_headers(code: u16, reason: &str, headers: &[(&str, &str)]) -> Result<()> {
+    let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
+    raw::reply_with_headers(code, reason, &headers).map_err(Error::from)
+}
+
 /// As [`reply`], except that a request already finished by someone else
 /// ([`Error::is_finished`]: the caller cancelled while the route waited, the
 /// host answered 483) is no error: the reply is skipped and logged (info).
@@ -46,10 +55,13 @@ pub fn record_route() {
     raw::record_route()
 }
 
-/// Loose routing (RFC 3261 section 16.4) for an in-dialog request: drops the
-/// top Route if it is this proxy; the next hop becomes the remaining top
-/// Route, or the Request-URI. Returns true when the request carried a route
-/// set (relay it as is).
+/// Loose routing (RFC 3261 section 16.4): when the top Route is this proxy
+/// (its Record-Route coming back in a dialog, or a phone's outbound-proxy
+/// Route), drops it and returns true: the next hop becomes the remaining top
+/// Route, or the Request-URI (relay it as is). False without a Route, or
+/// when the top Route names another host: relaying that would send the
+/// request wherever its sender chose (answer it instead, unless the sender
+/// is trusted). A second call returns the same and drops nothing more.
 pub fn loose_route() -> bool {
     raw::loose_route()
 }

@@ -192,6 +192,7 @@ impl Proxy {
             transactions: transactions.clone(),
             vars,
             http: sipbox::runtime::HttpClient::network().expect("HTTP client"),
+            auth: sipbox::auth::Auth::in_memory(false),
         };
         let runtime = Runtime::new(limits, source, services, invocations)?;
         let (tx, done) = std::sync::mpsc::channel();

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::auth::AuthConfig;
 use crate::events::EventsConfig;
 use crate::location::LocationConfig;
 use crate::mi::MiConfig;
@@ -37,6 +38,7 @@ pub struct Config {
     pub events: EventsConfig,
     pub mi: MiConfig,
     pub pike: PikeConfig,
+    pub auth: AuthConfig,
 }
 
 /// `[server]`: sockets and logging.
@@ -47,11 +49,19 @@ pub struct ServerConfig {
     pub listen: Vec<String>,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
     pub log: String,
+    /// DNS names of this proxy (OpenSIPS `alias`): a URI naming one of them
+    /// on a listener's port is this proxy (`tm.is-myself`, loose routing,
+    /// the default route's local users), like its addresses.
+    pub domains: Vec<String>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: vec!["udp:127.0.0.1:5060".into(), "tcp:127.0.0.1:5060".into()], log: "info".into() }
+        ServerConfig {
+            listen: vec!["udp:127.0.0.1:5060".into(), "tcp:127.0.0.1:5060".into()],
+            log: "info".into(),
+            domains: Vec::new(),
+        }
     }
 }
 
@@ -175,6 +185,7 @@ impl Config {
         self.location.validate()?;
         self.mi.validate()?;
         self.pike.validate()?;
+        self.auth.validate()?;
         self.routes.route_set().validate()?;
         Ok(())
     }

@@ -5,6 +5,7 @@
 //! - [`transport`]: UDP and TCP listeners and senders;
 //! - [`transaction`]: RFC 3261 transactions and the stateful proxy core;
 //! - [`location`]: the registrar and its persistent location store;
+//! - [`auth`]: digest authentication and the subscriber store;
 //! - [`runtime`]: wasmtime, route modules, and the host side of the `sipbox:route` WIT world;
 //! - [`events`]: the event registry (OpenSIPS EVI) and [`sinks`], its transports;
 //! - [`mi`]: the management interface, JSON-RPC over HTTP and UDP;
@@ -18,6 +19,7 @@
 /// by the layers that call handlers, so none borrows it from another.
 pub type BoxFut = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
 
+pub mod auth;
 pub mod config;
 pub mod events;
 pub mod harness;

@@ -111,6 +111,40 @@ enum Command {
     },
     /// Print the embedded default configuration.
     Defaults,
+    /// Manage the subscribers who may authenticate ([auth]): HA1 hashes in
+    /// the subscriber database of --config ([auth] db_path; by default
+    /// sipbox-subscribers.redb here). A running server holds its database:
+    /// then use its MI (`sipbox mi subscriber_add NAME PASSWORD`).
+    User {
+        #[command(subcommand)]
+        action: UserCommand,
+        /// Path to sipbox.toml ([auth] db_path and realm).
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a subscriber, or set a new password for one.
+    Add {
+        /// The user name (the user part of its AOR, and the digest username).
+        name: String,
+        /// The password; only its hashes are stored.
+        #[arg(long)]
+        password: String,
+        /// The realm; default: [auth] realm.
+        #[arg(long)]
+        realm: Option<String>,
+    },
+    /// Remove a subscriber.
+    Remove {
+        name: String,
+        #[arg(long)]
+        realm: Option<String>,
+    },
+    /// List subscribers (user and realm, tab-separated).
+    List,
 }
 
 fn main() -> ExitCode {
@@ -134,6 +168,7 @@ fn main() -> ExitCode {
                 Err(err) => Err(err),
             }
         }
+        Command::User { action, config } => user(action, config),
         Command::Defaults => {
             print!("{}", sipbox::server::DEFAULTS_TOML);
             Ok(())
@@ -263,6 +298,22 @@ fn check_module(config: &Config, module: &Path) -> anyhow::Result<()> {
         println!("{}: ok, a sipbox:route@{} component", module.display(), sipbox::runtime::WIT_VERSION);
         Ok(())
     })
+}
+
+fn user(action: UserCommand, config: Option<PathBuf>) -> anyhow::Result<()> {
+    use sipbox::auth::cli::UserAction;
+    let config = match &config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let action = match action {
+        UserCommand::Add { name, password, realm } => UserAction::Add { name, password, realm },
+        UserCommand::Remove { name, realm } => UserAction::Remove { name, realm },
+        UserCommand::List => UserAction::List,
+    };
+    print!("{}", sipbox::auth::cli::run(&config.auth, action)?);
+    println!();
+    Ok(())
 }
 
 fn mi(url: &str, command: &str, args: &[String]) -> anyhow::Result<()> {

@@ -26,9 +26,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::events::RaiseObserver;
-use crate::events::{EventBus, usrloc};
+use crate::events::{Event, EventBus, Params, Value, usrloc};
 use crate::location::Location;
 use crate::mi::{self, MiContext};
 use crate::pike::Pike;
@@ -119,6 +120,8 @@ pub struct Stack {
     pub location: Location,
     /// The live transactions, shared by the core and the runtime.
     pub transactions: Transactions,
+    /// Digest authentication and the subscriber store.
+    pub auth: Auth,
     /// The route runtime.
     pub runtime: Runtime,
 }
@@ -147,6 +150,7 @@ impl Stack {
         // The core registers its transactions where the runtime finds them
         // (tm.inject-branches), so the runtime needs no handle on the core.
         let transactions = Transactions::default();
+        let auth = open_auth(config, &bus)?;
         let runtime = {
             let services = RouteServices {
                 location: location.clone(),
@@ -154,13 +158,14 @@ impl Stack {
                 transactions: transactions.clone(),
                 vars: config.routes.vars.clone(),
                 http: seams.http,
+                auth: auth.clone(),
             };
             let (limits, routes, cache) =
                 (config.limits.clone(), config.routes.route_set(), config.routes.compile_cache());
             tokio::task::spawn_blocking(move || Runtime::with_routes(limits, &routes, cache, services, invocations))
                 .await??
         };
-        Ok(Stack { flatstore, bus, location, transactions, runtime })
+        Ok(Stack { flatstore, bus, location, transactions, auth, runtime })
     }
 
     /// The proxy core sending through `transports`, routing with the runtime.
@@ -179,6 +184,40 @@ impl Stack {
         }
     }
 }
+
+/// The subscriber store and authenticator of `[auth]`, with `required`
+/// resolved against the SIP listeners (an open registrar on a public address
+/// is refused unless the config asks for it), raising `E_AUTH_BLOCKED` on
+/// `bus` when a source is throttled.
+fn open_auth(config: &Config, bus: &EventBus) -> anyhow::Result<Auth> {
+    let exposed: Vec<String> = config
+        .listen_specs()?
+        .iter()
+        .filter(|spec| !spec.addr.ip().is_loopback())
+        .map(|spec| spec.to_string())
+        .collect();
+    let required = config.auth.resolve_required(&exposed)?;
+    if !required && !exposed.is_empty() {
+        tracing::warn!(
+            listeners = %exposed.join(", "),
+            "[auth] required = false on a listener that is not loopback: anyone reaching it may register as any user"
+        );
+    }
+    let bus = bus.clone();
+    let auth = Auth::open(&config.auth, required).context("cannot open the subscriber store")?;
+    Ok(auth.with_block_listener(Box::new(move |ip, failures, block_s| {
+        let params = Params(vec![
+            (Some("ip".into()), Value::Str(ip.to_string())),
+            (Some("failures".into()), Value::Int(failures.into())),
+            (Some("block_s".into()), Value::Int(block_s.into())),
+        ]);
+        bus.raise(Event { name: E_AUTH_BLOCKED.into(), params });
+    })))
+}
+
+/// Raised when a source is refused for failing authentication too often
+/// (`[auth] max_failures`): `ip`, `failures`, `block_s`.
+pub const E_AUTH_BLOCKED: &str = "E_AUTH_BLOCKED";
 
 /// Runs the server until `shutdown` completes, then stops it in order (see
 /// the module docs) and returns. SIGHUP, MI `reload_routes` and changes to
@@ -200,14 +239,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // bind the sockets, build the core with the sending side, then start the
     // receive loops with the core (behind pike when enabled) as their handler.
     let (transports, listeners) = Transports::bind(&listen).await.context("cannot open the SIP listeners")?;
+    let transports = transports.with_aliases(&config.server.domains);
     let core = stack.core(&config, transports.clone());
     let receiving = Shutdown::new();
     listeners.start(stack.inbound_handler(&config, &core), &receiving);
-    let Stack { flatstore, bus, location, runtime, .. } = stack;
+    let Stack { flatstore, bus, location, runtime, auth, .. } = stack;
 
     let mi_context = MiContext::new(bus.clone(), location.clone(), source.clone())
         .with_flatstore(flatstore)
         .with_runtime(runtime.clone())
+        .with_auth(auth.clone())
         .with_reloader(reloader.clone())
         .with_core(core.clone())
         .with_transports(transports.clone());

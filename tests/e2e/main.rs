@@ -27,6 +27,7 @@
 
 mod harness;
 
+mod auth;
 mod call;
 mod cancel;
 mod check_route;
@@ -42,5 +43,6 @@ mod register;
 mod relay;
 mod reload;
 mod restart;
+mod scan;
 mod test_command;
 mod trap;

@@ -71,6 +71,7 @@ pub async fn start_route(
         transactions: transactions.clone(),
         vars,
         http: sipbox::runtime::HttpClient::network().expect("HTTP client"),
+        auth: sipbox::auth::Auth::in_memory(false),
     };
     let runtime = Runtime::new(limits, RouteSource::File(route), services, invocations)?;
     let listen = [ListenSpec { proto: Proto::Udp, addr: "127.0.0.1:0".parse()? }];

@@ -82,6 +82,10 @@ pub struct SentRequest {
     pub msg: sip::Message,
     /// Where it was sent from.
     pub from: SocketAddr,
+    /// `user:password` to answer a 401/407 with (the step's `credentials`).
+    pub credentials: Option<(String, String)>,
+    /// Challenges answered so far (one is answered; a second ends it).
+    pub attempt: u32,
 }
 
 #[derive(Clone)]
@@ -138,8 +142,13 @@ impl Endpoints {
 
     /// A request sent by a step (named or not).
     pub fn send_request(&self, name: Option<String>, msg: sip::Message, from: SocketAddr) {
+        self.send_with(SentRequest { name, msg, from, credentials: None, attempt: 0 });
+    }
+
+    /// As [`send_request`](Self::send_request), with everything the caller knows.
+    pub fn send_with(&self, sent: SentRequest) {
+        let SentRequest { name, msg, from, .. } = sent.clone();
         if let (Some(branch), Some(method)) = (branch_of(&msg), msg.method().cloned()) {
-            let sent = SentRequest { name: name.clone(), msg: msg.clone(), from };
             let mut state = self.state();
             state.sent.insert((branch, method), sent.clone());
             if let Some(name) = name {
@@ -328,6 +337,9 @@ impl Endpoints {
     fn on_response(&self, at: SocketAddr, resp: sip::Message) {
         let Some(code) = resp.status() else { return };
         let (Some(branch), Ok(cseq)) = (branch_of(&resp), resp.cseq()) else { return };
+        if matches!(code, 401 | 407) {
+            self.answer_challenge(&branch, &cseq.method, &resp);
+        }
         if cseq.method != Method::Invite || code < 200 {
             return;
         }
@@ -338,6 +350,20 @@ impl Endpoints {
         let result = if code < 300 { self.ack_2xx(&invite, &resp) } else { self.ack_non_2xx(&invite, &resp) };
         if let Err(e) = result {
             self.inner.recorder.problem(format!("{at} could not acknowledge a {code}: {e}"));
+        }
+    }
+
+    /// A caller with credentials sends its challenged request again, once,
+    /// answering the challenge; the new request takes over the step's name.
+    fn answer_challenge(&self, branch: &str, method: &Method, resp: &sip::Message) {
+        let Some(sent) = self.state().sent.get(&(branch.to_owned(), method.clone())).cloned() else { return };
+        let Some((user, password)) = sent.credentials.clone() else { return };
+        if sent.attempt > 0 {
+            return;
+        }
+        match super::credentials::answer(&sent.msg, resp, &user, &password, sent.attempt + 1) {
+            Ok(msg) => self.send_with(SentRequest { msg, attempt: sent.attempt + 1, ..sent }),
+            Err(e) => self.inner.recorder.problem(format!("{} could not answer a challenge: {e}", sent.from)),
         }
     }
 

@@ -27,6 +27,7 @@
 //! limit still runs on the real clock (the epoch ticker is a thread).
 
 pub mod cli;
+mod credentials;
 pub mod endpoints;
 mod expect;
 pub mod scenario;
@@ -48,7 +49,7 @@ use tracing_subscriber::layer::SubscriberExt;
 pub use expect::{Failure, Report};
 pub use scenario::Scenario;
 
-use self::endpoints::{Endpoints, PhoneSpec};
+use self::endpoints::{Endpoints, PhoneSpec, SentRequest};
 use self::trace::{HttpStubAnswer, MiCall, Recorder};
 use crate::config::Config;
 use crate::mi::{self, MiContext};
@@ -126,6 +127,10 @@ impl Harness {
         let mut config = Config::parse(&text).context("the scenario's [config]")?;
         config.server.listen = vec![format!("udp:{PROXY_ADDRESS}")];
         config.location.db_path = None;
+        config.auth.db_path = None;
+        // The harness's proxy address is not loopback, but nothing outside
+        // reaches it: off unless the scenario asks for authentication.
+        config.auth.required.get_or_insert(false);
         config.routes.watch = false;
         config.routes.module = match &self.route {
             RouteSource::Embedded => None,
@@ -193,6 +198,10 @@ async fn drive(config: Config, scenario: &Scenario, recorder: Recorder) -> anyho
         Seams { http: HttpClient::with(recorder.http_client(stubs)), observer: Some(recorder.event_observer()) };
     let stack = Stack::build(&config, seams).await?;
     let (transports, mut wire) = Transports::memory(&config.listen_specs()?)?;
+    // `sip:bob@local` names the proxy in scenarios.
+    let mut domains = config.server.domains.clone();
+    domains.push("local".into());
+    let transports = transports.with_aliases(&domains);
     let core = stack.core(&config, transports.clone());
     let handler = stack.inbound_handler(&config, &core);
     let proxy: SocketAddr = PROXY_ADDRESS.parse()?;
@@ -221,6 +230,7 @@ async fn drive(config: Config, scenario: &Scenario, recorder: Recorder) -> anyho
     let mi = MiContext::new(stack.bus.clone(), stack.location.clone(), config.routes.route_set().main)
         .with_flatstore(stack.flatstore.clone())
         .with_runtime(stack.runtime.clone())
+        .with_auth(stack.auth.clone())
         .with_reloader(reloader)
         .with_core(core.clone())
         .with_transports(transports);
@@ -279,6 +289,11 @@ async fn drive(config: Config, scenario: &Scenario, recorder: Recorder) -> anyho
 
 /// The registrations and subscriptions the scenario starts with.
 fn given(scenario: &Scenario, stack: &Stack) -> anyhow::Result<()> {
+    for user in &scenario.users {
+        let realm = user.realm.clone().unwrap_or_else(|| stack.auth.config().realm.clone());
+        crate::mi::check_username(&user.name).map_err(anyhow::Error::msg)?;
+        stack.auth.store().put(crate::auth::Subscriber::with_password(&user.name, &realm, &user.password))?;
+    }
     for (i, r) in scenario.registrations.iter().enumerate() {
         let mut contact = format!("<{}>;expires={}", r.contact, r.expires.unwrap_or(3600));
         if let Some(q) = r.q {
@@ -334,7 +349,12 @@ async fn act(
             Some(source) => source.parse().map_err(|_| format!("source {source:?} is not ip:port"))?,
             None => out.source.unwrap_or_else(|| endpoints.address_of(&out.caller)),
         };
-        endpoints.send_request(step.name.clone(), out.msg, from);
+        let credentials = match &step.credentials {
+            Some(c) => Some(c.split_once(':').ok_or("credentials are \"user:password\"")?),
+            None => None,
+        }
+        .map(|(u, p)| (u.to_owned(), p.to_owned()));
+        endpoints.send_with(SentRequest { name: step.name.clone(), msg: out.msg, from, credentials, attempt: 0 });
     } else if let Some(name) = &step.cancel {
         endpoints.cancel(name)?;
     } else if let Some(name) = &step.hangup {

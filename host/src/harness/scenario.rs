@@ -30,6 +30,9 @@ pub struct Scenario {
     /// Bindings in the location table before the first step.
     #[serde(default)]
     pub registrations: Vec<Registration>,
+    /// Subscribers who may authenticate (`[auth]`).
+    #[serde(default)]
+    pub users: Vec<User>,
     /// Event subscribers before the first step (as MI `event_subscribe`).
     #[serde(default)]
     pub subscriptions: Vec<Subscription>,
@@ -68,6 +71,17 @@ pub struct Registration {
     /// Seconds the binding lives (default 3600).
     #[serde(default)]
     pub expires: Option<u32>,
+}
+
+/// A subscriber in the store at the start, as `sipbox user add`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    pub password: String,
+    /// Default: `[auth] realm`.
+    #[serde(default)]
+    pub realm: Option<String>,
 }
 
 /// An event subscriber at the start.
@@ -155,6 +169,10 @@ pub struct Step {
     /// Where the request comes from, `ip:port` (default: the caller's own address).
     #[serde(default)]
     pub source: Option<String>,
+    /// `user:password`: the caller answers a 401/407 to this request once,
+    /// with digest credentials (the answered request takes over `name`).
+    #[serde(default)]
+    pub credentials: Option<String>,
     /// The caller CANCELs the named INVITE.
     #[serde(default)]
     pub cancel: Option<String>,

@@ -20,7 +20,7 @@ const RFC_MAX_MIN_EXPIRES: u32 = 3600;
 /// max_expires = 3600
 /// default_expires = 3600
 /// use_domain = false
-/// max_contacts = 0
+/// max_contacts = 10
 /// ```
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -62,14 +62,16 @@ pub struct LocationConfig {
     /// Most bindings one address-of-record may hold; a REGISTER that would add
     /// more is refused with `503 Too Many Registered Contacts` (OpenSIPS's
     /// answer). Refreshing or removing existing bindings is always allowed.
-    /// `0` means unlimited.
+    /// Bounded by default: every binding is one more INVITE a call to the
+    /// AOR sends, so an unbounded AOR lets whoever can register for it turn
+    /// one call into a flood at the contacts. `0` means unlimited.
     ///
-    /// Default: `0`.
+    /// Default: `10`.
     pub max_contacts: u32,
 }
 
 /// `db_path = ""` selects memory-only mode (TOML cannot say `None`).
-fn empty_path_is_none<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<PathBuf>, D::Error> {
+pub(crate) fn empty_path_is_none<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<PathBuf>, D::Error> {
     let path = PathBuf::deserialize(de)?;
     Ok((!path.as_os_str().is_empty()).then_some(path))
 }
@@ -82,7 +84,7 @@ impl Default for LocationConfig {
             max_expires: 3600,
             default_expires: 3600,
             use_domain: false,
-            max_contacts: 0,
+            max_contacts: 10,
         }
     }
 }

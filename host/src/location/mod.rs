@@ -254,6 +254,21 @@ impl Location {
         self.shared.lock().store.all(now)
     }
 
+    /// Completes when every change made so far is committed to the database
+    /// (at once without `db_path`), or fails after `within`: the registrar
+    /// answers a REGISTER 200 only after this, so an acknowledged binding
+    /// survives `kill -9`. Does not block a thread: the writer's group commit
+    /// covers every REGISTER queued meanwhile.
+    ///
+    /// # Errors
+    /// Not committed within `within` (the disk is failing or overloaded).
+    pub async fn durable(&self, within: std::time::Duration) -> anyhow::Result<()> {
+        let Some(p) = &self.shared.persist else { return Ok(()) };
+        tokio::time::timeout(within, p.durable())
+            .await
+            .map_err(|_| anyhow::anyhow!("the location database did not commit within {within:?}"))
+    }
+
     /// Blocks until every change made so far is committed to the database
     /// (a no-op without `db_path`). Blocking: call it at shutdown, from
     /// `spawn_blocking`, or in tests — not on a busy async worker.

@@ -1,9 +1,12 @@
 //! Write-back persistence of bindings in an embedded redb database.
 //!
-//! The SIP path never waits on the disk: each change becomes an [`Op`] on a
+//! No SIP thread touches the disk: each change becomes an [`Op`] on a
 //! bounded channel, and one writer thread (a std thread: redb is blocking
 //! I/O) commits whatever is queued in a single transaction, so a burst of
-//! REGISTERs costs one fsync rather than one each.
+//! REGISTERs costs one fsync rather than one each (group commit). The
+//! registrar's 200 OK waits, without blocking a thread, until the commit
+//! that holds its change is durable ([`Persist::durable`]): the writer
+//! publishes the sequence number of the last op each commit covered.
 //!
 //! # Overflow policy
 //! When the channel is full (the disk is slower than the REGISTER rate for a
@@ -55,6 +58,9 @@ pub(crate) struct Persist {
     /// Last sequence number handed out; callers hold the index lock, so the
     /// numbering follows the order of the changes themselves.
     seq: AtomicU64,
+    /// The last sequence number whose op is committed (or covered by a
+    /// committed resync).
+    committed: Arc<tokio::sync::watch::Sender<u64>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -87,12 +93,13 @@ impl Persist {
     pub(crate) fn start(db: Database, snapshot: Snapshot) -> anyhow::Result<Persist> {
         let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
         let dirty = Arc::new(AtomicBool::new(false));
-        let writer = Writer { db, rx, dirty: dirty.clone(), snapshot, skip_through: 0 };
+        let committed = Arc::new(tokio::sync::watch::Sender::new(0));
+        let writer = Writer { db, rx, dirty: dirty.clone(), snapshot, skip_through: 0, committed: committed.clone() };
         let handle = std::thread::Builder::new()
             .name("location-writer".into())
             .spawn(move || writer.run())
             .context("spawning the location writer thread")?;
-        Ok(Persist { tx, dirty, seq: AtomicU64::new(0), writer: Mutex::new(Some(handle)) })
+        Ok(Persist { tx, dirty, seq: AtomicU64::new(0), committed, writer: Mutex::new(Some(handle)) })
     }
 
     /// Last sequence number handed out (read under the index lock by snapshots).
@@ -124,6 +131,17 @@ impl Persist {
             Err(TrySendError::Disconnected(_)) => {
                 tracing::error!("location writer has stopped; change not persisted");
             }
+        }
+    }
+
+    /// Completes when every op queued before the call is committed: what a
+    /// REGISTER's 200 waits for. Never completes while commits fail (the
+    /// caller bounds the wait).
+    pub(crate) fn durable(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let target = self.seq();
+        let mut committed = self.committed.subscribe();
+        async move {
+            let _ = committed.wait_for(|done| *done >= target).await;
         }
     }
 
@@ -165,6 +183,7 @@ struct Writer {
     snapshot: Snapshot,
     /// Ops numbered up to here are already covered by the last resync.
     skip_through: u64,
+    committed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Writer {
@@ -188,7 +207,10 @@ impl Writer {
             // Read after draining: an overflow flagged later implies a full
             // queue, hence another batch, hence another look at the flag.
             let resync = self.dirty.swap(false, Ordering::SeqCst);
-            let result = self.commit(resync, ops).map_err(|err| {
+            let result = self.commit(resync, ops).map(|covered| {
+                self.committed.send_modify(|done| *done = (*done).max(covered));
+            });
+            let result = result.map_err(|err| {
                 let err = format!("{err:#}");
                 tracing::error!(error = %err, "persisting locations failed; will resync");
                 // Retry from a snapshot on the next batch (the next op or flush).
@@ -204,9 +226,15 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, resync: bool, ops: Vec<Op>) -> anyhow::Result<()> {
+    /// Commits `ops` (after a resync when `resync`); returns the highest
+    /// sequence number now durable. An op dropped at overflow has a lower
+    /// number than any queued after it, and the overflow set `dirty` before
+    /// those were queued, so a batch that holds them resyncs: what it
+    /// returns covers every op numbered up to it.
+    fn commit(&mut self, resync: bool, ops: Vec<Op>) -> anyhow::Result<u64> {
         let txn = self.db.begin_write()?;
         let mut skip_through = self.skip_through;
+        let mut covered = 0;
         {
             let mut table = txn.open_table(BINDINGS)?;
             // No snapshot means the index is gone (shutting down): apply the ops alone.
@@ -219,6 +247,9 @@ impl Writer {
                 skip_through = seq;
             }
             for op in ops {
+                if let Op::Put(seq, _) | Op::Delete(seq, ..) = &op {
+                    covered = covered.max(*seq);
+                }
                 match op {
                     Op::Put(seq, b) if seq > skip_through => {
                         table.insert((b.aor.as_str(), b.contact.as_str()), serde_json::to_vec(&b)?.as_slice())?;
@@ -232,7 +263,7 @@ impl Writer {
         }
         txn.commit()?;
         self.skip_through = skip_through;
-        Ok(())
+        Ok(covered.max(skip_through))
     }
 }
 
@@ -265,8 +296,13 @@ mod tests {
     fn a_full_queue_marks_dirty_instead_of_blocking() {
         // No writer drains this queue, so a blocking send would hang the test.
         let (tx, _rx) = mpsc::sync_channel(QUEUE_CAPACITY);
-        let p =
-            Persist { tx, dirty: Arc::new(AtomicBool::new(false)), seq: AtomicU64::new(0), writer: Mutex::new(None) };
+        let p = Persist {
+            tx,
+            dirty: Arc::new(AtomicBool::new(false)),
+            seq: AtomicU64::new(0),
+            committed: Arc::new(tokio::sync::watch::Sender::new(0)),
+            writer: Mutex::new(None),
+        };
         for _ in 0..QUEUE_CAPACITY {
             p.put(binding("a", "sip:a@x"));
         }
@@ -307,6 +343,36 @@ mod tests {
         p.shutdown(); // idempotent
         assert!(p.flush().is_err(), "flush after shutdown reports the stopped writer");
         assert_eq!(contacts_on_disk(&path, 0), ["sip:a@1", "sip:b@1", "sip:z@1"]);
+    }
+
+    /// What a REGISTER's 200 waits on: completes once the op is on disk,
+    /// and not before (a writer that is not running never completes it).
+    #[tokio::test]
+    async fn durable_completes_when_the_queued_ops_are_committed() {
+        let (tx, _rx) = mpsc::sync_channel(8);
+        let stalled = Persist {
+            tx,
+            dirty: Arc::new(AtomicBool::new(false)),
+            seq: AtomicU64::new(0),
+            committed: Arc::new(tokio::sync::watch::Sender::new(0)),
+            writer: Mutex::new(None),
+        };
+        stalled.put(binding("a", "sip:a@1"));
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), stalled.durable()).await;
+        assert!(waiting.is_err(), "nothing committed the op");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.redb");
+        let (db, _) = open(&path, 0).unwrap();
+        let p = Persist::start(db, Box::new(|| None)).unwrap();
+        assert!(tokio::time::timeout(std::time::Duration::from_secs(5), p.durable()).await.is_ok(), "nothing queued");
+        for i in 0..100 {
+            p.put(binding("a", &format!("sip:a@{i}")));
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(10), p.durable()).await.expect("committed");
+        assert!(*p.committed.borrow() >= 100, "the commit covered every op");
+        p.shutdown();
+        assert_eq!(contacts_on_disk(&path, 0).len(), 100);
     }
 
     #[test]

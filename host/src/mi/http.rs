@@ -7,7 +7,10 @@
 //! permit before accepting), [`MAX_REQUEST_BYTES`] per body (413), a body
 //! must arrive within [`BODY_TIMEOUT`] (408), and a connection that sends no
 //! request head for [`IDLE_TIMEOUT`] is closed. On the shutdown signal the
-//! accept loop and every connection end.
+//! accept loop and every connection end. Who may ask is `guard.rs`'s: a
+//! source outside `[mi] allow` is not served; a request without the token,
+//! with a foreign `Host` or `Origin`, or not `application/json`, is refused
+//! before its body is read.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,6 +29,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use super::guard::Guard;
 use super::jsonrpc::{self, MiError};
 use super::{MAX_HTTP_CONNECTIONS, MAX_REQUEST_BYTES, MiContext};
 use crate::shutdown::Shutdown;
@@ -43,7 +47,7 @@ const PATHS: &[&str] = &["/mi", "/mi/", "/json", "/json/"];
 
 /// The accept loop; ends on the shutdown signal, closing open connections too
 /// (they are spawned under the same `shutdown`).
-pub(crate) async fn serve(listener: TcpListener, ctx: Arc<MiContext>, shutdown: Shutdown) {
+pub(crate) async fn serve(listener: TcpListener, ctx: Arc<MiContext>, guard: Arc<Guard>, shutdown: Shutdown) {
     let permits = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
     loop {
         // A slot first: bounds the connections served at once.
@@ -58,13 +62,17 @@ pub(crate) async fn serve(listener: TcpListener, ctx: Arc<MiContext>, shutdown: 
                 continue;
             }
         };
-        let ctx = ctx.clone();
+        if let Err(refused) = guard.admit_source(peer.ip()) {
+            tracing::debug!(%peer, why = refused.why, "MI HTTP connection refused");
+            continue;
+        }
+        let (ctx, guard) = (ctx.clone(), guard.clone());
         let stop = shutdown.signalled();
         shutdown.spawn(async move {
             let _permit = permit;
             let service = service_fn(move |req| {
-                let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(handle(&ctx, req, peer).await) }
+                let (ctx, guard) = (ctx.clone(), guard.clone());
+                async move { Ok::<_, Infallible>(handle(&ctx, &guard, req, peer).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -84,13 +92,26 @@ pub(crate) async fn serve(listener: TcpListener, ctx: Arc<MiContext>, shutdown: 
 }
 
 /// One HTTP request → one response.
-async fn handle(ctx: &MiContext, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+async fn handle(ctx: &MiContext, guard: &Guard, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
     if !PATHS.contains(&req.uri().path()) {
         return plain(StatusCode::NOT_FOUND, "the MI answers JSON-RPC at POST /mi\n");
     }
     if req.method() != Method::POST {
         let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "the MI takes JSON-RPC requests by POST\n");
         resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return resp;
+    }
+    let checked = guard
+        .admit(peer.ip())
+        .and_then(|()| guard.check_http(|name| req.headers().get(name).and_then(|v| v.to_str().ok())));
+    if let Err(refused) = checked {
+        tracing::debug!(%peer, why = refused.why, "MI HTTP request refused");
+        let status = StatusCode::from_u16(refused.status).unwrap_or(StatusCode::FORBIDDEN);
+        let err = MiError::invalid_request(refused.why);
+        let mut resp = json(status, &jsonrpc::response(Value::Null, Err(err)));
+        if refused.status == 401 {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"sipbox-mi\""));
+        }
         return resp;
     }
     let declared = req

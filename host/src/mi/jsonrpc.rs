@@ -176,11 +176,28 @@ pub(crate) fn response(id: Value, result: MiResult) -> Value {
 /// Handles one payload (an HTTP body or a datagram): a request or a batch.
 /// Returns the reply to send, or `None` when there is nothing to answer
 /// (notifications only).
+/// Deepest nesting of arrays and objects a request may have: no MI command
+/// takes more than a few levels; serde_json's own limit (128) only guards
+/// the stack.
+pub(crate) const MAX_JSON_DEPTH: usize = 16;
+
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 pub(crate) async fn handle_payload(ctx: &MiContext, payload: &[u8]) -> Option<Value> {
     let value: Value = match serde_json::from_slice(payload) {
         Ok(v) => v,
         Err(e) => return Some(response(Value::Null, Err(MiError::parse_error(e.to_string())))),
     };
+    if depth(&value) > MAX_JSON_DEPTH {
+        let detail = format!("the request nests deeper than {MAX_JSON_DEPTH} levels");
+        return Some(response(Value::Null, Err(MiError::invalid_request(detail))));
+    }
     match value {
         Value::Array(items) => {
             if items.is_empty() {

@@ -25,6 +25,9 @@
 pub mod client;
 
 mod commands;
+mod guard;
+
+pub use commands::subscribers::check_username;
 mod http;
 mod jsonrpc;
 mod udp;
@@ -41,6 +44,7 @@ use std::time::{Instant, SystemTime};
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::auth::Auth;
 use crate::events::EventBus;
 use crate::location::Location;
 use crate::runtime::{Reloader, RouteSource, Runtime};
@@ -70,6 +74,10 @@ pub const MAX_UDP_IN_FLIGHT: usize = 64;
 /// [mi]
 /// http = "127.0.0.1:8888"   # JSON-RPC over HTTP: POST /mi ("" disables)
 /// udp = "127.0.0.1:8080"    # JSON-RPC over UDP datagrams ("" disables)
+/// token = ""                # HTTP bearer token; required off loopback
+/// allow = ["127.0.0.0/8", "::1/128"]
+/// hosts = []
+/// max_requests_per_s = 500
 /// ```
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -84,11 +92,39 @@ pub struct MiConfig {
     ///
     /// Default: `"127.0.0.1:8080"`.
     pub udp: String,
+    /// The bearer token HTTP requests must carry (`Authorization: Bearer
+    /// TOKEN`); `""` = none, which is allowed only with `http` on loopback.
+    ///
+    /// Default: `""`.
+    pub token: String,
+    /// Source addresses or CIDR networks either listener answers; others
+    /// get 403 (HTTP) or no answer (UDP).
+    ///
+    /// Default: `["127.0.0.0/8", "::1/128"]`.
+    pub allow: Vec<String>,
+    /// Host names the HTTP MI answers to besides IP addresses and
+    /// `localhost` (any other `Host` is refused: DNS rebinding).
+    ///
+    /// Default: `[]`.
+    pub hosts: Vec<String>,
+    /// MI requests per second over both listeners (a token bucket with as
+    /// many in reserve); beyond it HTTP gets 429 and UDP a JSON-RPC error.
+    /// `0` = unbounded.
+    ///
+    /// Default: `500`.
+    pub max_requests_per_s: u32,
 }
 
 impl Default for MiConfig {
     fn default() -> Self {
-        MiConfig { http: "127.0.0.1:8888".into(), udp: "127.0.0.1:8080".into() }
+        MiConfig {
+            http: "127.0.0.1:8888".into(),
+            udp: "127.0.0.1:8080".into(),
+            token: String::new(),
+            allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            hosts: Vec::new(),
+            max_requests_per_s: 500,
+        }
     }
 }
 
@@ -103,10 +139,28 @@ impl MiConfig {
         parse_addr("mi.udp", &self.udp)
     }
 
-    /// Checks both addresses.
+    /// Checks both addresses, the allow list, and that nothing answers off
+    /// loopback unauthenticated: HTTP there needs a `token`; the datagram MI
+    /// cannot carry one (and its sources can be forged), so it stays on loopback.
     pub fn validate(&self) -> anyhow::Result<()> {
-        self.http_addr()?;
-        self.udp_addr()?;
+        if let Some(addr) = self.http_addr()? {
+            anyhow::ensure!(
+                addr.ip().is_loopback() || !self.token.is_empty(),
+                "mi.http {addr} is not loopback: set mi.token (clients send Authorization: Bearer TOKEN)"
+            );
+        }
+        if let Some(addr) = self.udp_addr()? {
+            anyhow::ensure!(
+                addr.ip().is_loopback(),
+                "mi.udp {addr} is not loopback: the datagram MI has no authentication; bind it to 127.0.0.1 \
+                 and use the HTTP MI with a token from elsewhere"
+            );
+        }
+        anyhow::ensure!(
+            !self.token.contains(|c: char| c.is_whitespace() || c.is_control()),
+            "mi.token must hold no whitespace or control characters"
+        );
+        guard::Guard::new(self)?;
         Ok(())
     }
 }
@@ -134,6 +188,8 @@ pub struct MiContext {
     pub location: Location,
     /// The route runtime (runtime and routes statistics).
     pub runtime: Option<Runtime>,
+    /// The subscriber store and authentication statistics (`subscriber_*`).
+    pub auth: Option<Auth>,
     /// How `reload_routes` reloads: re-reading `[routes]` (the server's).
     /// Without one it reloads the main module from `route_source`.
     pub reloader: Option<Reloader>,
@@ -158,6 +214,7 @@ impl MiContext {
             flatstore: None,
             location,
             runtime: None,
+            auth: None,
             reloader: None,
             core: None,
             transports: None,
@@ -176,6 +233,12 @@ impl MiContext {
     /// Adds the route runtime.
     pub fn with_runtime(mut self, runtime: Runtime) -> MiContext {
         self.runtime = Some(runtime);
+        self
+    }
+
+    /// Adds the authenticator (`subscriber_*`, `auth:` statistics).
+    pub fn with_auth(mut self, auth: Auth) -> MiContext {
+        self.auth = Some(auth);
         self
     }
 
@@ -222,13 +285,14 @@ impl MiServer {
 /// bound.
 pub async fn serve(cfg: &MiConfig, ctx: Arc<MiContext>, shutdown: &Shutdown) -> anyhow::Result<MiServer> {
     let mut server = MiServer { http: None, udp: None };
+    let guard = Arc::new(guard::Guard::new(cfg)?);
     if let Some(addr) = cfg.http_addr()? {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot bind the MI HTTP listener on {addr}"))?;
         let local = listener.local_addr()?;
         server.http = Some(local);
-        shutdown.spawn(http::serve(listener, ctx.clone(), shutdown.clone()));
+        shutdown.spawn(http::serve(listener, ctx.clone(), guard.clone(), shutdown.clone()));
         tracing::info!(listen = %local, "MI: JSON-RPC over HTTP at http://{local}/mi");
     }
     if let Some(addr) = cfg.udp_addr()? {
@@ -237,7 +301,7 @@ pub async fn serve(cfg: &MiConfig, ctx: Arc<MiContext>, shutdown: &Shutdown) -> 
             .with_context(|| format!("cannot bind the MI datagram listener on {addr}"))?;
         let local = socket.local_addr()?;
         server.udp = Some(local);
-        shutdown.spawn(udp::serve(socket, ctx.clone(), shutdown.clone()));
+        shutdown.spawn(udp::serve(socket, ctx.clone(), guard, shutdown.clone()));
         tracing::info!(listen = %local, "MI: JSON-RPC over UDP datagrams");
     }
     Ok(server)

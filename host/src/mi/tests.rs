@@ -63,7 +63,7 @@ pub(super) fn context() -> MiContext {
 }
 
 pub(super) async fn start(ctx: MiContext) -> Mi {
-    let cfg = MiConfig { http: "127.0.0.1:0".into(), udp: "127.0.0.1:0".into() };
+    let cfg = MiConfig { http: "127.0.0.1:0".into(), udp: "127.0.0.1:0".into(), ..MiConfig::default() };
     let ctx = Arc::new(ctx);
     let shutdown = Shutdown::new();
     let server = serve(&cfg, ctx.clone(), &shutdown).await.expect("MI binds");
@@ -84,7 +84,7 @@ async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, Vec<u8>) {
 
 fn post(path: &str, body: &str) -> Vec<u8> {
     format!(
-        "POST {path} HTTP/1.1\r\nHost: mi\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -206,7 +206,7 @@ async fn jsonrpc_errors_follow_opensips() {
 async fn http_transport_limits_and_paths() {
     let mi = start(context()).await;
     let addr = mi.server.http_addr().expect("http");
-    let (status, _) = raw_http(addr, b"GET /mi HTTP/1.1\r\nHost: mi\r\nConnection: close\r\n\r\n").await;
+    let (status, _) = raw_http(addr, b"GET /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await;
     assert_eq!(status, 405);
     let (status, _) = raw_http(addr, &post("/elsewhere", "{}")).await;
     assert_eq!(status, 404);
@@ -219,18 +219,45 @@ async fn http_transport_limits_and_paths() {
     assert_eq!(status, 413);
     let reply: Value = serde_json::from_slice(&body).expect("JSON-RPC error body");
     assert_eq!(reply["error"]["code"], -32600);
-    let huge = b"POST /mi HTTP/1.1\r\nHost: mi\r\nContent-Length: 50000000\r\nConnection: close\r\n\r\n";
+    let huge = b"POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 50000000\r\nConnection: close\r\n\r\n";
     let (status, _) = raw_http(addr, huge).await;
     assert_eq!(status, 413, "refused from the declared length alone");
     // Without a Content-Length (chunked), the limit still applies while reading.
     let mut chunked =
-        b"POST /mi HTTP/1.1\r\nHost: mi\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+        b"POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
     for _ in 0..(MAX_REQUEST_BYTES / 4096 + 2) {
         chunked.extend_from_slice(format!("1000\r\n{}\r\n", "y".repeat(4096)).as_bytes());
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
     let (status, _) = raw_http(addr, &chunked).await;
     assert_eq!(status, 413);
+}
+
+/// The findings of issue 17: a browser page on the host could drive the MI
+/// (a `text/plain` POST with a foreign Origin, or DNS rebinding's Host).
+#[tokio::test]
+async fn http_requests_a_browser_could_forge_are_refused() {
+    let mi = start(context()).await;
+    let addr = mi.server.http_addr().expect("http");
+    let body =
+        r#"{"jsonrpc":"2.0","id":1,"method":"event_subscribe","params":["E_UL_CONTACT_INSERT","udp:127.0.0.1:9"]}"#;
+    let request = |headers: &str| {
+        format!("POST /mi HTTP/1.1\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+    };
+    for (headers, want) in [
+        ("Host: 127.0.0.1\r\nContent-Type: text/plain\r\n", 415),
+        ("Host: 127.0.0.1\r\nContent-Type: text/plain\r\nOrigin: https://evil.example\r\n", 403),
+        ("Host: 127.0.0.1\r\nContent-Type: application/json\r\nOrigin: https://evil.example\r\n", 403),
+        ("Host: evil.example:8888\r\nContent-Type: application/json\r\n", 403),
+    ] {
+        let (status, reply) = raw_http(addr, request(headers).as_bytes()).await;
+        assert_eq!(status, want, "{headers}: {}", String::from_utf8_lossy(&reply));
+    }
+    let listed = mi.ctx.bus.subscribers(None).map(|v| v.to_string()).unwrap_or_default();
+    assert!(!listed.contains("127.0.0.1:9"), "nothing was subscribed: {listed}");
+    let (status, _) =
+        raw_http(addr, request("Host: localhost:8888\r\nContent-Type: application/json\r\n").as_bytes()).await;
+    assert_eq!(status, 200, "the same request from a local client works");
 }
 
 #[tokio::test]

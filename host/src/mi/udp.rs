@@ -15,6 +15,7 @@ use serde_json::Value;
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 
+use super::guard::Guard;
 use super::jsonrpc::{self, MiError};
 use super::{MAX_UDP_IN_FLIGHT, MiContext};
 use crate::shutdown::Shutdown;
@@ -23,7 +24,7 @@ use crate::shutdown::Shutdown;
 pub(crate) const MAX_DATAGRAM: usize = 65_507;
 
 /// The receive loop; ends on the shutdown signal.
-pub(crate) async fn serve(socket: UdpSocket, ctx: Arc<MiContext>, shutdown: Shutdown) {
+pub(crate) async fn serve(socket: UdpSocket, ctx: Arc<MiContext>, guard: Arc<Guard>, shutdown: Shutdown) {
     let socket = Arc::new(socket);
     let permits = Arc::new(Semaphore::new(MAX_UDP_IN_FLIGHT));
     // A datagram cannot exceed 64 KiB, which is also the MI's request bound.
@@ -39,6 +40,17 @@ pub(crate) async fn serve(socket: UdpSocket, ctx: Arc<MiContext>, shutdown: Shut
                 continue;
             }
         };
+        match guard.admit(src.ip()) {
+            Ok(()) => {}
+            // Outside [mi] allow: no answer (it would go to whoever the
+            // source claims to be).
+            Err(refused) if refused.status == 403 => continue,
+            Err(refused) => {
+                let reply = jsonrpc::response(Value::Null, Err(MiError::new(429, refused.why)));
+                let _ = socket.send_to(&encode_reply(&reply), src).await;
+                continue;
+            }
+        }
         let payload = buf.get(..len).unwrap_or_default().to_vec();
         let (ctx, socket, task) = (ctx.clone(), socket.clone(), shutdown.clone());
         shutdown.spawn(async move {

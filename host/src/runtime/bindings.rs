@@ -16,6 +16,8 @@ wasmtime::component::bindgen!({
         "sipbox:route/events.wait-for-event": async | trappable,
         "sipbox:route/rest.get": async | trappable,
         "sipbox:route/rest.post": async | trappable,
+        // Answers only once the bindings are durable (group commit).
+        "sipbox:route/location.save": async | trappable,
         default: trappable,
     },
     with: {
@@ -27,4 +29,4 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use sipbox::route::{config, events, location, log, message, rest, tm, types};
+pub use sipbox::route::{auth, config, events, location, log, message, rest, tm, types};

@@ -91,6 +91,7 @@ pub use modules::{LoadedRoute, MAIN, RouteSet, RouteSource, WIT_VERSION};
 pub use reload::{ReadRoutes, Reloader, RoutesUpdate};
 pub use watch::watch_modules;
 
+use crate::auth::Auth;
 use crate::events::{E_CORE_SHM_THRESHOLD, E_CORE_THRESHOLD, Event, EventBus, EventsConfig, Params, SinkSchemes};
 use crate::location::Location;
 use crate::sip::{self, Method};
@@ -129,6 +130,8 @@ pub(crate) struct Services {
     pub(crate) vars: ArcSwap<BTreeMap<String, String>>,
     /// What every route's `rest` calls go through (one connection pool).
     pub(crate) http: HttpClient,
+    /// Digest authentication and the subscribers (`auth`).
+    pub(crate) auth: Auth,
 }
 
 /// What routes reach outside their instance, built before the runtime.
@@ -146,6 +149,8 @@ pub struct RouteServices {
     pub vars: BTreeMap<String, String>,
     /// Where `rest` requests go: [`HttpClient::network`] in the server.
     pub http: HttpClient,
+    /// What `auth.authorize` checks credentials against.
+    pub auth: Auth,
 }
 
 /// The route runtime. Cheap to clone; implements the proxy core's [`Router`],
@@ -241,7 +246,7 @@ impl Runtime {
         services: RouteServices,
         invocations: Invocations,
     ) -> anyhow::Result<Runtime> {
-        let RouteServices { location, bus, transactions, vars, http } = services;
+        let RouteServices { location, bus, transactions, vars, http, auth } = services;
         limits.validate()?;
         routes.validate()?;
         let engine = engine::build_engine(&limits)?;
@@ -275,7 +280,7 @@ impl Runtime {
                 location,
                 bus,
                 pool_pressure: AtomicBool::new(false),
-                services: Arc::new(Services { transactions, vars: ArcSwap::from_pointee(vars), http }),
+                services: Arc::new(Services { transactions, vars: ArcSwap::from_pointee(vars), http, auth }),
                 stats: RuntimeStats::default(),
                 _ticker: ticker,
             }),
@@ -305,6 +310,7 @@ impl Runtime {
             transactions: Transactions::default(),
             vars: BTreeMap::new(),
             http: HttpClient::network()?,
+            auth: Auth::in_memory(false),
         };
         Runtime::with_routes(limits, routes, cache, services, invocations)
     }

@@ -26,7 +26,7 @@ include!(concat!(env!("OUT_DIR"), "/routes.rs"));
 /// The version of the `sipbox:route` WIT package this host serves
 /// (`wit/route.wit`). A module built for an incompatible one (another
 /// `0.minor`) is refused at load with that reason.
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = "0.2.1";
 
 /// Where a route module comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -265,7 +265,7 @@ mod tests {
         let err = format!("{:#}", rt.reload(RouteSource::File(old.clone())).await.expect_err("0.1.0 refused"));
         assert!(err.contains(&old.display().to_string()), "{err}");
         assert!(
-            err.contains("built for sipbox:route@0.1.0; this sipbox serves sipbox:route@0.2.0: rebuild the route"),
+            err.contains("built for sipbox:route@0.1.0; this sipbox serves sipbox:route@0.2.1: rebuild the route"),
             "{err}"
         );
         // Startup and check-route load through the same path.

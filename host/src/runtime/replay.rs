@@ -161,6 +161,7 @@ imports! {
     ReplySource = "message.reply.source",
     // tm
     TmReply = "tm.reply",
+    TmReplyWithHeaders = "tm.reply-with-headers",
     TmRecordRoute = "tm.record-route",
     TmLooseRoute = "tm.loose-route",
     TmAppendBranch = "tm.append-branch",
@@ -185,6 +186,12 @@ imports! {
     // rest
     RestGet = "rest.get",
     RestPost = "rest.post",
+    // auth
+    AuthRequired = "auth.required",
+    AuthAuthorize = "auth.authorize",
+    AuthChallenge = "auth.challenge",
+    AuthCheckTo = "auth.check-to",
+    AuthCheckFrom = "auth.check-from",
     // config
     ConfigGet = "config.get",
     // log
@@ -220,13 +227,18 @@ impl Import {
             ReplyStatus | ReplyReason | ReplyHeader | ReplyHeaders | ReplySource => OnReplay::Reruns,
             TmRecordRoute | TmLooseRoute | TmAppendBranch | TmOnReply | TmOnFailure | TmCurrentTid | TmIsMyself
             | TmNewtran => OnReplay::Reruns,
-            TmReply | TmRelay | TmWaitForNewBranches | TmWaitNoMoreBranches | TmInjectBranches => OnReplay::Journaled,
+            TmReply | TmReplyWithHeaders | TmRelay | TmWaitForNewBranches | TmWaitNoMoreBranches | TmInjectBranches => {
+                OnReplay::Journaled
+            }
             LocationSave | LocationLookup | LocationLookupAor | LocationUnregister => OnReplay::Journaled,
             RaiseEvent | NotifyOnEvent | WaitForEvent => OnReplay::Journaled,
             RestGet | RestPost => OnReplay::Journaled,
             // The route's settings are read again as its code is run again: a
             // reload that changes them between the runs changes the route.
             ConfigGet => OnReplay::Reruns,
+            // authorize counts nonces and failures; challenge sends.
+            AuthAuthorize | AuthChallenge => OnReplay::Journaled,
+            AuthRequired | AuthCheckTo | AuthCheckFrom => OnReplay::Reruns,
             Log => OnReplay::Skipped,
         }
     }

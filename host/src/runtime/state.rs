@@ -24,6 +24,7 @@ use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::host::auth::{AuthState, AuthView};
 use super::host::config::ConfigView;
 use super::host::events::{EventsState, EventsView};
 use super::host::location::LocationView;
@@ -43,6 +44,7 @@ pub struct HostState {
     pub(crate) message: MessageState,
     pub(crate) tm: TmState,
     pub(crate) events: EventsState,
+    pub(crate) auth: AuthState,
     // The host services the imports reach: process-wide, handed to every
     // Store when it is made.
     /// Runtime-wide services (the proxy core, `[routes.vars]`, HTTP).
@@ -95,6 +97,7 @@ impl HostState {
             message: MessageState::default(),
             tm: TmState::default(),
             events: EventsState::default(),
+            auth: AuthState::default(),
             services,
             location,
             bus,
@@ -127,6 +130,7 @@ impl HostState {
         self.message.end();
         self.tm.end();
         self.events.end();
+        self.auth.end();
     }
 }
 
@@ -188,6 +192,15 @@ impl HostState {
             journal: self.invocation.journal.as_deref_mut(),
             suspended_ms: &self.invocation.suspended_ms,
             services: &self.services,
+        }
+    }
+
+    pub(crate) fn auth(&mut self) -> AuthView<'_> {
+        AuthView {
+            tx: self.invocation.tx.as_ref(),
+            journal: self.invocation.journal.as_deref_mut(),
+            state: &mut self.auth,
+            auth: &self.services.auth,
         }
     }
 

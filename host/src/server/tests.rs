@@ -70,7 +70,7 @@ async fn run_returns_when_its_shutdown_future_completes_and_frees_every_port() {
     let mut config = Config::default();
     config.server.listen = vec![format!("udp:{sip}"), format!("tcp:{sip}")];
     config.location.db_path = None;
-    config.mi = MiConfig { http: mi_http.to_string(), udp: mi_udp.to_string() };
+    config.mi = MiConfig { http: mi_http.to_string(), udp: mi_udp.to_string(), ..MiConfig::default() };
 
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(run(config, async move {

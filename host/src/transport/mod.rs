@@ -227,6 +227,8 @@ struct Inner {
     memory: Option<memory::MemorySide>,
     /// Host used in Via/Record-Route when a listener is bound to an unspecified address.
     advertised_ip: Option<IpAddr>,
+    /// DNS names that are this proxy (`[server] domains`, OpenSIPS `alias`).
+    aliases: Vec<String>,
     counters: Arc<Counters>,
 }
 
@@ -295,7 +297,15 @@ impl Transports {
         }
         let receiving = Listeners { udp: udp_socks.clone(), tcp: tcp_receiver, counters: counters.clone() };
         let sending = Transports {
-            inner: Arc::new(Inner { listeners, udp: udp_socks, tcp, memory: None, advertised_ip, counters }),
+            inner: Arc::new(Inner {
+                listeners,
+                udp: udp_socks,
+                tcp,
+                memory: None,
+                advertised_ip,
+                aliases: Vec::new(),
+                counters,
+            }),
         };
         Ok((sending, receiving))
     }
@@ -314,6 +324,7 @@ impl Transports {
             tcp: None,
             memory: Some(side),
             advertised_ip: None,
+            aliases: Vec::new(),
             counters: Arc::new(Counters::default()),
         };
         Ok((Transports { inner: Arc::new(inner) }, wire))
@@ -381,14 +392,33 @@ impl Transports {
         (host, l.addr.port())
     }
 
+    /// Names `aliases` as this proxy too (`[server] domains`): a URI naming one, with a
+    /// listener's port, is local. Call before the transports are shared.
+    pub fn with_aliases(mut self, aliases: &[String]) -> Transports {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => {
+                inner.aliases = aliases.iter().map(|a| a.trim_end_matches('.').to_ascii_lowercase()).collect()
+            }
+            None => tracing::error!("transport aliases set after the transports were shared: ignored"),
+        }
+        self
+    }
+
     /// Is `host[:port]` this proxy? True when some listener's address matches (port `None`
-    /// means 5060), and for `localhost` when a loopback listener has that port. A listener
-    /// on an unspecified address matches loopback and the advertised primary address.
+    /// means 5060), and for `localhost` or one of the aliases when a listener has that port
+    /// (a loopback one, for `localhost`). A listener on an unspecified address matches
+    /// loopback and the advertised primary address.
     pub fn is_local(&self, host: &str, port: Option<u16>) -> bool {
         let port = port.unwrap_or(5060);
         let host = host.trim();
         let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
         let ip = bare.parse::<IpAddr>().ok();
+        if ip.is_none() {
+            let name = bare.trim_end_matches('.');
+            if self.inner.aliases.iter().any(|a| a.eq_ignore_ascii_case(name)) {
+                return self.inner.listeners.iter().any(|l| l.addr.port() == port);
+            }
+        }
         let is_localhost =
             ip.is_none() && (bare.eq_ignore_ascii_case("localhost") || bare.eq_ignore_ascii_case("localhost."));
         self.inner.listeners.iter().filter(|l| l.addr.port() == port).any(|l| {

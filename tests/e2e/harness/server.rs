@@ -57,6 +57,9 @@ pub struct ServerConfig {
     pub timer_c_s: Option<u64>,
     /// More tables appended verbatim (e.g. `[pike]`, `[limits]`).
     pub extra_toml: String,
+    /// Lines of the `[auth]` table (its `db_path` is always the test
+    /// directory's `subscribers.redb`), e.g. `required = true`.
+    pub auth_toml: String,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +75,7 @@ impl Default for ServerConfig {
             vars: Vec::new(),
             timer_c_s: None,
             extra_toml: String::new(),
+            auth_toml: String::new(),
         }
     }
 }
@@ -84,6 +88,7 @@ impl ServerConfig {
     }
 
     fn to_toml(&self, port: u16, db_path: &Path, mi_port: Option<u16>) -> String {
+        let subscribers = db_path.with_file_name("subscribers.redb");
         let mut listen = vec![format!("\"udp:{LOCALHOST}:{port}\"")];
         if self.tcp {
             listen.push(format!("\"tcp:{LOCALHOST}:{port}\""));
@@ -108,11 +113,13 @@ impl ServerConfig {
         let mi_http = mi_port.map(|p| format!("{LOCALHOST}:{p}")).unwrap_or_default();
         format!(
             "[server]\nlisten = [{}]\n\n[routes]\n{routes}\n{vars}\n[location]\ndb_path = {:?}\nmin_expires = {}\nmax_expires = {}\n\n\
-             {timers}[mi]\nhttp = {mi_http:?}\nudp = \"\"\n\n{}\n",
+             {timers}[mi]\nhttp = {mi_http:?}\nudp = \"\"\n\n[auth]\ndb_path = {:?}\n{}\n\n{}\n",
             listen.join(", "),
             db_path.display().to_string(),
             self.min_expires,
             self.max_expires,
+            subscribers.display().to_string(),
+            self.auth_toml,
             self.extra_toml,
         )
     }
@@ -249,6 +256,15 @@ impl Server {
                 panic!("{} did not exit within {STOP_WITHIN:?} of SIGTERM\n{}", self.label, tail_file(&self.log, 80));
             }
         }
+    }
+}
+
+impl Server {
+    /// `kill -9`: no shutdown, no flush; waits for the process to be gone.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("server already stopped");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 

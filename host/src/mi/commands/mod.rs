@@ -1,7 +1,7 @@
 //! The MI command table and dispatch. One file per command group:
 //! [`events`] (the Event Interface), [`usrloc`] (registrations), [`core`]
 //! (process info and `which`), [`stats`] (`get_statistics`), [`routes`]
-//! (`reload_routes`).
+//! (`reload_routes`), [`subscribers`] (who may authenticate).
 //!
 //! Names follow OpenSIPS: each command belongs to a module and is callable
 //! as `module:name` (4.0+ style, e.g. `evi:subscribe`) or by any of its flat
@@ -12,6 +12,7 @@ mod core;
 mod events;
 mod routes;
 mod stats;
+pub(crate) mod subscribers;
 mod usrloc;
 
 use std::future::Future;
@@ -63,7 +64,8 @@ impl Command {
     }
 }
 
-const GROUPS: &[&[Command]] = &[events::COMMANDS, usrloc::COMMANDS, core::COMMANDS, stats::COMMANDS, routes::COMMANDS];
+const GROUPS: &[&[Command]] =
+    &[events::COMMANDS, usrloc::COMMANDS, core::COMMANDS, stats::COMMANDS, routes::COMMANDS, subscribers::COMMANDS];
 
 /// Every command, in listing order.
 pub(crate) fn all() -> impl Iterator<Item = &'static Command> {
@@ -122,6 +124,8 @@ mod tests {
             "which",
             "get_statistics",
             "reload_routes",
+            "subscriber_add",
+            "auth:subscriber_list",
         ] {
             assert!(lookup(alias).is_some(), "{alias}");
         }

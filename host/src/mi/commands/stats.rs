@@ -7,7 +7,8 @@
 //! `Err`), `usrloc` (registrations), `evi` (per-subscriber delivery
 //! counters), `ebr` (waiters and notify subscriptions live now; waits woken,
 //! timed out, cancelled; notifications run and dropped; refusals at
-//! `ebr_max_waiters`).
+//! `ebr_max_waiters`), `auth` (authorized, challenged, failed, stale,
+//! replayed, throttled requests; sources blocked; subscribers).
 
 use serde_json::{Map, Value};
 
@@ -95,6 +96,20 @@ fn collect(ctx: &MiContext) -> Vec<Stat> {
         Stat::new("ebr", "notify_dropped", ebr.notify_dropped),
         Stat::new("ebr", "refused", ebr.refused),
     ]);
+    if let Some(auth) = &ctx.auth {
+        let s = auth.stats();
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        out.extend([
+            Stat::new("auth", "authorized", get(&s.authorized)),
+            Stat::new("auth", "challenged", get(&s.challenged)),
+            Stat::new("auth", "failed", get(&s.failed)),
+            Stat::new("auth", "stale", get(&s.stale)),
+            Stat::new("auth", "replayed", get(&s.replayed)),
+            Stat::new("auth", "throttled", get(&s.throttled)),
+            Stat::new("auth", "blocked_sources", get(&s.blocked_sources)),
+            Stat::new("auth", "subscribers", auth.store().len()),
+        ]);
+    }
     out
 }
 

@@ -47,6 +47,10 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     location::add_to_linker::<HostState, HasLocation>(linker, HostState::location)
 }
 
+/// How long a REGISTER's 200 may wait for its commit: far above a healthy
+/// fsync (milliseconds), below a phone's retransmission give-up (32 s).
+const DURABLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -61,8 +65,18 @@ fn contact(binding: &Binding, now: u64) -> Contact {
 }
 
 impl location::Host for LocationView<'_> {
-    fn save(&mut self) -> wasmtime::Result<Result<u16, LocationError>> {
-        self.once(Import::LocationSave, (), |state| state.save_live())
+    async fn save(&mut self) -> wasmtime::Result<Result<u16, LocationError>> {
+        // As `once`, around an await.
+        if self.journal.is_none() {
+            return self.save_live().await;
+        }
+        let args = crate::runtime::replay::fingerprint(());
+        if let Some(recorded) = self.replayed(Import::LocationSave, args) {
+            return recorded;
+        }
+        let result = self.save_live().await?;
+        self.record(Import::LocationSave, args, result.clone());
+        Ok(result)
     }
 
     fn lookup(&mut self) -> wasmtime::Result<u32> {
@@ -100,15 +114,27 @@ impl location::Host for LocationView<'_> {
 }
 
 impl LocationView<'_> {
-    /// `save`: stores the REGISTER's bindings and answers it.
-    fn save_live(&mut self) -> wasmtime::Result<Result<u16, LocationError>> {
+    /// `save`: stores the REGISTER's bindings and answers it once they are
+    /// durable (a 500 when the database does not commit in time: the phone
+    /// retries; the binding serves meanwhile).
+    async fn save_live(&mut self) -> wasmtime::Result<Result<u16, LocationError>> {
         let tx = self.tx()?;
         let req = tx.request();
         if req.method() != Some(&Method::Register) {
             return Ok(Err(LocationError::NotRegister));
         }
         let (proto, src) = tx.source();
-        let outcome = self.location.save(req, src, proto);
+        let mut outcome = self.location.save(req, src, proto);
+        if outcome.code == 200
+            && let Err(err) = self.location.durable(DURABLE_WITHIN).await
+        {
+            tracing::error!(error = %format!("{err:#}"), "REGISTER answered 500: its bindings are not durable");
+            outcome = crate::location::RegisterOutcome {
+                code: 500,
+                reason: "Registration Not Stored".into(),
+                headers: vec![("Retry-After".into(), "5".into())],
+            };
+        }
         let headers: Vec<(&str, &str)> = outcome.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         Ok(tx.reply(outcome.code, &outcome.reason, &headers, None).map(|()| outcome.code).map_err(|e| match e {
             TmError::AlreadyAnswered | TmError::Completed => LocationError::AlreadyAnswered,

@@ -3,6 +3,7 @@
 //! state that borrows only what the interface needs (built by the projections
 //! in `state.rs`), and links itself with its own `add_to_linker`.
 
+pub(crate) mod auth;
 pub(crate) mod config;
 pub(crate) mod events;
 pub(crate) mod location;
@@ -28,6 +29,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     events::add_to_linker(linker)?;
     rest::add_to_linker(linker)?;
     config::add_to_linker(linker)?;
+    auth::add_to_linker(linker)?;
     Ok(())
 }
 

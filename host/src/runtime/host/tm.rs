@@ -30,6 +30,8 @@ pub(crate) struct TmState {
     record_route: bool,
     on_reply: Option<Arc<str>>,
     on_failure: Option<Arc<str>>,
+    /// What `loose-route` returned, so a second call removes no more.
+    loose_routed: Option<bool>,
     /// The route relayed the request at least once (or left it to injected
     /// branches): a failure later in the invocation does not answer it 500.
     pub(crate) relayed: bool,
@@ -42,6 +44,7 @@ impl TmState {
         self.record_route = false;
         self.on_reply = None;
         self.on_failure = None;
+        self.loose_routed = None;
         self.relayed = false;
     }
 }
@@ -106,6 +109,28 @@ impl tm::Host for TmView<'_> {
         })
     }
 
+    fn reply_with_headers(
+        &mut self,
+        code: u16,
+        reason: String,
+        headers: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<(), WitTmError>> {
+        self.tx()?;
+        if !(100..=699).contains(&code) {
+            return Ok(Err(WitTmError::BadReply(format!("status code {code} is outside 100..=699"))));
+        }
+        if reason.contains(['\r', '\n', '\0']) {
+            return Ok(Err(WitTmError::BadReply("reason phrase contains CR, LF or NUL".into())));
+        }
+        if let Some(why) = headers.iter().find_map(|(name, value)| bad_reply_header(name, value)) {
+            return Ok(Err(WitTmError::BadReply(why)));
+        }
+        self.once(Import::TmReplyWithHeaders, (code, &reason, &headers), |state| {
+            let extra: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            Ok(state.tx()?.reply(code, &reason, &extra, None).map_err(to_wit))
+        })
+    }
+
     fn record_route(&mut self) -> wasmtime::Result<()> {
         self.tx()?;
         self.tm.record_route = true;
@@ -116,16 +141,22 @@ impl tm::Host for TmView<'_> {
         // RFC 3261 16.4: a Route set means the next hop is already decided
         // upstream; when its top entry is us (our Record-Route coming back),
         // it is consumed here.
+        // A top Route naming another host is the sender's choice of next
+        // hop, not a route set through us: following it would relay for
+        // anyone (the route decides; see the WIT).
         let tx = self.tx()?;
-        let routes = match tx.request().routes() {
-            Ok(routes) => routes,
-            Err(_) => return Ok(false),
+        if let Some(done) = self.tm.loose_routed {
+            return Ok(done);
+        }
+        let ours = match tx.request().routes() {
+            Ok(routes) => routes.first().is_some_and(|top| tx.is_local_uri(top.uri)),
+            Err(_) => false,
         };
-        let Some(top) = routes.first() else { return Ok(false) };
-        if tx.is_local_uri(top.uri) {
+        if ours {
             self.edits.pop_first_value(HeaderName::Route);
         }
-        Ok(true)
+        self.tm.loose_routed = Some(ours);
+        Ok(ours)
     }
 
     fn append_branch(&mut self, uri: String) -> wasmtime::Result<Result<(), WitTmError>> {
@@ -268,4 +299,23 @@ impl TmView<'_> {
         };
         Ok(Target { uri, next_hop })
     }
+}
+
+/// Why a header may not go into a route's reply: not a token name, a value
+/// that would start a new line, or one the response is built with
+/// (RFC 3261 8.2.6.2 copies these from the request).
+fn bad_reply_header(name: &str, value: &str) -> Option<String> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Some(format!("header name {name:?} is not a token"));
+    }
+    if value.contains(['\r', '\n', '\0']) {
+        return Some(format!("the value of {name} contains CR, LF or NUL"));
+    }
+    let owned = [HeaderName::Via, HeaderName::From, HeaderName::To, HeaderName::CallId, HeaderName::CSeq];
+    let kind = HeaderName::from_name(name);
+    if owned.contains(&kind) || kind == HeaderName::ContentLength {
+        return Some(format!("{name} is written by the host"));
+    }
+    None
 }
