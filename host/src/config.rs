@@ -15,7 +15,7 @@ use crate::mi::MiConfig;
 use crate::pike::PikeConfig;
 use crate::runtime::{CompileCache, Limits, RouteSet, RouteSource, RoutesUpdate};
 use crate::transaction::Timers;
-use crate::transport::ListenSpec;
+use crate::transport::{ListenSpec, TcpConfig};
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -37,6 +37,7 @@ pub struct Config {
     pub events: EventsConfig,
     pub mi: MiConfig,
     pub pike: PikeConfig,
+    pub tcp: TcpConfig,
 }
 
 /// `[server]`: sockets and logging.
@@ -47,11 +48,21 @@ pub struct ServerConfig {
     pub listen: Vec<String>,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
     pub log: String,
+    /// Most live server transactions; a new request beyond it is answered 503 with
+    /// Retry-After, without a transaction (0 = no limit).
+    pub max_transactions: usize,
+    /// The Retry-After of that 503, seconds.
+    pub overload_retry_after_s: u32,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: vec!["udp:127.0.0.1:5060".into(), "tcp:127.0.0.1:5060".into()], log: "info".into() }
+        ServerConfig {
+            listen: vec!["udp:127.0.0.1:5060".into(), "tcp:127.0.0.1:5060".into()],
+            log: "info".into(),
+            max_transactions: crate::transaction::DEFAULT_MAX_TRANSACTIONS,
+            overload_retry_after_s: 5,
+        }
     }
 }
 
@@ -175,6 +186,7 @@ impl Config {
         self.location.validate()?;
         self.mi.validate()?;
         self.pike.validate()?;
+        self.tcp.validate()?;
         self.routes.route_set().validate()?;
         Ok(())
     }
