@@ -9,6 +9,7 @@ the resident memory at each stage and the probes' answers.
 
     bench/flood_rss.py target/debug/sipbox [RATE] [SECONDS] [extra toml...]
     bench/flood_rss.py target/debug/sipbox 20000 10 "[server]" "max_transactions = 0"
+    FLOOD_ROUNDS=2 bench/flood_rss.py ...   (flood again: is what stayed reused?)
 """
 import os, re, socket, subprocess, sys, tempfile, time, json, urllib.request
 
@@ -57,54 +58,59 @@ try:
             assert time.time() < deadline, "sipbox did not come up"
     time.sleep(1)
     before = rss_mb(proc.pid)
-    flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    flood.setblocking(False)
-    sent, probes, answers, peak = 0, 0, {}, before
-    start = time.time()
-    next_probe = start
-    while (now := time.time()) - start < seconds:
-        due = int((now - start) * rate)
-        while sent < due:
-            msg = (f"OPTIONS sip:flood@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKf{sent}\r\n"
-                   f"From: <sip:f@x>;tag=1\r\nTo: <sip:flood@x>\r\nCall-ID: f{sent}\r\nCSeq: 1 OPTIONS\r\n"
-                   f"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+    rounds = int(os.environ.get("FLOOD_ROUNDS", "1"))
+    def one_flood(probe, me):
+        flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        flood.setblocking(False)
+        sent, probes, answers, peak = 0, 0, {}, before
+        start = time.time()
+        next_probe = start
+        while (now := time.time()) - start < seconds:
+            due = int((now - start) * rate)
+            while sent < due:
+                msg = (f"OPTIONS sip:flood@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKf{sent}\r\n"
+                       f"From: <sip:f@x>;tag=1\r\nTo: <sip:flood@x>\r\nCall-ID: f{sent}\r\nCSeq: 1 OPTIONS\r\n"
+                       f"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+                try:
+                    flood.sendto(msg, ("127.0.0.1", port))
+                except BlockingIOError:
+                    pass
+                sent += 1
+            if now >= next_probe:
+                next_probe += 0.1
+                probes += 1
+                probe.sendto((f"OPTIONS sip:probe@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKp{probes}\r\nFrom: <sip:p@x>;tag=1\r\n"
+                              f"To: <sip:probe@x>\r\nCall-ID: p{probes}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+                              f"Content-Length: 0\r\n\r\n").encode(), ("127.0.0.1", port))
+                peak = max(peak, rss_mb(proc.pid))
             try:
-                flood.sendto(msg, ("127.0.0.1", port))
-            except BlockingIOError:
+                while True:
+                    code = probe.recv(65536).split(b" ", 2)[1].decode()
+                    answers[code] = answers.get(code, 0) + 1
+            except (socket.timeout, BlockingIOError):
                 pass
-            sent += 1
-        if now >= next_probe:
-            next_probe += 0.1
-            probes += 1
-            probe.sendto((f"OPTIONS sip:probe@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKp{probes}\r\nFrom: <sip:p@x>;tag=1\r\n"
-                          f"To: <sip:probe@x>\r\nCall-ID: p{probes}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
-                          f"Content-Length: 0\r\n\r\n").encode(), ("127.0.0.1", port))
-            peak = max(peak, rss_mb(proc.pid))
+            probe.settimeout(0)
+            time.sleep(0.0005)
+        probe.settimeout(2)
         try:
             while True:
                 code = probe.recv(65536).split(b" ", 2)[1].decode()
                 answers[code] = answers.get(code, 0) + 1
+                probe.settimeout(0.5)
         except (socket.timeout, BlockingIOError):
             pass
-        probe.settimeout(0)
-        time.sleep(0.0005)
-    probe.settimeout(2)
-    try:
-        while True:
-            code = probe.recv(65536).split(b" ", 2)[1].decode()
-            answers[code] = answers.get(code, 0) + 1
-            probe.settimeout(0.5)
-    except (socket.timeout, BlockingIOError):
-        pass
-    during = rss_mb(proc.pid)
-    tm_during = stat("tm:")
-    time.sleep(40)  # Timer J (64*T1 = 32 s) ends every flood transaction
-    after = rss_mb(proc.pid)
-    print(f"sent {sent} in {seconds}s ({sent/seconds:.0f}/s); probes {probes}, answers {answers}")
-    print(f"RSS MB: before {before:.0f}, peak during {max(peak, during):.0f}, end of flood {during:.0f}, "
-          f"40 s after {after:.0f}")
-    print(f"tm at end of flood: {tm_during}")
-    print(f"tm 40 s after: {stat('tm:')}")
+        during = rss_mb(proc.pid)
+        tm_during = stat("tm:")
+        time.sleep(40)  # Timer J (64*T1 = 32 s) ends every flood transaction
+        after = rss_mb(proc.pid)
+        print(f"sent {sent} in {seconds}s ({sent/seconds:.0f}/s); probes {probes}, answers {answers}")
+        print(f"RSS MB: before {before:.0f}, peak during {max(peak, during):.0f}, end of flood {during:.0f}, "
+              f"40 s after {after:.0f}")
+        print(f"tm at end of flood: {tm_during}")
+        print(f"tm 40 s after: {stat('tm:')}")
+    for r in range(rounds):
+        print(f"round {r + 1}:")
+        one_flood(probe, me)
 finally:
     proc.terminate()
     proc.wait(10)
