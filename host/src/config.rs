@@ -16,7 +16,7 @@ use crate::mi::MiConfig;
 use crate::pike::PikeConfig;
 use crate::runtime::{CompileCache, Limits, RouteSet, RouteSource, RoutesUpdate};
 use crate::transaction::Timers;
-use crate::transport::ListenSpec;
+use crate::transport::{ListenSpec, TcpConfig};
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -39,6 +39,7 @@ pub struct Config {
     pub mi: MiConfig,
     pub pike: PikeConfig,
     pub auth: AuthConfig,
+    pub tcp: TcpConfig,
 }
 
 /// `[server]`: sockets and logging.
@@ -53,6 +54,11 @@ pub struct ServerConfig {
     /// on a listener's port is this proxy (`tm.is-myself`, loose routing,
     /// the default route's local users), like its addresses.
     pub domains: Vec<String>,
+    /// Most live server transactions; a new request beyond it is answered 503 with
+    /// Retry-After, without a transaction (0 = no limit).
+    pub max_transactions: usize,
+    /// The Retry-After of that 503, seconds.
+    pub overload_retry_after_s: u32,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +67,8 @@ impl Default for ServerConfig {
             listen: vec!["udp:127.0.0.1:5060".into(), "tcp:127.0.0.1:5060".into()],
             log: "info".into(),
             domains: Vec::new(),
+            max_transactions: crate::transaction::DEFAULT_MAX_TRANSACTIONS,
+            overload_retry_after_s: 5,
         }
     }
 }
@@ -186,6 +194,7 @@ impl Config {
         self.mi.validate()?;
         self.pike.validate()?;
         self.auth.validate()?;
+        self.tcp.validate()?;
         self.routes.route_set().validate()?;
         Ok(())
     }

@@ -171,13 +171,15 @@ impl Stack {
     /// The proxy core sending through `transports`, routing with the runtime.
     pub fn core(&self, config: &Config, transports: Transports) -> Core {
         let router = Arc::new(self.runtime.clone());
-        Core::with_transactions(transports, config.timers.clone(), router, self.transactions.clone())
+        let core = Core::with_transactions(transports, config.timers.clone(), router, self.transactions.clone());
+        core.set_limits(config.server.max_transactions, config.server.overload_retry_after_s);
+        core
     }
 
     /// What receives the transports' messages: the core, behind pike when
     /// `[pike]` enables it.
     pub fn inbound_handler(&self, config: &Config, core: &Core) -> Arc<dyn InboundHandler> {
-        if config.pike.enabled {
+        if config.pike.enabled_for(&config.listen_specs().unwrap_or_default()) {
             Pike::new(&config.pike, Arc::new(core.clone()), self.bus.clone())
         } else {
             Arc::new(core.clone())
@@ -238,7 +240,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // The core sends through the transports and handles what they receive:
     // bind the sockets, build the core with the sending side, then start the
     // receive loops with the core (behind pike when enabled) as their handler.
-    let (transports, listeners) = Transports::bind(&listen).await.context("cannot open the SIP listeners")?;
+    let (transports, listeners) =
+        Transports::bind_with(&listen, &config.tcp).await.context("cannot open the SIP listeners")?;
     let transports = transports.with_aliases(&config.server.domains);
     let core = stack.core(&config, transports.clone());
     let receiving = Shutdown::new();

@@ -351,7 +351,7 @@ async fn statistics_cover_every_layer() {
         mi.call("get_statistics", json!([["REGISTERED_USERS", "tm:inuse_transactions", "nope"]])).await.expect("names");
     assert_eq!(one, json!({"usrloc:registered_users": 1, "tm:inuse_transactions": 0}));
     let single = mi.call("get_statistics", json!({"statistics": "net:"})).await.expect("a string is one selector");
-    assert_eq!(single.as_object().map(|o| o.len()), Some(3));
+    assert_eq!(single.as_object().map(|o| o.len()), Some(5));
     let err = mi.call_err("get_statistics", json!([["nope", "nada:"]])).await;
     assert_eq!((err.code, err.message.as_str()), (404, "Statistics Not Found"));
     assert_eq!(mi.call_err("get_statistics", json!([[]])).await.code, -32602);

@@ -137,13 +137,15 @@ pub(crate) fn spawn(tx: ServerTx, me: Arc<Inbox<ProxyEvent>>) {
 impl ResponseContext {
     async fn run(mut self) {
         let inbox = self.me.clone();
+        let mut left = std::collections::VecDeque::new();
         'run: loop {
             let next = self.next_deadline();
             tokio::select! {
-                batch = inbox.recv_all() => {
-                    for ev in batch {
+                mut batch = inbox.recv_all() => {
+                    while let Some(ev) = batch.pop_front() {
                         self.on_event(ev).await;
                         if self.settle().await {
+                            left = batch;
                             break 'run;
                         }
                     }
@@ -156,8 +158,18 @@ impl ResponseContext {
                 }
             }
         }
-        // Late reports (a client transaction ending after the final) are refused, not queued.
-        inbox.close();
+        // Late reports (a client transaction ending after the final) are refused, not queued;
+        // a 2xx among those already queued (a retransmission, a second UAS behind a forking
+        // proxy) still goes upstream, statelessly, as a late one does (16.7 step 5).
+        left.extend(inbox.close_and_take());
+        for ev in left {
+            if let ProxyEvent::Response { msg, .. } = ev
+                && self.is_invite
+                && msg.status().is_some_and(|c| (200..300).contains(&c))
+            {
+                self.core.forward_stateless(msg);
+            }
+        }
     }
 
     /// What follows every event or tick: the response upstream, if one is due. Returns

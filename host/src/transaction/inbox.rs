@@ -121,13 +121,25 @@ impl<T> Inbox<T> {
 
     /// Refuses further events and drops those still queued (the consumer has stopped).
     pub(crate) fn close(&self) {
-        let dropped = {
+        drop(self.close_and_take());
+    }
+
+    /// Refuses further events and hands back those still queued, for a consumer that must
+    /// not lose some of them.
+    pub(crate) fn close_and_take(&self) -> VecDeque<T> {
+        let left = {
             let mut state = self.state();
             state.closed = true;
             std::mem::take(&mut state.queue)
         };
-        drop(dropped);
         self.room.notify_waiters();
+        left
+    }
+
+    /// Events waiting (tests: wait until a producer's event is queued).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.state().queue.len()
     }
 }
 

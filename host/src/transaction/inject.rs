@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::fork::ProxyEvent;
 use super::inbox::PushError;
 use super::key::MAGIC_COOKIE;
-use super::relay::{check_open, plan_branch};
+use super::relay::{check_open, plan_branch, usable_plans};
 use super::server_tx::{ServerTx, WaitTu};
 use super::{Forward, Target, TmError, build};
 
@@ -104,16 +104,13 @@ impl ServerTx {
         if candidates.is_empty() {
             return Ok(0);
         }
-        let hash = self.inner.core.loop_hash(self.request());
+        let core = &self.inner.core;
+        let prefix = format!("{MAGIC_COOKIE}{}.{}", core.loop_hash(self.request()), core.tx_salt(self.request()));
         let rr = template.record_route.then(|| self.record_route_value());
-        let mut plans = candidates
-            .iter()
-            .enumerate()
-            .map(|(k, t)| {
-                let branch = format!("{MAGIC_COOKIE}{hash}.{}", first + k);
-                plan_branch(self, &template.edits, &t.uri, t.next_hop.as_ref(), mf, rr.as_deref(), branch)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut plans = usable_plans(candidates.iter().enumerate().map(|(k, t)| {
+            let branch = format!("{prefix}.{}", first + k);
+            plan_branch(self, &template.edits, &t.uri, t.next_hop.as_ref(), mf, rr.as_deref(), branch)
+        }))?;
 
         // Commit under the lock: a concurrent injection of the same contact (two events for
         // one re-REGISTER) loses here, and a CANCEL either sees this stage or fails it.

@@ -82,6 +82,9 @@ impl ClientKey {
 /// Number of shards: enough that two cores rarely contend, small enough to scan for stats.
 const SHARDS: usize = 32;
 
+/// A shard smaller than this is never shrunk (not worth a reallocation).
+const SHRINK_ABOVE: usize = 256;
+
 /// A map split over [`SHARDS`] std mutexes. Critical sections are a single lookup or
 /// insert; a lock is never held across an `.await`.
 pub(crate) struct Sharded<K, V> {
@@ -121,9 +124,21 @@ impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
         let mut s = self.shard(k);
         if s.get(k).is_some_and(pred) {
             s.remove(k);
+            // A map keeps the capacity it grew to (a flood's 400k transactions: tens of MB
+            // per table); give it back once it is mostly empty. The quarter keeps this from
+            // reallocating back and forth at steady load.
+            if s.capacity() > SHRINK_ABOVE && s.len() < s.capacity() / 4 {
+                s.shrink_to_fit();
+            }
             return true;
         }
         false
+    }
+
+    /// The slots allocated in every shard (tests: the tables shrink after a flood).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.shards.iter().map(|m| m.lock().map_or(0, |m| m.capacity())).sum()
     }
 }
 
@@ -184,5 +199,19 @@ mod tests {
         assert!(!t.remove_if(&1, |v| *v == 11), "a newer value is kept");
         assert!(t.remove_if(&1, |v| *v == 10));
         assert_eq!(t.get(&1), None);
+    }
+
+    #[test]
+    fn sharded_table_gives_memory_back_once_mostly_empty() {
+        let t: Sharded<u32, u64> = Sharded::new();
+        for i in 0..100_000 {
+            t.insert_new(i, 0).expect("new");
+        }
+        let grown = t.capacity();
+        assert!(grown >= 100_000);
+        for i in 0..100_000 {
+            assert!(t.remove_if(&i, |_| true));
+        }
+        assert!(t.capacity() < grown / 10, "capacity {} of {grown} kept after emptying", t.capacity());
     }
 }

@@ -42,11 +42,13 @@ mod tests;
 mod tests_fork;
 #[cfg(test)]
 mod tests_inject;
+#[cfg(test)]
+mod tests_limits;
 
 use std::sync::Arc;
 
 pub use best::choose_best;
-pub use proxy::{Core, TmStats, Transactions};
+pub use proxy::{Core, DEFAULT_MAX_TRANSACTIONS, TmStats, Transactions};
 pub use server_tx::ServerTx;
 pub use timers::Timers;
 

@@ -2,11 +2,16 @@
 //! what reaches the router. Retransmissions, the ACK of a non-2xx and CANCELs of known
 //! INVITEs are handled here; loops are answered 482 (16.3 step 4); responses without a
 //! client transaction are forwarded statelessly (16.11, 18.2.1); malformed requests get 400.
+//! Before a new request reaches the router the core checks what RFC 3261 16.3 asks of every
+//! proxy: the Request-URI scheme (416), Proxy-Require (420, this proxy supports no option);
+//! and it caps the live server transactions: beyond [`Core::set_limits`]' maximum a new
+//! request is answered 503 with Retry-After, statelessly (ACKs, responses and
+//! retransmissions of live transactions still pass).
 
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 
@@ -59,7 +64,12 @@ pub struct TmStats {
     pub malformed: u64,
     /// Responses forwarded without a client transaction.
     pub stateless_responses: u64,
+    /// New requests answered 503 because `max_transactions` server transactions were live.
+    pub rejected_overload: u64,
 }
+
+/// Default most live server transactions ([`Core::set_limits`]; `[server] max_transactions`).
+pub const DEFAULT_MAX_TRANSACTIONS: usize = 50_000;
 
 pub(crate) struct CoreInner {
     pub(crate) transports: Transports,
@@ -76,6 +86,11 @@ pub(crate) struct CoreInner {
     loop_hasher: RandomState,
     malformed: AtomicU64,
     stateless_responses: AtomicU64,
+    /// Most live server transactions; a new request beyond it gets 503.
+    max_servers: AtomicUsize,
+    /// The Retry-After of that 503, seconds.
+    retry_after_s: AtomicU32,
+    rejected_overload: AtomicU64,
 }
 
 impl Core {
@@ -106,8 +121,19 @@ impl Core {
                 loop_hasher: RandomState::new(),
                 malformed: AtomicU64::new(0),
                 stateless_responses: AtomicU64::new(0),
+                max_servers: AtomicUsize::new(DEFAULT_MAX_TRANSACTIONS),
+                retry_after_s: AtomicU32::new(5),
+                rejected_overload: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// At most `max_transactions` live server transactions (0: no limit); a new request
+    /// beyond it is answered 503 with `Retry-After: retry_after_s`, without a transaction.
+    pub fn set_limits(&self, max_transactions: usize, retry_after_s: u32) {
+        let max = if max_transactions == 0 { usize::MAX } else { max_transactions };
+        self.inner.max_servers.store(max, Ordering::Relaxed);
+        self.inner.retry_after_s.store(retry_after_s, Ordering::Relaxed);
     }
 
     /// The live server transaction with this [`ServerTx::id`] (OpenSIPS `t_lookup_ident`):
@@ -125,6 +151,7 @@ impl Core {
             client: i.live_clients.load(Ordering::Relaxed),
             malformed: i.malformed.load(Ordering::Relaxed),
             stateless_responses: i.stateless_responses.load(Ordering::Relaxed),
+            rejected_overload: i.rejected_overload.load(Ordering::Relaxed),
         }
     }
 }
@@ -175,6 +202,17 @@ impl CoreInner {
                     tx.post_input(ServerEvent::Request);
                     return;
                 }
+                if let Some((code, reason, extra)) = refusal(&inb.msg) {
+                    // 16.3 steps 2 and 5, before any route runs; statelessly, as a
+                    // retransmission gets the same answer again.
+                    let extra: Vec<(&str, &str)> = extra.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                    self.reply_stateless(&inb, code, reason, &extra);
+                    return;
+                }
+                if self.over_capacity() {
+                    self.reject_overload(&inb);
+                    return;
+                }
                 let looped = self.is_loop(&inb.msg);
                 let is_invite = inb.msg.method() == Some(&Method::Invite);
                 let tx = match self.new_server_tx(inb, key) {
@@ -223,6 +261,11 @@ impl CoreInner {
             return;
         }
         let invite = self.servers.get(&key.with_method(Method::Invite));
+        // A CANCEL of a live INVITE always gets through: it ends a transaction.
+        if invite.is_none() && self.over_capacity() {
+            self.reject_overload(&inb);
+            return;
+        }
         let ctx = match self.new_server_tx(inb, key) {
             Ok(tx) => tx,
             Err(existing) => {
@@ -249,6 +292,27 @@ impl CoreInner {
             router.on_request(tx.clone()).await;
             tx.route_done();
         });
+    }
+
+    fn over_capacity(&self) -> bool {
+        self.live_servers.load(Ordering::Relaxed) >= self.max_servers.load(Ordering::Relaxed)
+    }
+
+    /// The overload answer: 503 with Retry-After, no transaction, no route (RFC 3261 21.5.4).
+    fn reject_overload(&self, inb: &Inbound) {
+        self.rejected_overload.fetch_add(1, Ordering::Relaxed);
+        let retry = self.retry_after_s.load(Ordering::Relaxed).to_string();
+        self.reply_stateless(inb, 503, "Service Unavailable", &[("Retry-After", &retry)]);
+    }
+
+    /// A response sent without a transaction, where the request's Via says (18.2.2).
+    fn reply_stateless(&self, inb: &Inbound, code: u16, reason: &str, extra: &[(&str, &str)]) {
+        let tag = build::random_tag();
+        let bytes = sip::response(&inb.msg, code, reason, Some(&tag), extra, None);
+        let dst = build::reply_destination(inb.msg.top_via().ok().as_ref(), inb.proto, inb.src);
+        if let Err(e) = self.transports.send(inb.proto, dst, bytes) {
+            tracing::debug!(%dst, error = %e, code, "cannot send a stateless response");
+        }
     }
 
     /// Creates and registers a server transaction, or returns the one that won the race.
@@ -341,6 +405,19 @@ impl CoreInner {
         format!("{:016x}", h.finish())
     }
 
+    /// What makes the client branches of this server transaction unique (16.6 step 8): two
+    /// requests that differ only in their top Via are two transactions, so their branches
+    /// must differ too. A hash of the server key (top Via branch and sent-by, method).
+    pub(crate) fn tx_salt(&self, req: &Message) -> String {
+        let mut h = self.loop_hasher.build_hasher();
+        if let Ok(key) = ServerKey::of(req) {
+            h.write(key.branch.as_bytes());
+            h.write_u8(0);
+            h.write(key.sent_by.as_bytes());
+        }
+        format!("{:016x}", h.finish())
+    }
+
     /// 16.3 step 4: a Via with our sent-by whose branch carries this request's loop hash.
     fn is_loop(&self, req: &Message) -> bool {
         let Ok(vias) = req.vias() else { return false };
@@ -354,4 +431,28 @@ impl CoreInner {
             branch.starts_with(p.as_str())
         })
     }
+}
+
+/// RFC 3261 16.3's checks a proxy makes before routing a request (not an ACK or CANCEL):
+/// step 2, a Request-URI scheme it does not know (sip, sips; tel, which a route may rewrite
+/// into a SIP URI, goes on) gets 416; step 5, a Proxy-Require option gets 420 with
+/// Unsupported listing them, as this proxy supports no extension there.
+#[allow(clippy::type_complexity, reason = "one response: code, reason, extra headers")]
+pub(crate) fn refusal(req: &Message) -> Option<(u16, &'static str, Vec<(&'static str, String)>)> {
+    let ruri = req.request_uri().unwrap_or("");
+    let scheme = ruri.split_once(':').map_or(ruri, |(s, _)| s);
+    if !["sip", "sips", "tel"].iter().any(|k| scheme.eq_ignore_ascii_case(k)) {
+        return Some((416, "Unsupported URI Scheme", vec![]));
+    }
+    let options: Vec<&str> = req
+        .values_by_name("Proxy-Require")
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .collect();
+    if !options.is_empty() {
+        return Some((420, "Bad Extension", vec![("Unsupported", options.join(", "))]));
+    }
+    None
 }

@@ -51,13 +51,15 @@ impl ServerTx {
         }
         let req = self.request();
         let core = &self.inner.core;
-        let hash = core.loop_hash(req);
+        // 16.6 step 8: the loop hash (16.3 step 4 finds it again), then what makes this
+        // server transaction's branches its own (its top Via).
+        let prefix = format!("{MAGIC_COOKIE}{}.{}", core.loop_hash(req), core.tx_salt(req));
         let rr = fwd.record_route.then(|| self.record_route_value());
 
         if req.method() == Some(&Method::Ack) || !self.has_transaction() {
             // 16.11-style stateless forward; the branch is deterministic so a retransmitted
             // ACK gets the same one, and distinct from the INVITE's.
-            let branch = format!("{MAGIC_COOKIE}{hash}.a");
+            let branch = format!("{prefix}.a");
             let t = &fwd.targets[0];
             let plan = plan_branch(self, &fwd.edits, &t.uri, t.next_hop.as_ref(), mf, rr.as_deref(), branch)?;
             core.send_to_host(plan.proto, plan.host, plan.port, plan.bytes);
@@ -71,22 +73,17 @@ impl ServerTx {
             tu.next_branch += fwd.targets.len();
             first
         };
-        let plans = fwd
-            .targets
-            .iter()
-            .enumerate()
-            .map(|(k, t)| {
-                plan_branch(
-                    self,
-                    &fwd.edits,
-                    &t.uri,
-                    t.next_hop.as_ref(),
-                    mf,
-                    rr.as_deref(),
-                    format!("{MAGIC_COOKIE}{hash}.{}", first + k),
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let plans = usable_plans(fwd.targets.iter().enumerate().map(|(k, t)| {
+            plan_branch(
+                self,
+                &fwd.edits,
+                &t.uri,
+                t.next_hop.as_ref(),
+                mf,
+                rr.as_deref(),
+                format!("{prefix}.{}", first + k),
+            )
+        }))?;
 
         // Commit: re-check under the lock the CANCEL path also takes, so a CANCEL either
         // sees the response context or makes this relay fail.
@@ -161,6 +158,42 @@ pub(crate) fn check_open(tu: &TuState) -> Result<(), TmError> {
     Ok(())
 }
 
+/// The branches that could be built; an unusable target (a contact a phone registered with
+/// a scheme or transport this proxy cannot reach) is left out, logged, and the others go on.
+/// All unusable: the first one's error, and nothing is sent.
+pub(crate) fn usable_plans(
+    plans: impl Iterator<Item = Result<BranchPlan, TmError>>,
+) -> Result<Vec<BranchPlan>, TmError> {
+    let mut usable = Vec::new();
+    let mut first_err = None;
+    for plan in plans {
+        match plan {
+            Ok(p) => usable.push(p),
+            Err(e) => {
+                tracing::debug!(error = %e, "unusable branch left out");
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        Some(e) if usable.is_empty() => Err(e),
+        _ => Ok(usable),
+    }
+}
+
+/// A target without its URI headers (`?name=value`, RFC 3261 19.1.5): a registered contact
+/// may carry them, but they are for building a request from the URI, which forking does
+/// not do, and they have no place in a Request-URI (19.1.1 table).
+fn without_uri_headers<'a>(target: &'a str, uri: &Uri<'_>) -> &'a str {
+    if uri.headers.is_empty() {
+        return target;
+    }
+    match target.rfind('?') {
+        Some(i) => &target[..i],
+        None => target,
+    }
+}
+
 /// Builds one branch: Request-URI, Max-Forwards, Record-Route, our Via (16.6 steps 2-8).
 /// The next hop is `next_hop` when given, else the top Route of the forwarded request, else
 /// its Request-URI (step 7, loose routing); a `transport=tcp` parameter selects TCP.
@@ -174,6 +207,8 @@ pub(crate) fn plan_branch(
     branch: String,
 ) -> Result<BranchPlan, TmError> {
     let target = build::strip_brackets(target);
+    let uri = Uri::parse(target).map_err(|e| TmError::BadTarget(format!("{target}: {e}")))?;
+    let target = without_uri_headers(target, &uri);
     let uri = Uri::parse(target).map_err(|e| TmError::BadTarget(format!("{target}: {e}")))?;
     if !uri.scheme.eq_ignore_ascii_case("sip") {
         return Err(TmError::BadTarget(format!("{target}: only sip: URIs can be relayed (no TLS transport)")));

@@ -24,6 +24,8 @@ pub(crate) struct TestRouter {
     pub(crate) replies: Mutex<Vec<u16>>,
     /// When set, `on_request` does not return until notified (a route still deciding).
     pub(crate) gate: Mutex<Option<Arc<tokio::sync::Notify>>>,
+    /// When set, each reply hook takes a permit first (a hook still running).
+    pub(crate) reply_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 impl Router for TestRouter {
@@ -40,7 +42,12 @@ impl Router for TestRouter {
     }
     fn on_reply(&self, _tx: ServerTx, _hook: Arc<str>, reply: sip::Message) -> BoxFut {
         self.replies.lock().expect("lock").push(reply.status().unwrap_or(0));
-        Box::pin(async {})
+        let gate = self.reply_gate.lock().expect("lock").clone();
+        Box::pin(async move {
+            if let Some(g) = gate {
+                g.acquire().await.expect("open").forget();
+            }
+        })
     }
     fn on_failure(&self, tx: ServerTx, _hook: Arc<str>, best: sip::Message) -> BoxFut {
         if let Some(f) = &*self.on_failure.lock().expect("lock") {
@@ -137,6 +144,7 @@ impl Net {
             on_failure: Mutex::new(None),
             replies: Mutex::new(vec![]),
             gate: Mutex::new(None),
+            reply_gate: Mutex::new(None),
         });
         let core = Core::new(transports, timers, router.clone());
         // Never stopped: the loops end with the test's runtime.

@@ -22,11 +22,13 @@
 //!   [`Listeners`];
 //! - [`udp`]: one socket per listen address, its receive loop, non-blocking sends;
 //! - [`tcp`]: accept loops, the connection table, per-connection read/write task with framing;
+//! - [`tcp_limits`]: `[tcp]` ([`TcpConfig`]): per-IP connection limit, read and idle timeouts;
 //! - [`memory`]: a wire in place of sockets for the sample harness ([`Transports::memory`]).
 
 pub mod memory;
 mod next_hop;
 mod tcp;
+mod tcp_limits;
 mod udp;
 
 use std::fmt;
@@ -41,6 +43,7 @@ use crate::shutdown::Shutdown;
 use crate::sip;
 
 pub use next_hop::{Host, NextHop, NextHopError};
+pub use tcp_limits::TcpConfig;
 
 /// A transport protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -198,6 +201,10 @@ pub(crate) struct Counters {
     pub(crate) udp_send_drops: AtomicU64,
     /// Messages (or streams) that failed to parse.
     pub(crate) malformed: AtomicU64,
+    /// TCP connections closed at accept: their IP had `max_connections_per_ip`.
+    pub(crate) tcp_refused_per_ip: AtomicU64,
+    /// TCP connections closed by a `[tcp]` timeout (message read, idle, keep-alives only).
+    pub(crate) tcp_timeouts: AtomicU64,
 }
 
 /// Snapshot of the transport counters.
@@ -209,6 +216,10 @@ pub struct TransportStats {
     pub malformed: u64,
     /// Open TCP connections.
     pub tcp_connections: usize,
+    /// TCP connections refused: too many from their IP.
+    pub tcp_refused_per_ip: u64,
+    /// TCP connections closed by a `[tcp]` timeout.
+    pub tcp_timeouts: u64,
 }
 
 /// The sending side of the bound transports. Cheap to clone. The sockets close when the
@@ -261,6 +272,11 @@ impl Transports {
     /// Binds every listener; fails if any bind fails. Returns the sending side, usable at
     /// once, and the receiving side, which reads nothing until [`Listeners::start`].
     pub async fn bind(listen: &[ListenSpec]) -> anyhow::Result<(Transports, Listeners)> {
+        Transports::bind_with(listen, &TcpConfig::default()).await
+    }
+
+    /// [`bind`](Self::bind), with TCP connections limited by `tcp` (`[tcp]`).
+    pub async fn bind_with(listen: &[ListenSpec], tcp: &TcpConfig) -> anyhow::Result<(Transports, Listeners)> {
         anyhow::ensure!(!listen.is_empty(), "no listen address configured");
         let counters = Arc::new(Counters::default());
         let mut listeners = Vec::with_capacity(listen.len());
@@ -289,7 +305,7 @@ impl Transports {
         let (tcp, tcp_receiver) = if tcp_listeners.is_empty() {
             (None, None)
         } else {
-            let (side, receiver) = tcp::TcpSide::new(tcp_listeners, counters.clone());
+            let (side, receiver) = tcp::TcpSide::new(tcp_listeners, counters.clone(), tcp.clone());
             (Some(side), Some(receiver))
         };
         for l in &listeners {
@@ -443,6 +459,8 @@ impl Transports {
             udp_send_drops: self.inner.counters.udp_send_drops.load(Ordering::Relaxed),
             malformed: self.inner.counters.malformed.load(Ordering::Relaxed),
             tcp_connections: self.inner.tcp.as_ref().map_or(0, |t| t.connection_count()),
+            tcp_refused_per_ip: self.inner.counters.tcp_refused_per_ip.load(Ordering::Relaxed),
+            tcp_timeouts: self.inner.counters.tcp_timeouts.load(Ordering::Relaxed),
         }
     }
 }
@@ -460,3 +478,5 @@ fn primary_ip() -> IpAddr {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_limits;

@@ -12,13 +12,18 @@
 //! task that reads a connection needs the handler, so a connection `send` opens is not started
 //! by `send`: it is queued to the connector, which opens it and reads it with the handler.
 //!
+//! Limits against a peer that holds connections ([`TcpConfig`], `[tcp]`, after Kamailio's
+//! `tcp_accept_iplimit`, `tcp_msg_read_timeout` and `tcp_connection_lifetime`): connections
+//! accepted from one IP, the time a started message may take to arrive (slowloris), the
+//! time without traffic, and the time CRLF keep-alives alone keep a connection open.
+//!
 //! On the shutdown signal the accept loops and the connector end (closing the listening
 //! sockets), connects in progress are abandoned (their senders hear of it), and each
 //! connection writes what is queued on it (for at most [`CLOSE_TIMEOUT`]) and closes.
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,7 +34,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 
-use super::{Counters, Inbound, InboundHandler, Proto, SendError};
+use super::tcp_limits::{IpSlot, Lifetime};
+use super::{Counters, Inbound, InboundHandler, Proto, SendError, TcpConfig};
 use crate::shutdown::Shutdown;
 use crate::sip;
 
@@ -38,11 +44,6 @@ use crate::sip;
 /// hundred MB in the worst case while serving thousands of registered TCP phones. When all
 /// are in use the acceptor waits for one to close and outbound connects fail.
 pub(crate) const MAX_TCP_CONNECTIONS: usize = 4096;
-
-/// A connection with no traffic in either direction for this long is closed. Longer than
-/// any transaction (Timer C, 3 min) so an INVITE's responses can always come back; UAs
-/// that want a longer-lived flow send CRLF keep-alives (RFC 5626).
-pub(crate) const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Messages queued per connection before `send` reports [`SendError::QueueFull`].
 pub(crate) const SEND_QUEUE_LEN: usize = 128;
@@ -70,6 +71,9 @@ pub(super) struct TcpReceiver {
 
 struct Shared {
     conns: Mutex<HashMap<SocketAddr, ConnEntry>>,
+    cfg: TcpConfig,
+    /// Accepted connections per source IP (`max_connections_per_ip`).
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
     permits: Arc<Semaphore>,
     counters: Arc<Counters>,
     next_id: AtomicU64,
@@ -88,6 +92,8 @@ struct Conn {
     rx: mpsc::Receiver<Bytes>,
     /// Held for the connection's lifetime.
     permit: OwnedSemaphorePermit,
+    /// An accepted connection's place in its source IP's count, held as long.
+    _ip_slot: Option<IpSlot>,
 }
 
 /// What every task that reads needs: where messages go, and when to stop.
@@ -112,10 +118,16 @@ pub type ConnectFailed = Box<dyn FnOnce() + Send>;
 
 impl TcpSide {
     /// Both halves over `listeners` (bound, not accepting yet).
-    pub(super) fn new(listeners: Vec<(TcpListener, SocketAddr)>, counters: Arc<Counters>) -> (TcpSide, TcpReceiver) {
+    pub(super) fn new(
+        listeners: Vec<(TcpListener, SocketAddr)>,
+        counters: Arc<Counters>,
+        cfg: TcpConfig,
+    ) -> (TcpSide, TcpReceiver) {
         let (connects_tx, connects) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             conns: Mutex::new(HashMap::new()),
+            cfg,
+            per_ip: Arc::default(),
             permits: Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS)),
             counters,
             next_id: AtomicU64::new(1),
@@ -161,7 +173,8 @@ impl TcpSide {
         // Cannot fail: the channel is new and empty.
         let _ = tx.try_send(bytes);
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        shared.connects.send(Conn { peer: dst, id, rx, permit }).map_err(|_| SendError::Stopped(Proto::Tcp))?;
+        let conn = Conn { peer: dst, id, rx, permit, _ip_slot: None };
+        shared.connects.send(conn).map_err(|_| SendError::Stopped(Proto::Tcp))?;
         conns.insert(dst, ConnEntry { id, tx, connecting: Some(on_failure.into_iter().collect()) });
         Ok(())
     }
@@ -192,11 +205,18 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, local: SocketAd
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(1);
+                let Some(slot) = IpSlot::take(&shared.per_ip, peer.ip(), shared.cfg.max_connections_per_ip) else {
+                    // Dropping the stream closes it: one source cannot take every connection.
+                    shared.counters.tcp_refused_per_ip.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "TCP connection refused: too many from this IP");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let (tx, rx) = mpsc::channel(SEND_QUEUE_LEN);
                 let id = shared.insert(peer, tx);
                 tracing::debug!(%peer, %local, "TCP connection accepted");
-                shutdown.spawn(run_connection(shared.clone(), reading.clone(), stream, Conn { peer, id, rx, permit }));
+                let conn = Conn { peer, id, rx, permit, _ip_slot: Some(slot) };
+                shutdown.spawn(run_connection(shared.clone(), reading.clone(), stream, conn));
             }
             Err(e) => {
                 drop(permit);
@@ -306,18 +326,20 @@ enum Drained {
 /// Reads, frames and dispatches; writes queued messages; closes when idle or on the
 /// shutdown signal. The permit is held for the connection's lifetime.
 async fn run_connection(shared: Arc<Shared>, reading: Reading, stream: TcpStream, conn: Conn) {
-    let Conn { peer, id, mut rx, permit: _permit } = conn;
+    let Conn { peer, id, mut rx, permit: _permit, _ip_slot } = conn;
     let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(4096);
-    let idle = tokio::time::sleep(TCP_IDLE_TIMEOUT);
-    tokio::pin!(idle);
+    let mut life = Lifetime::new(&shared.cfg, Instant::now());
+    let timer = tokio::time::sleep_until(life.next());
+    tokio::pin!(timer);
     let stop = reading.shutdown.signalled();
     tokio::pin!(stop);
     loop {
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
+        timer.as_mut().reset(life.next());
         tokio::select! {
             r = rd.read_buf(&mut buf) => match r {
                 Ok(0) => {
@@ -328,8 +350,9 @@ async fn run_connection(shared: Arc<Shared>, reading: Reading, stream: TcpStream
                     break;
                 }
                 Ok(_) => {
-                    idle.as_mut().reset(Instant::now() + TCP_IDLE_TIMEOUT);
-                    match drain(&mut buf, &*reading.handler, &shared.counters, peer, local) {
+                    let (drained, framed) = drain(&mut buf, &*reading.handler, &shared.counters, peer, local);
+                    life.read(Instant::now(), framed, !buf.is_empty());
+                    match drained {
                         Drained::More => {}
                         Drained::Pong => {
                             if wr.write_all(b"\r\n").await.is_err() {
@@ -348,15 +371,18 @@ async fn run_connection(shared: Arc<Shared>, reading: Reading, stream: TcpStream
             },
             m = rx.recv() => {
                 let Some(bytes) = m else { break };
-                idle.as_mut().reset(Instant::now() + TCP_IDLE_TIMEOUT);
+                life.wrote(Instant::now());
                 if let Err(e) = wr.write_all(&bytes).await {
                     tracing::debug!(%peer, error = %e, "TCP write failed");
                     break;
                 }
             }
-            () = &mut idle => {
-                tracing::debug!(%peer, "TCP connection idle: closed");
-                break;
+            () = &mut timer => {
+                if let Some(why) = life.expired(Instant::now()) {
+                    shared.counters.tcp_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "TCP connection closed: {why}");
+                    break;
+                }
             }
             () = &mut stop => {
                 tracing::debug!(%peer, "shutting down: TCP connection closed");
@@ -380,13 +406,26 @@ async fn run_connection(shared: Arc<Shared>, reading: Reading, stream: TcpStream
 }
 
 /// Frames every complete message in `buf` and hands it to the handler (zero-copy: each
-/// message's `Bytes` is split off the read buffer).
+/// message's `Bytes` is split off the read buffer). Also says whether a message was framed.
 fn drain(
     buf: &mut BytesMut,
     handler: &dyn InboundHandler,
     counters: &Counters,
     peer: SocketAddr,
     local: SocketAddr,
+) -> (Drained, bool) {
+    let mut framed = false;
+    let out = drain_framed(buf, handler, counters, peer, local, &mut framed);
+    (out, framed)
+}
+
+fn drain_framed(
+    buf: &mut BytesMut,
+    handler: &dyn InboundHandler,
+    counters: &Counters,
+    peer: SocketAddr,
+    local: SocketAddr,
+    framed: &mut bool,
 ) -> Drained {
     let mut out = Drained::More;
     loop {
@@ -403,6 +442,7 @@ fn drain(
         match sip::frame_len(buf) {
             Ok(Some(n)) if n > 0 && n <= buf.len() => {
                 let raw = buf.split_to(n).freeze();
+                *framed = true;
                 match sip::Message::parse(raw.clone()) {
                     Ok(msg) => handler.on_message(Inbound { msg, src: peer, proto: Proto::Tcp, local }),
                     Err(err) => {
@@ -440,7 +480,7 @@ pub(super) mod test_support {
     pub(crate) fn drain_for_test(buf: &mut BytesMut, handler: &dyn InboundHandler) -> &'static str {
         let counters = Counters::default();
         let a = SocketAddr::from(([127, 0, 0, 1], 1));
-        match drain(buf, handler, &counters, a, a) {
+        match drain(buf, handler, &counters, a, a).0 {
             Drained::More => "more",
             Drained::Pong => "pong",
             Drained::Close => "close",

@@ -48,12 +48,15 @@ fn collect(ctx: &MiContext) -> Vec<Stat> {
         out.push(Stat::new("tm", "inuse_transactions", tm.server));
         out.push(Stat::new("tm", "inuse_client_transactions", tm.client));
         out.push(Stat::new("tm", "stateless_replies", tm.stateless_responses));
+        out.push(Stat::new("tm", "rejected_overload", tm.rejected_overload));
     }
     if let Some(transports) = &ctx.transports {
         let net = transports.stats();
         out.push(Stat::new("net", "udp_send_drops", net.udp_send_drops));
         out.push(Stat::new("net", "malformed", net.malformed));
         out.push(Stat::new("net", "tcp_connections", net.tcp_connections));
+        out.push(Stat::new("net", "tcp_refused_per_ip", net.tcp_refused_per_ip));
+        out.push(Stat::new("net", "tcp_timeouts", net.tcp_timeouts));
     }
     if let Some(runtime) = &ctx.runtime {
         let rt = runtime.stats();
