@@ -12,7 +12,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram};
 use tokio::time::timeout;
 
-use super::tests::{Recorder, bus, bus_with, next, recording_bus};
+use super::tests::{Recorder, bus, bus_with, next, recording_bus, tmp_cfg};
 use super::*;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -71,7 +71,7 @@ async fn unix_listener_gets_the_datagram() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
-    let bus = bus();
+    let bus = bus_with(&tmp_cfg(), None);
     bus.subscribe("E_X", &format!("unix:{}", path.display()), None).unwrap();
     bus.raise(ev("E_X", 1));
     let mut buf = vec![0u8; 65_536];
@@ -181,7 +181,7 @@ async fn flatstore_shared_file_lines_mi_rotation_and_permissions() {
     let path = dir.path().join("events.log");
     let p = path.to_str().unwrap().to_owned();
     let socket = format!("flatstore:{p}");
-    let cfg = EventsConfig { flatstore_file_permissions: "600".into(), ..EventsConfig::default() };
+    let cfg = EventsConfig { flatstore_file_permissions: "600".into(), ..tmp_cfg() };
     let flatstore = crate::sinks::Flatstore::default();
     let (tx, mut rot) = tokio::sync::mpsc::unbounded_channel();
     let schemes = crate::sinks::schemes(Some(Arc::new(Recorder(tx))), &flatstore);
@@ -220,7 +220,7 @@ async fn flatstore_rotates_by_size() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("size.log");
     let p = path.to_str().unwrap().to_owned();
-    let cfg = EventsConfig { flatstore_max_size: 100, ..EventsConfig::default() };
+    let cfg = EventsConfig { flatstore_max_size: 100, ..tmp_cfg() };
     let (bus, mut rot) = recording_bus(&cfg);
     bus.subscribe(E_FLATSTORE_ROTATION, "route:rot", None).unwrap();
     let socket = format!("flatstore:{p}");
