@@ -306,3 +306,21 @@ async fn virtual_parallel_and_round_robin() {
     assert_eq!(recv_text(&a).await, json_of("E_R", 2));
     assert_eq!(recv_text(&b).await, json_of("E_R", 3));
 }
+
+/// A symlink planted at a flatstore path after the subscription was made is
+/// not followed (`O_NOFOLLOW`): the write fails and is counted, and the file
+/// it points at is left alone.
+#[tokio::test]
+async fn flatstore_does_not_follow_a_symlink_planted_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "untouched\n").unwrap();
+    let path = dir.path().join("events.log");
+    let socket = format!("flatstore:{}", path.display());
+    let bus = bus_with(&tmp_cfg(), None);
+    bus.subscribe("E_L", &socket, None).unwrap();
+    std::os::unix::fs::symlink(&victim, &path).unwrap();
+    bus.raise(Event::new("E_L", Params::new().with("v", "evil")));
+    wait_until("refused write counted", || stat(&bus, &format!("events_failed:{socket}")) == 1).await;
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
+}
