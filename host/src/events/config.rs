@@ -16,6 +16,8 @@ use serde::Deserialize;
 /// failover_timeout_s = 30
 /// ebr_max_waiters = 20000
 /// ebr_max_notify_concurrency = 256
+/// deny_destinations = ["169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"]
+/// flatstore_dirs = ["/var/log/sipbox"]
 /// subscribe = [
 ///   { event = "E_UL_CONTACT_INSERT", socket = "udp:127.0.0.1:9999" },
 ///   { event = "E_PIKE_BLOCKED", socket = "flatstore:/var/log/sipbox/pike.log", expire = 3600 },
@@ -86,6 +88,74 @@ pub struct EventsConfig {
     ///
     /// Default: `256`.
     pub ebr_max_notify_concurrency: usize,
+    /// Networks (CIDR, or single addresses) event destinations must be in;
+    /// empty = any address not in `deny_destinations`. Applies to the IP
+    /// of every `udp:`, `tcp:`, `http(s)://`, `rabbitmq:` and `xmlrpc:`
+    /// destination: literals when subscribing, host names after each
+    /// resolution at delivery (see `events::destinations`).
+    ///
+    /// Default: none (any).
+    pub allow_destinations: Vec<String>,
+    /// Networks event destinations must never be in; wins over
+    /// `allow_destinations`. The defaults are link-local networks (cloud
+    /// metadata services answer at 169.254.169.254) and the EC2 IPv6
+    /// metadata address.
+    ///
+    /// Default: `["169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"]`.
+    pub deny_destinations: Vec<String>,
+    /// Directories `unix:` destination sockets must be in (absolute;
+    /// symlinks resolved). Empty refuses every `unix:` subscription.
+    ///
+    /// Default: none.
+    pub unix_socket_dirs: Vec<String>,
+    /// Directories `flatstore:` files must be in (absolute; symlinks
+    /// resolved; a file that is a symlink is refused, and files are opened
+    /// with `O_NOFOLLOW`). Empty refuses every `flatstore:` subscription.
+    ///
+    /// Default: none.
+    pub flatstore_dirs: Vec<String>,
+    /// Most subscriptions alive at once (all events, all destinations); a
+    /// new one beyond it is refused (counted in `events_subscribe_refused_limit`).
+    ///
+    /// Default: `10000`.
+    pub max_subscriptions: usize,
+    /// Most subscriptions of one destination socket (one per event it is
+    /// subscribed to); a new one beyond it is refused (counted as above).
+    ///
+    /// Default: `256`.
+    pub max_subscriptions_per_destination: usize,
+    /// `http(s)://` limit on one POST attempt (connect, send, response), ms.
+    ///
+    /// Default: `5000`.
+    pub http_timeout_ms: u64,
+    /// `http(s)://` limit on establishing a connection (TCP and TLS), ms.
+    ///
+    /// Default: `3000`.
+    pub http_connect_timeout_ms: u64,
+    /// `rabbitmq:` limit on opening a connection and its channel (TCP, TLS,
+    /// AMQP handshake), ms (OpenSIPS `connect_timeout`).
+    ///
+    /// Default: `5000`.
+    pub amqp_connect_timeout_ms: u64,
+    /// `rabbitmq:` limit on the broker confirming one publish, ms (OpenSIPS `timeout`).
+    ///
+    /// Default: `5000`.
+    pub amqp_confirm_timeout_ms: u64,
+    /// PEM file of the certificate authorities `rabbitmq:` TLS connections
+    /// (`tls` socket parameter) trust, instead of the platform's roots.
+    ///
+    /// Default: none (the platform's trust store).
+    pub amqp_tls_ca_file: Option<String>,
+    /// `xmlrpc:` limit on connecting, sending the call and reading the
+    /// HTTP status line, ms.
+    ///
+    /// Default: `1000`.
+    pub xmlrpc_timeout_ms: u64,
+    /// `xmlrpc:` packs each named parameter into a struct (OpenSIPS
+    /// `use_struct_param`).
+    ///
+    /// Default: `false`.
+    pub xmlrpc_use_struct_param: bool,
 }
 
 /// One `[[events.subscribe]]` entry.
@@ -115,6 +185,19 @@ impl Default for EventsConfig {
             failover_timeout_s: 30,
             ebr_max_waiters: 20_000,
             ebr_max_notify_concurrency: 256,
+            allow_destinations: Vec::new(),
+            deny_destinations: super::destinations::DEFAULT_DENY.iter().map(|s| (*s).to_owned()).collect(),
+            unix_socket_dirs: Vec::new(),
+            flatstore_dirs: Vec::new(),
+            max_subscriptions: 10_000,
+            max_subscriptions_per_destination: 256,
+            http_timeout_ms: 5000,
+            http_connect_timeout_ms: 3000,
+            amqp_connect_timeout_ms: 5000,
+            amqp_confirm_timeout_ms: 5000,
+            amqp_tls_ca_file: None,
+            xmlrpc_timeout_ms: 1000,
+            xmlrpc_use_struct_param: false,
         }
     }
 }
@@ -132,6 +215,18 @@ impl EventsConfig {
         anyhow::ensure!(self.stream_timeout_ms > 0, "events.stream_timeout_ms must be at least 1");
         anyhow::ensure!(self.ebr_max_waiters > 0, "events.ebr_max_waiters must be at least 1");
         anyhow::ensure!(self.ebr_max_notify_concurrency > 0, "events.ebr_max_notify_concurrency must be at least 1");
+        for (key, v) in [
+            ("max_subscriptions", self.max_subscriptions as u64),
+            ("max_subscriptions_per_destination", self.max_subscriptions_per_destination as u64),
+            ("http_timeout_ms", self.http_timeout_ms),
+            ("http_connect_timeout_ms", self.http_connect_timeout_ms),
+            ("amqp_connect_timeout_ms", self.amqp_connect_timeout_ms),
+            ("amqp_confirm_timeout_ms", self.amqp_confirm_timeout_ms),
+            ("xmlrpc_timeout_ms", self.xmlrpc_timeout_ms),
+        ] {
+            anyhow::ensure!(v > 0, "events.{key} must be at least 1");
+        }
+        super::destinations::Destinations::from_config(self)?;
         for s in &self.subscribe {
             super::check_name(&s.event)?;
         }

@@ -9,6 +9,8 @@
 //! - this file: the data model ([`Value`], [`Params`], [`Event`]), [`EventError`]
 //!   and the [`EventRouteHandler`] hook for `route:` subscribers;
 //! - [`config`]: [`EventsConfig`], the `[events]` table of `sipbox.toml`;
+//! - [`destinations`]: where subscribers may point (address allow/deny lists,
+//!   `unix:` and `flatstore:` directories);
 //! - `payload`: the OpenSIPS JSON-RPC notification encoder (`evi_build_payload`);
 //! - `registry`: [`EventBus`] — publish, subscribe/refresh/unsubscribe, raise, listing;
 //! - `sink`: the [`Sink`] trait transports implement, the [`SinkSchemes`] table
@@ -26,6 +28,7 @@
 //! A slow or dead destination therefore stalls nothing but its own queue.
 
 pub mod config;
+pub mod destinations;
 pub mod ebr;
 pub mod usrloc;
 
@@ -219,6 +222,13 @@ pub enum EventError {
     /// An EBR filter that is not `key=glob` (the message names it).
     #[error("bad event filter {0}")]
     BadFilter(String),
+    /// The destination is not allowed by the `[events]` destination policy
+    /// (a denied or not allowed address, a path outside the configured directories).
+    #[error("destination not allowed: {0}")]
+    DestinationRefused(String),
+    /// `max_subscriptions` or `max_subscriptions_per_destination` reached.
+    #[error("subscription limit reached: {0}")]
+    SubscriptionLimit(String),
     /// `ebr_max_waiters` EBR subscriptions and waiters are already live.
     #[error("too many event waiters and notify subscriptions (limit {0})")]
     EbrLimit(usize),

@@ -39,6 +39,10 @@ struct Inner {
     /// Per destination socket; kept after unsubscribe so stats stay monotonic.
     counters: Mutex<BTreeMap<String, Arc<Counters>>>,
     raised: AtomicU64,
+    /// New subscriptions refused by the destination policy.
+    refused_destination: AtomicU64,
+    /// New subscriptions refused by `max_subscriptions[_per_destination]`.
+    refused_limit: AtomicU64,
     runtime: Option<tokio::runtime::Handle>,
     /// What the subscribers' delivery tasks run under ([`EventBus::shutdown`]).
     deliveries: Shutdown,
@@ -95,6 +99,8 @@ impl EventBus {
         notify: Option<Arc<dyn NotifyHandler>>,
         observer: Option<RaiseObserver>,
     ) -> Result<EventBus, EventError> {
+        super::destinations::Destinations::from_config(cfg)
+            .map_err(|e| EventError::DestinationRefused(format!("bad [events] policy: {e}")))?;
         let runtime = tokio::runtime::Handle::try_current().ok();
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             // Sinks raise E_FLATSTORE_ROTATION through a weak handle: a
@@ -111,6 +117,8 @@ impl EventBus {
                 table: RwLock::new(Table::default()),
                 counters: Mutex::new(BTreeMap::new()),
                 raised: AtomicU64::new(0),
+                refused_destination: AtomicU64::new(0),
+                refused_limit: AtomicU64::new(0),
                 runtime: runtime.clone(),
                 deliveries: Shutdown::new(),
                 ebr: Ebr::new(cfg, runtime.clone(), notify),
@@ -261,7 +269,13 @@ impl EventBus {
                 return Ok(());
             }
         }
-        sink.check()?;
+        if let Err(e) = sink.check() {
+            if matches!(e, EventError::DestinationRefused(_)) {
+                self.inner.refused_destination.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(event, socket = %sink.socket(), error = %e, "event subscription refused");
+            }
+            return Err(e);
+        }
         let runtime = match &self.inner.runtime {
             Some(rt) => rt.clone(),
             None => tokio::runtime::Handle::try_current().map_err(|_| EventError::NoRuntime)?,
@@ -284,6 +298,10 @@ impl EventBus {
             existing.refresh(expire, now);
             return Ok(());
         }
+        self.check_limits(&table, sink.socket(), now)?;
+        let Some(slot) = table.events.get_mut(id as usize) else {
+            return Err(EventError::NotPublished(event.to_owned()));
+        };
         let sub = Subscription::start(
             sink,
             key,
@@ -294,6 +312,34 @@ impl EventBus {
             &self.inner.deliveries,
         );
         slot.subs.insert(0, sub);
+        Ok(())
+    }
+
+    /// Refuses a new subscription to `socket` past `max_subscriptions` (live
+    /// ones, all events) or `max_subscriptions_per_destination`, counting it.
+    /// O(subscriptions), under the write lock: bounded by the cap itself.
+    fn check_limits(&self, table: &Table, socket: &str, now: Instant) -> Result<(), EventError> {
+        let cfg = &self.inner.cfg;
+        let live = || table.events.iter().flat_map(|s| s.subs.iter()).filter(|s| !s.is_expired(now));
+        let refuse = |why: String| {
+            self.inner.refused_limit.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(socket, reason = %why, "event subscription refused");
+            Err(EventError::SubscriptionLimit(why))
+        };
+        let total = live().count();
+        if total >= cfg.max_subscriptions {
+            return refuse(format!(
+                "{total} subscriptions alive (events.max_subscriptions = {})",
+                cfg.max_subscriptions
+            ));
+        }
+        let same = live().filter(|s| &*s.socket == socket).count();
+        if same >= cfg.max_subscriptions_per_destination {
+            return refuse(format!(
+                "{socket} already has {same} subscriptions (events.max_subscriptions_per_destination = {})",
+                cfg.max_subscriptions_per_destination
+            ));
+        }
         Ok(())
     }
 
@@ -367,6 +413,10 @@ impl EventBus {
             ("events_delivered".to_owned(), sum(|c| &c.delivered)),
             ("events_dropped".to_owned(), sum(|c| &c.dropped)),
             ("events_failed".to_owned(), sum(|c| &c.failed)),
+            ("events_subscriptions".to_owned(), self.live_subscriptions() as u64),
+            ("events_subscribe_refused_destination".to_owned(), self.inner.refused_destination.load(Ordering::Relaxed)),
+            ("events_subscribe_refused_limit".to_owned(), self.inner.refused_limit.load(Ordering::Relaxed)),
+            ("events_delivery_refused".to_owned(), self.inner.ctx.destinations().refused_deliveries()),
         ];
         for (socket, c) in counters.iter() {
             out.push((format!("events_delivered:{socket}"), get(&c.delivered)));
@@ -412,6 +462,12 @@ impl EventBus {
                 });
             }
         }
+    }
+
+    /// Subscriptions not expired.
+    fn live_subscriptions(&self) -> usize {
+        let now = Instant::now();
+        self.read().events.iter().flat_map(|s| s.subs.iter()).filter(|s| !s.is_expired(now)).count()
     }
 
     /// Number of live-or-not-yet-purged subscriptions (tests).

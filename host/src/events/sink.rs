@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use super::destinations::Destinations;
 use super::{Event, EventError, EventsConfig};
 
 /// The future [`Sink::deliver`] returns.
@@ -147,13 +148,15 @@ struct ContextInner {
     cfg: EventsConfig,
     schemes: SinkSchemes,
     raiser: Raiser,
+    destinations: Arc<Destinations>,
 }
 
 impl SinkContext {
     /// The context of a bus: `raiser` raises on it (it holds the bus weakly, so that a
     /// sink that keeps its context does not keep its bus alive).
     pub(super) fn new(cfg: &EventsConfig, schemes: SinkSchemes, raiser: Raiser) -> SinkContext {
-        SinkContext { inner: Arc::new(ContextInner { cfg: cfg.clone(), schemes, raiser }) }
+        let destinations = Arc::new(Destinations::from_config_or_refuse_all(cfg));
+        SinkContext { inner: Arc::new(ContextInner { cfg: cfg.clone(), schemes, raiser, destinations }) }
     }
 
     /// A context of no bus, for parsing sockets on their own (tests, checks): what
@@ -165,6 +168,16 @@ impl SinkContext {
     /// The settings.
     pub fn config(&self) -> &EventsConfig {
         &self.inner.cfg
+    }
+
+    /// Where subscribers may point (checked by each transport).
+    pub fn destinations(&self) -> &Destinations {
+        &self.inner.destinations
+    }
+
+    /// The same policy as a shared handle (for a resolver that outlives a borrow).
+    pub fn destinations_handle(&self) -> Arc<Destinations> {
+        self.inner.destinations.clone()
     }
 
     /// Parses a subscriber socket with this bus's schemes (see [`SinkSchemes`]).

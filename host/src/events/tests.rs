@@ -31,6 +31,13 @@ pub(crate) fn bus_with(cfg: &EventsConfig, handler: Option<Arc<dyn EventRouteHan
     EventBus::new(cfg, crate::sinks::schemes(handler, &crate::sinks::Flatstore::default()), None).expect("bus")
 }
 
+/// Settings whose `flatstore:` and `unix:` destinations may be anywhere
+/// under the system temp dir (where the tests' temp dirs are).
+pub(crate) fn tmp_cfg() -> EventsConfig {
+    let tmp = std::env::temp_dir().display().to_string();
+    EventsConfig { flatstore_dirs: vec![tmp.clone()], unix_socket_dirs: vec![tmp], ..EventsConfig::default() }
+}
+
 /// A bus with the default settings and no event route handler.
 pub(crate) fn bus() -> EventBus {
     bus_with(&EventsConfig::default(), None)
@@ -224,8 +231,20 @@ async fn bad_subscriptions_name_the_problem() {
     assert!(matches!(err("tcp::9999"), EventError::BadSocket(m) if m.contains("missing host")));
     assert!(matches!(err("virtual:SOMETIMES udp:1.2.3.4:5"), EventError::BadSocket(m) if m.contains("policy")));
     assert!(matches!(err("virtual:FAILOVER"), EventError::BadSocket(_)));
-    assert!(matches!(err("flatstore:/nonexistent-dir/x.log"), EventError::Refused(_)));
-    assert!(matches!(err("flatstore:/tmp"), EventError::Refused(m) if m.contains("directory")));
+    // Default: no flatstore_dirs, so flatstore is refused, naming the setting.
+    assert!(
+        matches!(err("flatstore:/tmp/x.log"), EventError::DestinationRefused(m) if m.contains("events.flatstore_dirs"))
+    );
+    let tmp = bus_with(&tmp_cfg(), None);
+    let tmp_err = |s: &str| tmp.subscribe("E_X", s, None).unwrap_err();
+    let missing = std::env::temp_dir().join("nonexistent-sipbox-dir/x.log");
+    assert!(
+        matches!(tmp_err(&format!("flatstore:{}", missing.display())), EventError::DestinationRefused(m) if m.contains("no directory"))
+    );
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        matches!(tmp_err(&format!("flatstore:{}", dir.path().display())), EventError::Refused(m) if m.contains("directory"))
+    );
     assert!(matches!(bus.subscribe("BAD NAME", "route:r", None), Err(EventError::BadName(_))));
     assert_eq!(bus.subscription_count(), 0);
     // The messages are meant for humans (MI errors).

@@ -12,7 +12,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram};
 use tokio::time::timeout;
 
-use super::tests::{Recorder, bus, bus_with, next, recording_bus};
+use super::tests::{Recorder, bus, bus_with, next, recording_bus, tmp_cfg};
 use super::*;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -71,7 +71,7 @@ async fn unix_listener_gets_the_datagram() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
-    let bus = bus();
+    let bus = bus_with(&tmp_cfg(), None);
     bus.subscribe("E_X", &format!("unix:{}", path.display()), None).unwrap();
     bus.raise(ev("E_X", 1));
     let mut buf = vec![0u8; 65_536];
@@ -181,7 +181,7 @@ async fn flatstore_shared_file_lines_mi_rotation_and_permissions() {
     let path = dir.path().join("events.log");
     let p = path.to_str().unwrap().to_owned();
     let socket = format!("flatstore:{p}");
-    let cfg = EventsConfig { flatstore_file_permissions: "600".into(), ..EventsConfig::default() };
+    let cfg = EventsConfig { flatstore_file_permissions: "600".into(), ..tmp_cfg() };
     let flatstore = crate::sinks::Flatstore::default();
     let (tx, mut rot) = tokio::sync::mpsc::unbounded_channel();
     let schemes = crate::sinks::schemes(Some(Arc::new(Recorder(tx))), &flatstore);
@@ -220,7 +220,7 @@ async fn flatstore_rotates_by_size() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("size.log");
     let p = path.to_str().unwrap().to_owned();
-    let cfg = EventsConfig { flatstore_max_size: 100, ..EventsConfig::default() };
+    let cfg = EventsConfig { flatstore_max_size: 100, ..tmp_cfg() };
     let (bus, mut rot) = recording_bus(&cfg);
     bus.subscribe(E_FLATSTORE_ROTATION, "route:rot", None).unwrap();
     let socket = format!("flatstore:{p}");
@@ -305,4 +305,22 @@ async fn virtual_parallel_and_round_robin() {
     assert_eq!(recv_text(&b).await, json_of("E_R", 1));
     assert_eq!(recv_text(&a).await, json_of("E_R", 2));
     assert_eq!(recv_text(&b).await, json_of("E_R", 3));
+}
+
+/// A symlink planted at a flatstore path after the subscription was made is
+/// not followed (`O_NOFOLLOW`): the write fails and is counted, and the file
+/// it points at is left alone.
+#[tokio::test]
+async fn flatstore_does_not_follow_a_symlink_planted_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "untouched\n").unwrap();
+    let path = dir.path().join("events.log");
+    let socket = format!("flatstore:{}", path.display());
+    let bus = bus_with(&tmp_cfg(), None);
+    bus.subscribe("E_L", &socket, None).unwrap();
+    std::os::unix::fs::symlink(&victim, &path).unwrap();
+    bus.raise(Event::new("E_L", Params::new().with("v", "evil")));
+    wait_until("refused write counted", || stat(&bus, &format!("events_failed:{socket}")) == 1).await;
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
 }

@@ -56,9 +56,14 @@ impl Mi {
 
 /// A context with an in-memory location table and a fresh event bus.
 pub(super) fn context() -> MiContext {
+    context_with(&EventsConfig::default())
+}
+
+/// As [`context`], with these `[events]` settings.
+pub(super) fn context_with(events: &EventsConfig) -> MiContext {
     let location = Location::open(&LocationConfig { db_path: None, ..LocationConfig::default() }).expect("location");
     let flatstore = Flatstore::default();
-    let bus = EventBus::new(&EventsConfig::default(), sinks::schemes(None, &flatstore), None).expect("bus");
+    let bus = EventBus::new(events, sinks::schemes(None, &flatstore), None).expect("bus");
     MiContext::new(bus, location, RouteSource::Embedded).with_flatstore(flatstore)
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 
-use super::tests::{WAIT, context, start, udp_call};
+use super::tests::{WAIT, context, context_with, start, udp_call};
+use crate::events::EventsConfig;
 
 /// A UDP event listener: its `udp:` socket and the next datagram's text.
 struct Listener {
@@ -143,7 +144,7 @@ async fn subscribe_errors_name_the_problem() {
     assert!(err.data.as_deref().is_some_and(|d| d.contains("udp")), "{err}");
     let err = mi.call_err("event_subscribe", json!(["E_X", "flatstore:/nonexistent-sipbox-dir/events.log"])).await;
     assert_eq!(err.code, 400);
-    assert!(err.data.as_deref().is_some_and(|d| d.contains("refused")), "{err}");
+    assert!(err.data.as_deref().is_some_and(|d| d.contains("events.flatstore_dirs")), "{err}");
     let err = mi.call_err("event_subscribe", json!(["bad name", "udp:127.0.0.1:9"])).await;
     assert_eq!(err.code, 400);
     let err = mi.call_err("event_subscribe", json!(["", "udp:127.0.0.1:9"])).await;
@@ -178,7 +179,8 @@ async fn raise_errors_follow_opensips() {
 
 #[tokio::test]
 async fn flatstore_rotation_over_mi() {
-    let mi = start(context()).await;
+    let tmp = std::env::temp_dir().display().to_string();
+    let mi = start(context_with(&EventsConfig { flatstore_dirs: vec![tmp], ..EventsConfig::default() })).await;
     let err = mi.call_err("evi_flat_rotate", json!(["/no/such/file.log"])).await;
     assert_eq!((err.code, err.message.as_str()), (400, "File not found"));
 
@@ -201,4 +203,101 @@ async fn flatstore_rotation_over_mi() {
     let fresh = wait_for(|| read(&path).filter(|t| t.contains("E_ROT,two"))).await;
     assert!(!fresh.contains("one"), "the new file starts empty: {fresh:?}");
     assert!(read(&moved).is_some_and(|t| !t.contains("two")), "the moved file is left alone");
+}
+
+/// Issue 17: `event_subscribe` pointed events at cloud metadata, a DNS server
+/// and the systemd notify socket. Each is now refused with an error naming
+/// the setting, and counted.
+#[tokio::test]
+async fn subscribe_refuses_metadata_link_local_and_unlisted_destinations() {
+    let mi = start(context()).await;
+    for socket in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fd00:ec2::254]/latest/meta-data/",
+        "udp:169.254.169.254:53",
+        "tcp:[fe80::1]:80",
+        "udp:[::ffff:169.254.169.254]:53",
+        "virtual:FAILOVER udp:127.0.0.1:9 http://169.254.169.254/",
+    ] {
+        let err = mi.call_err("event_subscribe", json!(["E_X", socket])).await;
+        assert_eq!((err.code, err.message.as_str()), (400, "Bad parameter value"), "{socket}");
+        assert!(err.data.as_deref().is_some_and(|d| d.contains("events.deny_destinations")), "{socket}: {err}");
+    }
+    let err = mi.call_err("event_subscribe", json!(["E_X", "unix:/run/systemd/notify"])).await;
+    assert_eq!(err.code, 400);
+    assert!(err.data.as_deref().is_some_and(|d| d.contains("events.unix_socket_dirs")), "{err}");
+    let stats = mi.ctx.bus.stats();
+    let stat = |name: &str| stats.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    assert_eq!(stat("events_subscribe_refused_destination"), Some(7));
+    assert_eq!(stat("events_subscriptions"), Some(0));
+
+    // An allow-list: 10.0.0.1 is not in it.
+    let cfg = EventsConfig { allow_destinations: vec!["127.0.0.0/8".into()], ..EventsConfig::default() };
+    let mi = start(context_with(&cfg)).await;
+    let err = mi.call_err("event_subscribe", json!(["E_X", "udp:10.0.0.1:53"])).await;
+    assert!(err.data.as_deref().is_some_and(|d| d.contains("events.allow_destinations")), "{err}");
+    mi.call("event_subscribe", json!(["E_X", "udp:127.0.0.1:9"])).await.expect("loopback allowed");
+}
+
+/// Subscriptions are capped per destination and in total; over a cap the
+/// MI answers "Subscription limit reached" naming the setting; a refresh of
+/// an existing subscription is not a new one.
+#[tokio::test]
+async fn subscriptions_are_capped_per_destination_and_in_total() {
+    let cfg = EventsConfig { max_subscriptions: 3, max_subscriptions_per_destination: 2, ..EventsConfig::default() };
+    let mi = start(context_with(&cfg)).await;
+    mi.call("event_subscribe", json!(["E_1", "udp:127.0.0.1:9"])).await.expect("1st");
+    mi.call("event_subscribe", json!(["E_2", "udp:127.0.0.1:9"])).await.expect("2nd");
+    mi.call("event_subscribe", json!(["E_2", "udp:127.0.0.1:9"])).await.expect("a refresh is not counted");
+    let err = mi.call_err("event_subscribe", json!(["E_3", "udp:127.0.0.1:9"])).await;
+    assert_eq!((err.code, err.message.as_str()), (400, "Subscription limit reached"));
+    assert!(err.data.as_deref().is_some_and(|d| d.contains("events.max_subscriptions_per_destination")), "{err}");
+    mi.call("event_subscribe", json!(["E_3", "udp:127.0.0.1:10"])).await.expect("3rd, another destination");
+    let err = mi.call_err("event_subscribe", json!(["E_4", "udp:127.0.0.1:11"])).await;
+    assert!(err.data.as_deref().is_some_and(|d| d.contains("events.max_subscriptions =")), "{err}");
+    // Unsubscribing makes room again.
+    mi.call("event_subscribe", json!(["E_1", "udp:127.0.0.1:9", 0])).await.expect("unsubscribe");
+    mi.call("event_subscribe", json!(["E_4", "udp:127.0.0.1:11"])).await.expect("room again");
+    let stats = mi.ctx.bus.stats();
+    let stat = |name: &str| stats.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    assert_eq!(stat("events_subscribe_refused_limit"), Some(2));
+    assert_eq!(stat("events_subscriptions"), Some(3));
+}
+
+/// Issue 17: a crafted `raise_event` appended an `authorized_keys` line to a
+/// file of the attacker's choice. Outside `flatstore_dirs` the subscription
+/// is refused; inside, every event stays one line whatever its values hold.
+#[tokio::test]
+async fn flatstore_cannot_write_outside_its_dirs_or_forge_lines() {
+    let home = tempfile::tempdir().expect("tmp");
+    let keys = home.path().join("authorized_keys");
+    let mi = start(context()).await;
+    let err = mi.call_err("event_subscribe", json!(["E_K", format!("flatstore:{}", keys.display())])).await;
+    assert!(err.data.as_deref().is_some_and(|d| d.contains("events.flatstore_dirs")), "{err}");
+
+    let logs = home.path().join("logs");
+    std::fs::create_dir(&logs).expect("logs dir");
+    std::os::unix::fs::symlink(home.path(), logs.join("up")).expect("symlink");
+    let cfg = EventsConfig { flatstore_dirs: vec![logs.display().to_string()], ..EventsConfig::default() };
+    let mi = start(context_with(&cfg)).await;
+    for escape in [
+        format!("{}/../authorized_keys", logs.display()),
+        format!("{}/up/authorized_keys", logs.display()),
+        keys.display().to_string(),
+    ] {
+        let err = mi.call_err("event_subscribe", json!(["E_K", format!("flatstore:{escape}")])).await;
+        assert_eq!(err.code, 400, "{escape}");
+    }
+    assert!(!keys.exists(), "nothing written outside flatstore_dirs");
+
+    let log = logs.join("events.log");
+    mi.call("event_subscribe", json!(["E_K", format!("flatstore:{}", log.display())])).await.expect("inside");
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl evil";
+    let params = json!({"a": format!("x\n{key}\r\n"), "b": "tab\there\u{1b}[31m\\"}).to_string();
+    mi.call("raise_event", json!(["E_K", params])).await.expect("raise");
+    let read = || std::fs::read_to_string(&log).ok().filter(|t| t.ends_with('\n'));
+    let text = wait_for(read).await;
+    assert_eq!(text.lines().count(), 1, "one event, one line: {text:?}");
+    assert_eq!(text, format!("E_K,x\\n{key}\\r\\n,tab\\there\\x1b[31m\\\\\n"));
+    assert!(!text.lines().any(|l| l.starts_with("ssh-")), "no line an sshd would read as a key");
 }

@@ -4,7 +4,8 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::events::EventError;
+use crate::events::destinations::Destinations;
+use crate::events::{EventError, SinkError};
 
 /// A parsed `host:port`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +59,29 @@ impl HostPort {
             .await?
             .next()
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} does not resolve", self.host)))
+    }
+}
+
+impl HostPort {
+    /// At subscribe time: an IP literal must be allowed by the destination
+    /// policy (a name is checked after each resolution, [`resolve_allowed`](Self::resolve_allowed)).
+    pub fn check(&self, proto: &str, policy: &Destinations) -> Result<(), EventError> {
+        match self.ip {
+            Some(ip) => policy.check_ip(ip).map_err(|e| EventError::DestinationRefused(format!("{proto}:{self}: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// [`resolve`](Self::resolve), then the policy's check of the address
+    /// the name resolved to (so DNS cannot point a subscriber elsewhere).
+    pub async fn resolve_allowed(&self, policy: &Destinations) -> Result<SocketAddr, SinkError> {
+        let addr = self.resolve().await?;
+        let checked = match self.ip {
+            Some(ip) => policy.check_ip(ip),
+            None => policy.check_resolved(&self.host, addr.ip()),
+        };
+        checked.map_err(SinkError::Other)?;
+        Ok(addr)
     }
 }
 

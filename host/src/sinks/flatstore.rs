@@ -3,7 +3,18 @@
 //! `flatstore_suppress_event_name`), then each parameter value (names are
 //! not written) preceded by the delimiter; ints in decimal, NULL and empty
 //! strings as nothing; in string values every occurrence of the delimiter's
-//! first character becomes a space; no other quoting or escaping.
+//! first character becomes a space (as OpenSIPS). Unlike OpenSIPS, which
+//! writes values raw, a line cannot be broken or forged: in the event name
+//! and string values a backslash is written `\\`, CR `\r`, LF `\n`, TAB
+//! `\t`, any other ASCII control character `\xHH` and other control or
+//! line-separator characters `\u{HHHH}`. So one event is always one line.
+//!
+//! Files are written only under `[events] flatstore_dirs` (default none:
+//! every `flatstore:` subscription is refused, naming the setting). The path
+//! must be absolute without `..`; its directory is canonicalised and must lie
+//! under a configured one, when subscribing and again each time the file is
+//! opened; the file is opened with `O_NOFOLLOW`, so a symlink planted at the
+//! path is refused, not followed.
 //!
 //! Subscriptions to the same path share one file, written by one dedicated
 //! thread (file I/O never runs on an async worker), which lives as long as
@@ -69,11 +80,31 @@ impl Flatstore {
     }
 }
 
+/// Appends `s`, escaping what could break or forge a line (module docs).
+fn push_escaped(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_ascii_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
+                let _ = write!(out, "\\u{{{:04x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
 /// The text line for an event (see the module docs).
 pub(crate) fn line(event: &Event, delimiter: &str, suppress_name: bool) -> Vec<u8> {
     let mut out = String::with_capacity(64);
     if !suppress_name {
-        out.push_str(&event.name);
+        push_escaped(&mut out, &event.name);
     }
     let first = delimiter.chars().next();
     for (_, value) in &event.params.0 {
@@ -83,8 +114,10 @@ pub(crate) fn line(event: &Event, delimiter: &str, suppress_name: bool) -> Vec<u
         match value {
             Value::Int(n) => out.push_str(&n.to_string()),
             Value::Str(s) => match first {
-                Some(d) if s.contains(d) => out.extend(s.chars().map(|c| if c == d { ' ' } else { c })),
-                _ => out.push_str(s),
+                Some(d) if s.contains(d) => {
+                    push_escaped(&mut out, &s.chars().map(|c| if c == d { ' ' } else { c }).collect::<String>())
+                }
+                _ => push_escaped(&mut out, s),
             },
             Value::Null => {}
         }
@@ -134,10 +167,15 @@ impl Sink for FlatSink {
         Box::pin(self.write(event))
     }
 
-    /// As OpenSIPS `flat_parse`: the directory must exist and the path must
-    /// not be a directory. (Two `stat`s, once per new subscription.)
+    /// The path must be under `flatstore_dirs` (module docs); then, as
+    /// OpenSIPS `flat_parse`, the directory must exist and the path must not
+    /// be a directory. (A few `stat`s, once per new subscription.)
     fn check(&self) -> Result<(), EventError> {
         let path = Path::new(&self.path);
+        self.ctx
+            .destinations()
+            .check_flatstore(path)
+            .map_err(|e| EventError::DestinationRefused(format!("{}: {e}", self.socket)))?;
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
@@ -274,6 +312,9 @@ impl Writer {
         let file = match &mut self.file {
             Some(f) => f,
             slot @ None => {
+                // Checked again at each open: the directory may have been
+                // swapped for a symlink since the subscription was made.
+                self.ctx.destinations().check_flatstore(Path::new(&self.path)).map_err(std::io::Error::other)?;
                 let (f, size) = open(&self.path, self.mode)?;
                 self.size = size;
                 slot.insert(f)
@@ -305,10 +346,11 @@ impl Writer {
 }
 
 /// Opens for append, creating with `mode` (set explicitly, so the umask
-/// does not change it). Returns the file and its current size.
+/// does not change it), never through a symlink (`O_NOFOLLOW`). Returns the
+/// file and its current size.
 fn open(path: &str, mode: u32) -> std::io::Result<(File, u64)> {
     let existed = Path::new(path).exists();
-    let file = OpenOptions::new().append(true).create(true).mode(mode).open(path)?;
+    let file = OpenOptions::new().append(true).create(true).mode(mode).custom_flags(libc::O_NOFOLLOW).open(path)?;
     if !existed {
         file.set_permissions(std::fs::Permissions::from_mode(mode))?;
     }

@@ -18,19 +18,29 @@
 //! retrying, so a failure it reports is final ([`Sink::retry_on_error`] is
 //! false) and the subscription moves on to the next event. Subscriptions
 //! expire as usual.
+//!
+//! Timeouts: `[events] http_timeout_ms` per attempt and
+//! `http_connect_timeout_ms` per connection. Destinations obey the
+//! `[events]` policy (`events::destinations`): an IP literal is checked when
+//! subscribing, a host name by the client's resolver each time it connects,
+//! so every address actually connected to was checked.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Client, StatusCode, Url};
 
-use crate::events::{DeliverFut, Event, EventError, Sink, SinkError};
+use crate::events::destinations::Destinations;
+use crate::events::{DeliverFut, Event, EventError, Sink, SinkContext, SinkError};
 
 /// Per-attempt limit on the whole exchange (connect, send, response, body).
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Limit on establishing a connection (TCP, and TLS for https).
+#[cfg(test)]
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Attempts per event (the first plus retries).
 pub(crate) const ATTEMPTS: u32 = 3;
@@ -61,9 +71,54 @@ impl Default for Policy {
     }
 }
 
-/// Parses an `http://` / `https://` socket (the whole URL).
-pub(crate) fn parse(socket: &str) -> Result<Arc<dyn Sink>, EventError> {
-    Ok(Arc::new(HttpSink::new(socket, Policy::default())?))
+/// The HTTP client of one bus, made on first use from its `[events]`
+/// settings: one connection pool, and a resolver that applies the
+/// destination policy. Cheap to clone.
+#[derive(Clone, Default)]
+pub(crate) struct Clients {
+    client: Arc<OnceLock<Result<Client, String>>>,
+}
+
+impl Clients {
+    /// Parses an `http://` / `https://` socket (the whole URL).
+    pub(crate) fn parse(&self, socket: &str, ctx: &SinkContext) -> Result<Arc<dyn Sink>, EventError> {
+        let cfg = ctx.config();
+        let client = self
+            .client
+            .get_or_init(|| build_client(Duration::from_millis(cfg.http_connect_timeout_ms), ctx.destinations_handle()))
+            .clone()
+            .map_err(|e| EventError::Refused(format!("{socket}: {e}")))?;
+        let policy = Policy { timeout: Duration::from_millis(cfg.http_timeout_ms), ..Policy::default() };
+        Ok(Arc::new(HttpSink::with_client(socket, policy, client, ctx.destinations_handle())?))
+    }
+}
+
+/// Resolves host names for the HTTP client, keeping only the addresses the
+/// destination policy allows (all refused: the connection fails saying why).
+struct PolicyResolver(Arc<Destinations>);
+
+impl Resolve for PolicyResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.0.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let found = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let mut refused = None;
+            let allowed: Vec<SocketAddr> = found
+                .filter(|a| match policy.check_resolved(&host, a.ip()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        refused.get_or_insert(e);
+                        false
+                    }
+                })
+                .collect();
+            match (allowed.is_empty(), refused) {
+                (true, Some(why)) => Err(why.into()),
+                _ => Ok(Box::new(allowed.into_iter()) as Addrs),
+            }
+        })
+    }
 }
 
 /// A webhook subscriber.
@@ -71,13 +126,27 @@ pub(crate) struct HttpSink {
     url: Url,
     /// The URL as `subscribers_list` shows it (password masked).
     canonical: String,
-    client: &'static Client,
+    client: Client,
     policy: Policy,
+    destinations: Arc<Destinations>,
 }
 
 impl HttpSink {
-    /// Checks the URL; opens nothing.
+    /// A sink with its own client and the default destination policy (tests).
+    #[cfg(test)]
     pub(crate) fn new(socket: &str, policy: Policy) -> Result<HttpSink, EventError> {
+        let destinations = Arc::new(Destinations::from_config_or_refuse_all(&crate::events::EventsConfig::default()));
+        let client = build_client(CONNECT_TIMEOUT, destinations.clone()).map_err(EventError::Refused)?;
+        HttpSink::with_client(socket, policy, client, destinations)
+    }
+
+    /// Checks the URL; opens nothing.
+    fn with_client(
+        socket: &str,
+        policy: Policy,
+        client: Client,
+        destinations: Arc<Destinations>,
+    ) -> Result<HttpSink, EventError> {
         let bad = |why: &str| EventError::BadSocket(format!("{socket}: {why}"));
         let url = Url::parse(socket.trim()).map_err(|e| bad(&e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -94,9 +163,8 @@ impl HttpSink {
             // Cannot fail: the URL has a host, so it can carry credentials.
             let _ = shown.set_password(Some("***"));
         }
-        let client = shared_client().map_err(|e| EventError::Refused(format!("{socket}: {e}")))?;
         let policy = Policy { attempts: policy.attempts.max(1), ..policy };
-        Ok(HttpSink { canonical: shown.to_string(), url, client, policy })
+        Ok(HttpSink { canonical: shown.to_string(), url, client, policy, destinations })
     }
 
     async fn post(&self, body: Bytes) -> Result<(), SinkError> {
@@ -193,26 +261,31 @@ impl Sink for HttpSink {
             self.post(body).await
         })
     }
+
+    /// An IP-literal host must be allowed (names are checked by the resolver).
+    fn check(&self) -> Result<(), EventError> {
+        let host = self.url.host_str().unwrap_or_default();
+        let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() else {
+            return Ok(());
+        };
+        self.destinations.check_ip(ip).map_err(|e| EventError::DestinationRefused(format!("{}: {e}", self.canonical)))
+    }
 }
 
-/// The client all HTTP sinks share: one connection pool, created on first
-/// use. TLS uses rustls with its aws-lc-rs provider (reqwest picks it when
-/// no process-wide provider is installed) and the platform's trust store.
-fn shared_client() -> Result<&'static Client, String> {
-    static CLIENT: OnceLock<Result<Client, String>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            Client::builder()
-                .user_agent(concat!("sipbox/", env!("CARGO_PKG_VERSION")))
-                .connect_timeout(CONNECT_TIMEOUT)
-                .pool_idle_timeout(POOL_IDLE)
-                .redirect(reqwest::redirect::Policy::none())
-                .tcp_nodelay(true)
-                .build()
-                .map_err(|e| format!("cannot create the HTTP client: {e}"))
-        })
-        .as_ref()
-        .map_err(Clone::clone)
+/// A client for HTTP sinks: one connection pool, host names resolved through
+/// the destination policy. TLS uses rustls with its aws-lc-rs provider
+/// (reqwest picks it when no process-wide provider is installed) and the
+/// platform's trust store.
+fn build_client(connect_timeout: Duration, destinations: Arc<Destinations>) -> Result<Client, String> {
+    Client::builder()
+        .user_agent(concat!("sipbox/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(POOL_IDLE)
+        .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true)
+        .dns_resolver(PolicyResolver(destinations))
+        .build()
+        .map_err(|e| format!("cannot create the HTTP client: {e}"))
 }
 
 #[cfg(test)]

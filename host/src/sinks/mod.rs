@@ -12,6 +12,7 @@
 //! - `route`: `route:NAME`, event routes run by an [`EventRouteHandler`];
 //! - `virt`: `virtual:POLICY sock1 sock2 ...` (event_virtual);
 //! - `http`: `http://`, `https://` webhooks; `rabbitmq`: `rabbitmq:` AMQP;
+//! - `xmlrpc`: `xmlrpc:host:port[/path]:method` (event_xmlrpc);
 //! - `addr`: `host:port` parsing shared by `udp:` and `tcp:`.
 //!
 //! A sink is created per subscription and is lazy: parsing a socket checks
@@ -28,6 +29,7 @@ mod rabbitmq;
 mod route;
 mod stream;
 mod virt;
+mod xmlrpc;
 
 use std::sync::Arc;
 
@@ -40,17 +42,21 @@ pub use flatstore::Flatstore;
 /// `flatstore:` subscribers write through `flatstore` (keep a clone to rotate the files).
 pub fn schemes(route_handler: Option<Arc<dyn EventRouteHandler>>, flatstore: &Flatstore) -> SinkSchemes {
     let flatstore = flatstore.clone();
+    // One HTTP client (connection pool, policy-checking resolver) per bus.
+    let http_client = http::Clients::default();
+    let https_client = http_client.clone();
     SinkSchemes::new()
-        .with("udp", |_, rest, _| datagram::parse_udp(rest))
-        .with("unix", |_, rest, _| datagram::parse_unix(rest))
+        .with("udp", |_, rest, ctx| datagram::parse_udp(rest, ctx))
+        .with("unix", |_, rest, ctx| datagram::parse_unix(rest, ctx))
         .with("tcp", |_, rest, ctx| stream::parse(rest, ctx))
         .with("stream", |_, rest, ctx| stream::parse(rest, ctx))
         .with("flatstore", move |_, rest, ctx| flatstore.parse(rest, ctx))
         .with("route", move |_, rest, _| route::parse(rest, route_handler.clone()))
         .with("virtual", |_, rest, ctx| virt::parse(rest, ctx))
-        .with("http", |socket, _, _| http::parse(socket))
-        .with("https", |socket, _, _| http::parse(socket))
-        .with("rabbitmq", |socket, _, _| rabbitmq::parse(socket))
+        .with("http", move |socket, _, ctx| http_client.parse(socket, ctx))
+        .with("https", move |socket, _, ctx| https_client.parse(socket, ctx))
+        .with("rabbitmq", |socket, _, ctx| rabbitmq::parse(socket, ctx))
+        .with("xmlrpc", |_, rest, ctx| xmlrpc::parse(rest, ctx))
 }
 
 #[cfg(test)]

@@ -18,13 +18,19 @@
 //! the queue bound. After a lost confirm the event may be published twice
 //! (at-least-once).
 //!
+//! The broker's address is resolved here and checked against the `[events]`
+//! destination policy before connecting. Timeouts: `[events]`
+//! `amqp_connect_timeout_ms` and `amqp_confirm_timeout_ms`.
+//!
 //! Like OpenSIPS, rabbitmq subscriptions never expire. The canonical socket
 //! (what `subscribers_list` shows, and the subscriber identity) omits the
 //! password and always names the user and port.
 
 mod confirm;
 mod socket;
+mod tls;
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,28 +41,32 @@ use tokio::sync::Mutex;
 
 use self::confirm::{Callbacks, Confirms, Outcome};
 use self::socket::Target;
-use crate::events::{CloseFut, DeliverFut, Event, EventError, Sink, SinkError};
+use crate::events::{CloseFut, DeliverFut, Event, EventError, Sink, SinkContext, SinkError};
 
-/// Limit on opening a connection and its channel (TCP + AMQP handshake).
-/// OpenSIPS `connect_timeout` defaults to 500 ms; this is longer because
-/// RabbitMQ waits 3 s before dropping a client whose login it refused, and
-/// that refusal should be reported as such rather than as a timeout.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Limit on the broker confirming one publish.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+// Timeouts: `[events] amqp_connect_timeout_ms` bounds opening a connection
+// and its channel (TCP + AMQP handshake); OpenSIPS `connect_timeout` defaults
+// to 500 ms, the default here is 5 s because RabbitMQ waits 3 s before
+// dropping a client whose login it refused, and that refusal should be
+// reported as such rather than as a timeout. `amqp_confirm_timeout_ms`
+// bounds the broker confirming one publish.
 /// AMQP heartbeat (seconds), so a silently dead broker or NAT is noticed.
 const HEARTBEAT_S: u16 = 30;
 
 /// Parses a `rabbitmq:` socket (the whole string). Opens nothing.
-pub(crate) fn parse(socket: &str) -> Result<Arc<dyn Sink>, EventError> {
+pub(crate) fn parse(socket: &str, ctx: &SinkContext) -> Result<Arc<dyn Sink>, EventError> {
     let target = socket::parse_target(socket.trim()).map_err(|e| EventError::BadSocket(format!("{socket}: {e}")))?;
-    Ok(Arc::new(RabbitSink::new(target)))
+    Ok(Arc::new(RabbitSink::new(target, ctx)))
 }
 
 /// A RabbitMQ subscriber.
 pub(crate) struct RabbitSink {
     target: Target,
     canonical: String,
+    connect_timeout: Duration,
+    confirm_timeout: Duration,
+    ctx: SinkContext,
+    /// TLS settings (the `tls` parameter), made when subscribing.
+    tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
     /// The open link, if any. The lock also serialises publishes, which
     /// keeps delivery tags in publish order.
     link: Mutex<Option<Link>>,
@@ -81,8 +91,50 @@ impl Link {
 }
 
 impl RabbitSink {
-    fn new(target: Target) -> RabbitSink {
-        RabbitSink { canonical: target.canonical(), target, link: Mutex::new(None) }
+    fn new(target: Target, ctx: &SinkContext) -> RabbitSink {
+        let cfg = ctx.config();
+        RabbitSink {
+            canonical: target.canonical(),
+            target,
+            connect_timeout: Duration::from_millis(cfg.amqp_connect_timeout_ms),
+            confirm_timeout: Duration::from_millis(cfg.amqp_confirm_timeout_ms),
+            ctx: ctx.clone(),
+            tls: std::sync::OnceLock::new(),
+            link: Mutex::new(None),
+        }
+    }
+
+    /// The TLS settings, made on first use (they read `amqp_tls_ca_file`).
+    fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+        if let Some(c) = self.tls.get() {
+            return Ok(c.clone());
+        }
+        let config = tls::client_config(self.ctx.config().amqp_tls_ca_file.as_deref())?;
+        Ok(self.tls.get_or_init(|| config).clone())
+    }
+
+    /// The broker's host without IPv6 brackets, and its literal address if it is one.
+    fn host_ip(&self) -> (&str, Option<IpAddr>) {
+        let host = self.target.host.trim_start_matches('[').trim_end_matches(']');
+        (host, host.parse().ok())
+    }
+
+    /// The address to connect to: resolved here (not by amqprs) so that the
+    /// destination policy sees the address actually used.
+    async fn resolve(&self) -> Result<SocketAddr, SinkError> {
+        let (host, ip) = self.host_ip();
+        let policy = self.ctx.destinations();
+        let addr = match ip {
+            Some(ip) => SocketAddr::new(ip, self.target.port),
+            None => tokio::net::lookup_host((host, self.target.port))
+                .await
+                .map_err(|e| self.err("resolve", e))?
+                .next()
+                .ok_or_else(|| self.err("resolve", format!("{host} does not resolve")))?,
+        };
+        let checked = if ip.is_some() { policy.check_ip(addr.ip()) } else { policy.check_resolved(host, addr.ip()) };
+        checked.map_err(SinkError::Other)?;
+        Ok(addr)
     }
 
     fn err(&self, what: &str, e: impl std::fmt::Display) -> SinkError {
@@ -91,14 +143,24 @@ impl RabbitSink {
 
     async fn connect(&self) -> Result<Link, SinkError> {
         let t = &self.target;
-        let mut args = OpenConnectionArguments::new(&t.host, t.port, &t.user, &t.password);
+        let mut addr = self.resolve().await?;
+        if t.tls {
+            let config = self.tls_config().map_err(|e| self.err("tls", e))?;
+            let (host, _) = self.host_ip();
+            let handshake = tls::tunnel(config, host, addr, self.connect_timeout);
+            addr = match tokio::time::timeout(self.connect_timeout, handshake).await {
+                Ok(r) => r.map_err(|e| self.err("tls", e))?,
+                Err(_) => return Err(self.err("tls", format!("no TLS session within {:?}", self.connect_timeout))),
+            };
+        }
+        let mut args = OpenConnectionArguments::new(&addr.ip().to_string(), addr.port(), &t.user, &t.password);
         // amqprs panics on an over-long (> 255 bytes) connection name.
         let mut name = format!("sipbox events {}", self.canonical);
         if name.len() > 200 {
             let cut = (0..=200).rev().find(|i| name.is_char_boundary(*i)).unwrap_or(0);
             name.truncate(cut);
         }
-        args.virtual_host("/").heartbeat(HEARTBEAT_S).connection_name(&name);
+        args.virtual_host(&t.vhost).heartbeat(HEARTBEAT_S).connection_name(&name);
         let open = async {
             let conn = Connection::open(&args).await.map_err(|e| {
                 // RabbitMQ answers bad credentials by resetting the connection
@@ -114,9 +176,9 @@ impl RabbitSink {
             chan.confirm_select(ConfirmSelectArguments::new(false)).await.map_err(|e| self.err("confirm.select", e))?;
             Ok::<_, SinkError>(Link { conn, chan, confirms, settled: true })
         };
-        match tokio::time::timeout(CONNECT_TIMEOUT, open).await {
+        match tokio::time::timeout(self.connect_timeout, open).await {
             Ok(r) => r,
-            Err(_) => Err(self.err("connect", format!("no AMQP session within {CONNECT_TIMEOUT:?}"))),
+            Err(_) => Err(self.err("connect", format!("no AMQP session within {:?}", self.connect_timeout))),
         }
     }
 
@@ -137,8 +199,8 @@ impl RabbitSink {
         let outcome = tokio::select! {
             r = confirmed => r.unwrap_or_else(|_| Outcome::Closed("channel dropped".into())),
             _ = link.conn.listen_network_io_failure() => Outcome::Closed("network failure".into()),
-            _ = tokio::time::sleep(CONFIRM_TIMEOUT) => {
-                return Err(self.err("publish", format!("no confirm within {CONFIRM_TIMEOUT:?}")));
+            _ = tokio::time::sleep(self.confirm_timeout) => {
+                return Err(self.err("publish", format!("no confirm within {:?}", self.confirm_timeout)));
             }
         };
         match outcome {
@@ -202,6 +264,21 @@ impl Sink for RabbitSink {
     /// Reconnecting transport: outage events wait in the queue and are retried.
     fn retry_on_error(&self) -> bool {
         true
+    }
+
+    /// A literal broker address must be allowed (a name is checked when connecting).
+    fn check(&self) -> Result<(), EventError> {
+        if self.target.tls {
+            self.tls_config().map_err(|e| EventError::Refused(format!("{}: {e}", self.canonical)))?;
+        }
+        match self.host_ip() {
+            (_, Some(ip)) => self
+                .ctx
+                .destinations()
+                .check_ip(ip)
+                .map_err(|e| EventError::DestinationRefused(format!("{}: {e}", self.canonical))),
+            _ => Ok(()),
+        }
     }
 
     /// Closes the channel and the connection with the AMQP handshake, so the

@@ -46,6 +46,7 @@ pub(crate) fn parse(rest: &str, ctx: &SinkContext) -> Result<Arc<dyn Sink>, Even
         method,
         event_param: cfg.stream_event_param.clone(),
         timeout: Duration::from_millis(cfg.stream_timeout_ms),
+        ctx: ctx.clone(),
         conn: Mutex::new(None),
     }))
 }
@@ -57,6 +58,7 @@ struct StreamSink {
     event_param: Option<String>,
     /// Per connect and per write.
     timeout: Duration,
+    ctx: SinkContext,
     conn: Mutex<Option<TcpStream>>,
 }
 
@@ -79,7 +81,7 @@ impl StreamSink {
         let stream = match &mut *conn {
             Some(stream) => stream,
             slot @ None => {
-                let addr = self.dst.resolve().await?;
+                let addr = self.dst.resolve_allowed(self.ctx.destinations()).await?;
                 let stream =
                     timeout(self.timeout, TcpStream::connect(addr)).await.map_err(|_| SinkError::Timeout)??;
                 let _ = stream.set_nodelay(true);
@@ -125,6 +127,10 @@ impl Sink for StreamSink {
 
     fn retry_on_error(&self) -> bool {
         true
+    }
+
+    fn check(&self) -> Result<(), EventError> {
+        self.dst.check("tcp", self.ctx.destinations())
     }
 
     /// Ends the stream with a FIN after what was written.

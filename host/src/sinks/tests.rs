@@ -90,3 +90,9 @@ fn flatstore_line_format() {
     assert_eq!(flatstore::line(&ev, ",", true), b"a b,200,,,z\n");
     assert_eq!(flatstore::line(&Event::new("E_NONE", Params::new()), ",", false), b"E_NONE\n");
 }
+
+#[test]
+fn flatstore_lines_escape_what_could_break_them() {
+    let ev = Event::new("E_X", Params::new().with("a", "l1\nl2\r").with("b", "\\ \t \u{7f} \u{85} \u{2028}"));
+    assert_eq!(flatstore::line(&ev, ",", false), b"E_X,l1\\nl2\\r,\\\\ \\t \\x7f \\u{0085} \\u{2028}\n".to_vec());
+}

@@ -42,6 +42,12 @@ impl Broker {
     /// Starts a fresh broker and waits (bounded) until it accepts AMQP
     /// connections. Panics with a clear message if none is installed.
     pub(crate) async fn start() -> Broker {
+        Broker::start_with("").await
+    }
+
+    /// As [`start`](Self::start), with `extra` appended to its `rabbitmq.conf`
+    /// (e.g. `default_vhost = v`, read at first boot).
+    pub(crate) async fn start_with(extra: &str) -> Broker {
         let dir = tempfile::Builder::new().prefix("sipbox-rmq-").tempdir().expect("temp dir");
         for d in ["mnesia", "log"] {
             std::fs::create_dir_all(dir.path().join(d)).expect("broker dirs");
@@ -49,7 +55,8 @@ impl Broker {
         // An empty env file and plugin list: nothing from /etc/rabbitmq applies.
         std::fs::write(dir.path().join("rabbitmq-env.conf"), "").expect("env file");
         std::fs::write(dir.path().join("enabled_plugins"), "[].\n").expect("plugins file");
-        std::fs::write(dir.path().join("rabbitmq.conf"), "disk_free_limit.absolute = 1MB\n").expect("conf");
+        let conf = format!("disk_free_limit.absolute = 1MB\n{extra}\n");
+        std::fs::write(dir.path().join("rabbitmq.conf"), conf).expect("conf");
         let node = format!("sipbox-test-{}-{}@localhost", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
         let mut b = Broker { dir, node, port: free_port(), dist_port: free_port(), server: None, watchdog: None };
         b.launch().await;
@@ -197,7 +204,7 @@ fn server_binary() -> PathBuf {
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the broker).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
     l.local_addr().expect("local addr").port()
 }

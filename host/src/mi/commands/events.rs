@@ -60,6 +60,7 @@ fn mi_error(err: EventError) -> MiError {
         EventError::NoSuchSubscriber(_) => MiError::new(404, "Subscriber does not exist").with_data(detail),
         EventError::FileNotFound(_) => MiError::new(400, "File not found").with_data(detail),
         EventError::NoRuntime => MiError::new(500, "Internal error").with_data(detail),
+        EventError::SubscriptionLimit(_) => MiError::new(400, "Subscription limit reached").with_data(detail),
         _ => MiError::new(400, "Bad parameter value").with_data(detail),
     }
 }
@@ -70,10 +71,12 @@ fn mi_error(err: EventError) -> MiError {
 /// `event_subscribe event socket [expire]`; `expire` in seconds, default
 /// 3600; `0` unsubscribes; subscribing the same socket again refreshes it.
 /// `socket` is `udp:host:port`, `unix:/path`, `flatstore:/path`,
-/// `tcp:host:port`, `http://...`, `rabbitmq:...`, `route:NAME` or
-/// `virtual:POLICY dest...`. Errors: -32602 "Negative expire value", 400
-/// "Bad parameter value" (unknown transport, malformed socket, refusing
-/// destination; `data` says which).
+/// `tcp:host:port`, `http://...`, `rabbitmq:...`, `xmlrpc:host:port:method`,
+/// `route:NAME` or `virtual:POLICY dest...`. Errors: -32602 "Negative expire
+/// value", 400 "Bad parameter value" (unknown transport, malformed socket,
+/// refusing destination, a destination the `[events]` policy does not allow;
+/// `data` says which and names the setting), 400 "Subscription limit
+/// reached" (`events.max_subscriptions[_per_destination]`).
 fn event_subscribe(ctx: &MiContext, args: &Args) -> MiResult {
     let event = args.non_empty_str("event")?;
     let socket = args.non_empty_str("socket")?;

@@ -323,3 +323,25 @@ fn malformed_urls_name_the_problem() {
     let s = HttpSink::new("HTTP://Hooks.Example.COM:80/a", Policy::default()).expect("sink");
     assert_eq!(s.socket(), "http://hooks.example.com/a");
 }
+
+/// Issue 17, DNS tricks: a host name is checked after it resolves, each time
+/// the client connects. With an allow-list leaving out loopback,
+/// `localhost` is refused at delivery (the receiver sees nothing) and counted;
+/// the configured timeouts come from `[events]`.
+#[tokio::test]
+async fn host_names_are_checked_after_resolution() {
+    let mut rx = Receiver::start(&[]).await;
+    let url = rx.url("/e").replace("127.0.0.1", "localhost");
+    let cfg =
+        EventsConfig { allow_destinations: vec!["10.0.0.0/8".into()], http_timeout_ms: 700, ..EventsConfig::default() };
+    let ctx = SinkContext::detached(&cfg, schemes(None, &Flatstore::default()));
+    let sink = parse_socket(&url, &ctx).expect("a name parses");
+    sink.check().expect("a name is not refused before it resolves");
+    let err = sink.deliver(&event()).await.expect_err("localhost resolves to loopback, not in the allow-list");
+    assert!(err.to_string().contains("resolved to a refused address"), "{err}");
+    assert!(ctx.destinations().refused_deliveries() >= 1);
+    assert_eq!(rx.count_pending(), 0, "nothing reached the receiver");
+    // A literal is refused at subscribe time.
+    let lit = parse_socket(&rx.url("/e"), &ctx).expect("parses");
+    assert!(lit.check().expect_err("127.0.0.1").to_string().contains("allow_destinations"));
+}

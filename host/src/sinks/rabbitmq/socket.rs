@@ -1,9 +1,14 @@
 //! The `rabbitmq:` socket grammar (OpenSIPS event_rabbitmq), parsed into a [`Target`]:
 //!
 //! ```text
-//! rabbitmq:[user[:password]@]host[:port]/[params?]routing_key
-//! params = key[=value] *(";" key[=value])     exchange=NAME | persistent | tls_domain=D
+//! rabbitmq:[user[:password]@]host[:port][/vhost]/[params?]routing_key
+//! params = key[=value] *(";" key[=value])     exchange=NAME | persistent | vhost=NAME | tls
 //! ```
+//!
+//! The virtual host (OpenSIPS's socket form only knows `/`) is a path segment
+//! before the last one, as in an `amqp://` URI, or the `vhost=` parameter;
+//! `%2F` inside it stands for `/`. So a routing key with a raw `/` must now
+//! be written `%2F`.
 //!
 //! Accepted as well: `/exchange=NAME;routing_key` (params ended by the last `;`
 //! when there is no `?`, the form in sipbox's issue text) and the OpenSIPS ≤ 3.x
@@ -11,12 +16,17 @@
 //! Defaults as OpenSIPS: `guest:guest`, port 5672, exchange `""`, vhost `/`.
 //! `%XX` escapes are decoded in user, password, exchange and routing key (OpenSIPS
 //! `un_escape`), so a password may hold `@`, `/`, `:` or `?` escaped.
-//! TLS (`tls_domain`) is refused with a clear error: sipbox has no tls_mgm.
+//! `tls` connects over TLS (default port 5671, the server certificate checked
+//! for the host name, against `[events] amqp_tls_ca_file` or the platform's
+//! roots). OpenSIPS's `tls_domain=D` names a tls_mgm domain, which sipbox does
+//! not have: it is refused, pointing at `tls`.
 
 use std::fmt::Write as _;
 
 /// The default AMQP port.
 pub(crate) const DEFAULT_PORT: u16 = 5672;
+/// The default AMQPS (AMQP over TLS) port.
+pub(crate) const DEFAULT_TLS_PORT: u16 = 5671;
 /// AMQP short strings (exchange, routing key) are at most 255 bytes.
 const MAX_SHORTSTR: usize = 255;
 
@@ -37,6 +47,10 @@ pub(crate) struct Target {
     pub routing_key: String,
     /// Publish with `delivery_mode=2`.
     pub persistent: bool,
+    /// AMQP virtual host; `/` by default.
+    pub vhost: String,
+    /// Connect over TLS.
+    pub tls: bool,
 }
 
 // Hand-written so that the password never reaches a log line.
@@ -56,6 +70,10 @@ impl Target {
         s.push_str("rabbitmq:");
         escape_into(&mut s, &self.user);
         let _ = write!(s, "@{}:{}/", self.host, self.port);
+        if self.vhost != "/" {
+            escape_into(&mut s, &self.vhost);
+            s.push('/');
+        }
         let mut params = Vec::new();
         if !self.exchange.is_empty() {
             let mut p = String::from("exchange=");
@@ -64,6 +82,9 @@ impl Target {
         }
         if self.persistent {
             params.push("persistent".to_owned());
+        }
+        if self.tls {
+            params.push("tls".to_owned());
         }
         if !params.is_empty() {
             s.push_str(&params.join(";"));
@@ -97,6 +118,17 @@ pub(crate) fn parse_target(socket: &str) -> Result<Target, String> {
         }
     };
     let (host, port) = split_host_port(hostport)?;
+    let mut vhost = "/".to_owned();
+    let tail = match tail.split_once('/') {
+        Some((v, rest)) => {
+            vhost = unescape(v, "vhost")?;
+            if vhost.is_empty() {
+                return Err("empty vhost between '/'s (omit it for the default vhost '/')".to_owned());
+            }
+            rest
+        }
+        None => tail,
+    };
 
     let (params, key) = match tail.split_once('?') {
         Some((p, k)) => (Some(p), k),
@@ -107,13 +139,18 @@ pub(crate) fn parse_target(socket: &str) -> Result<Target, String> {
     };
     let mut exchange = String::new();
     let mut persistent = false;
+    let mut tls = false;
     for param in params.into_iter().flat_map(|p| p.split(';')).filter(|p| !p.is_empty()) {
         match param.split_once('=') {
             Some(("exchange", v)) => exchange = unescape(v, "exchange")?,
+            Some(("vhost", v)) if !v.is_empty() => vhost = unescape(v, "vhost")?,
             Some(("tls_domain", _)) => {
-                return Err("TLS to RabbitMQ (tls_domain) is not supported".to_owned());
+                return Err("TLS via tls_domain (an OpenSIPS tls_mgm domain) is not supported: use the 'tls' \
+                            parameter, with events.amqp_tls_ca_file for a private CA"
+                    .to_owned());
             }
             None if param == "persistent" => persistent = true,
+            None if param == "tls" => tls = true,
             Some(("persistent", v)) => {
                 persistent = match v {
                     "1" | "true" | "yes" => true,
@@ -121,7 +158,7 @@ pub(crate) fn parse_target(socket: &str) -> Result<Target, String> {
                     _ => return Err(format!("bad value for persistent: '{v}'")),
                 }
             }
-            Some((k, _)) => return Err(format!("unknown parameter '{k}' (expected exchange=, persistent)")),
+            Some((k, _)) => return Err(format!("unknown parameter '{k}' (expected exchange=, vhost=, persistent)")),
             // OpenSIPS <= 3.x: `/exchange?routing_key`.
             None if tail.contains('?') => exchange = unescape(param, "exchange")?,
             None => return Err(format!("unknown parameter '{param}' (expected exchange=, persistent)")),
@@ -136,11 +173,15 @@ pub(crate) fn parse_target(socket: &str) -> Result<Target, String> {
             return Err(format!("{what} longer than {MAX_SHORTSTR} bytes"));
         }
     }
-    Ok(Target { host, port, user, password, exchange, routing_key, persistent })
+    if vhost.len() > MAX_SHORTSTR {
+        return Err(format!("vhost longer than {MAX_SHORTSTR} bytes"));
+    }
+    let port = port.unwrap_or(if tls { DEFAULT_TLS_PORT } else { DEFAULT_PORT });
+    Ok(Target { host, port, user, password, exchange, routing_key, persistent, vhost, tls })
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`.
-fn split_host_port(s: &str) -> Result<(String, u16), String> {
+fn split_host_port(s: &str) -> Result<(String, Option<u16>), String> {
     let (host, port) = if let Some(v6) = s.strip_prefix('[') {
         let (addr, after) = v6.split_once(']').ok_or("unterminated '[' in host")?;
         if addr.is_empty() || !addr.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
@@ -166,9 +207,9 @@ fn split_host_port(s: &str) -> Result<(String, u16), String> {
         (h.to_owned(), p)
     };
     let port = match port {
-        None => DEFAULT_PORT,
+        None => None,
         Some(p) => match p.parse::<u16>() {
-            Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
+            Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => Some(n),
             _ => return Err(format!("bad port '{p}'")),
         },
     };
@@ -268,6 +309,32 @@ mod tests {
             (x.user.clone(), x.host.clone(), x.port, x.exchange.clone(), x.routing_key.clone())
         );
         assert!(!format!("{x:?}").contains("p/?w"));
+    }
+
+    #[test]
+    fn tls_parameter() {
+        let x = t("rabbitmq:u:p@mq.example.com/tls;exchange=e?k");
+        assert!(x.tls);
+        assert_eq!(x.port, DEFAULT_TLS_PORT, "amqps default port");
+        assert_eq!(x.canonical(), "rabbitmq:u@mq.example.com:5671/exchange=e;tls?k");
+        // The canonical form has no password; everything else parses back.
+        assert_eq!(Target { password: x.password.clone(), ..t(&x.canonical()) }, x);
+        assert_eq!(t("rabbitmq:h:5000/tls;k").port, 5000);
+        assert!(!t("rabbitmq:h/k").tls);
+    }
+
+    #[test]
+    fn vhosts() {
+        let x = t("rabbitmq:u:p@h/prod/exchange=ev;persistent?key");
+        assert_eq!((x.vhost.as_str(), x.exchange.as_str(), x.routing_key.as_str()), ("prod", "ev", "key"));
+        assert_eq!(x.canonical(), "rabbitmq:u@h:5672/prod/exchange=ev;persistent?key");
+        assert_eq!(t(&x.canonical()).vhost, "prod");
+        assert_eq!(t("rabbitmq:h/vhost=prod;q").vhost, "prod");
+        let slash = t("rabbitmq:h/a%2Fb/q");
+        assert_eq!((slash.vhost.as_str(), slash.routing_key.as_str()), ("a/b", "q"));
+        assert_eq!(Target { password: slash.password.clone(), ..t(&slash.canonical()) }, slash);
+        assert_eq!(t("rabbitmq:h/q").vhost, "/");
+        assert!(parse_target("rabbitmq:h//q").expect_err("empty").contains("empty vhost"));
     }
 
     #[test]

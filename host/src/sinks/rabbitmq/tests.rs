@@ -30,7 +30,12 @@ struct Client {
 
 impl Client {
     async fn open(port: u16) -> Client {
-        let args = OpenConnectionArguments::new("127.0.0.1", port, "guest", "guest");
+        Client::open_vhost(port, "/").await
+    }
+
+    async fn open_vhost(port: u16, vhost: &str) -> Client {
+        let mut args = OpenConnectionArguments::new("127.0.0.1", port, "guest", "guest");
+        args.virtual_host(vhost);
         let conn = Connection::open(&args).await.expect("test client connects");
         let chan = conn.open_channel(None).await.expect("test channel");
         Client { _conn: conn, chan }
@@ -147,6 +152,136 @@ async fn publishes_to_exchanges_and_queues_and_reports_refusals() {
     let text = err.to_string();
     assert!(text.contains("credentials") && !text.contains("wrongpw"), "{text}");
     direct.assert_quiet(200).await;
+}
+
+/// A broker whose only vhost is `sipbox-v`: a socket naming it publishes
+/// there; the default vhost `/` does not exist, so a socket without one is
+/// refused by the broker.
+#[tokio::test]
+async fn publishes_into_the_socket_vhost() {
+    let broker = Broker::start_with("default_vhost = sipbox-v").await;
+    let port = broker.port();
+    let client = Client::open_vhost(port, "sipbox-v").await;
+    client.queue("q-v", None).await;
+    let mut rx = client.consume("q-v").await;
+    let s = sink(&format!("rabbitmq:127.0.0.1:{port}/sipbox-v/q-v"));
+    assert_eq!(s.socket(), format!("rabbitmq:guest@127.0.0.1:{port}/sipbox-v/q-v"));
+    s.deliver(&event(1)).await.expect("published in vhost sipbox-v");
+    assert_eq!(rx.next(10).await.1, event(1).to_jsonrpc_string());
+    let p = sink(&format!("rabbitmq:127.0.0.1:{port}/vhost=sipbox-v;persistent?q-v"));
+    p.deliver(&event(2)).await.expect("vhost= parameter");
+    assert_eq!(rx.next(10).await.1, event(2).to_jsonrpc_string());
+    let default = sink(&format!("rabbitmq:127.0.0.1:{port}/q-v"));
+    default.deliver(&event(3)).await.expect_err("vhost '/' does not exist on this broker");
+    rx.assert_quiet(200).await;
+}
+
+/// The destination policy applies to brokers: a denied literal is refused
+/// when subscribing; an allow-list that leaves out loopback refuses
+/// `localhost` after resolution, at delivery.
+#[tokio::test]
+async fn broker_addresses_obey_the_destination_policy() {
+    let cfg = EventsConfig { allow_destinations: vec!["10.0.0.0/8".into()], ..EventsConfig::default() };
+    let ctx = SinkContext::detached(&cfg, schemes(None, &Flatstore::default()));
+    let lit = parse_socket("rabbitmq:127.0.0.1:5672/q", &ctx).expect("parses");
+    assert!(lit.check().expect_err("not allowed").to_string().contains("allow_destinations"));
+    let name = parse_socket("rabbitmq:localhost:5672/q", &ctx).expect("parses");
+    name.check().expect("names are checked when connecting");
+    let err = name.deliver(&event(0)).await.expect_err("localhost resolves to loopback");
+    assert!(err.to_string().contains("resolved to a refused address"), "{err}");
+    assert_eq!(ctx.destinations().refused_deliveries(), 1);
+}
+
+/// A CA and a server certificate for `localhost`, made with the `openssl`
+/// command line in `dir`: returns (ca.pem, server.pem, server.key).
+fn make_certs(dir: &std::path::Path) -> (String, String, String) {
+    let p = |f: &str| dir.join(f).display().to_string();
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n").expect("ext");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).output().expect("the TLS test needs openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let (ca_key, ca, key, csr, crt, ext) =
+        (p("ca.key"), p("ca.pem"), p("server.key"), p("s.csr"), p("server.pem"), p("ext.cnf"));
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=sipbox test CA",
+    ]);
+    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", "/CN=localhost"]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &crt,
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+    ]);
+    (ca, crt, key)
+}
+
+/// `tls`: the broker's TLS listener (a certificate from a private CA made
+/// here) gets the event when `amqp_tls_ca_file` names that CA; without it the
+/// certificate is refused (unknown issuer) and nothing is published.
+#[tokio::test]
+async fn publishes_over_tls_to_a_broker_with_a_private_ca() {
+    let certs = tempfile::tempdir().expect("tmp");
+    let (ca, crt, key) = make_certs(certs.path());
+    let tls_port = super::testutil_broker::free_port();
+    let conf = format!(
+        "listeners.ssl.default = {tls_port}\nssl_options.cacertfile = {ca}\nssl_options.certfile = {crt}\n\
+         ssl_options.keyfile = {key}\nssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false"
+    );
+    let broker = Broker::start_with(&conf).await;
+    let client = Client::open(broker.port()).await;
+    client.queue("q-tls", None).await;
+    let mut rx = client.consume("q-tls").await;
+    let socket = format!("rabbitmq:localhost:{tls_port}/tls;q-tls");
+
+    let cfg = EventsConfig { amqp_tls_ca_file: Some(ca.clone()), ..EventsConfig::default() };
+    let ctx = SinkContext::detached(&cfg, schemes(None, &Flatstore::default()));
+    let s = parse_socket(&socket, &ctx).expect("tls socket");
+    s.check().expect("the CA file loads");
+    // The TLS listener may come up just after the plain one.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match s.deliver(&event(1)).await {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => eprintln!("tls not ready yet: {e}"),
+            Err(e) => panic!("no TLS delivery: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(rx.next(10).await.1, event(1).to_jsonrpc_string());
+
+    let platform = sink(&socket);
+    let err = platform.deliver(&event(2)).await.expect_err("a private CA is not in the platform store");
+    assert!(err.to_string().contains("TLS handshake"), "{err}");
+    rx.assert_quiet(200).await;
+
+    let bad = EventsConfig { amqp_tls_ca_file: Some(key), ..EventsConfig::default() };
+    let ctx = SinkContext::detached(&bad, schemes(None, &Flatstore::default()));
+    let err = parse_socket(&socket, &ctx).expect("parses").check().expect_err("a key is no CA");
+    assert!(err.to_string().contains("amqp_tls_ca_file"), "{err}");
 }
 
 /// The issue's outage requirement, through the event bus: events raised
