@@ -59,6 +59,10 @@ pub struct ServerConfig {
     pub max_transactions: usize,
     /// The Retry-After of that 503, seconds.
     pub overload_retry_after_s: u32,
+    /// On SIGTERM/SIGINT, seconds the server keeps serving the transactions
+    /// still unanswered (ringing calls, parked guests) while new requests
+    /// outside a dialog get 503 with Retry-After; then it stops. 0 = stop at once.
+    pub drain_s: u32,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +73,7 @@ impl Default for ServerConfig {
             domains: Vec::new(),
             max_transactions: crate::transaction::DEFAULT_MAX_TRANSACTIONS,
             overload_retry_after_s: 5,
+            drain_s: 30,
         }
     }
 }

@@ -22,6 +22,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
@@ -275,9 +276,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // Shutdown, in order: each step has ended before the next begins.
     tracing::info!("shutting down");
     watching.stop().await;
+    // New calls are turned away (503) while the live ones finish: the
+    // sockets still receive their responses, ACKs, CANCELs and BYEs.
+    drain(&core, Duration::from_secs(config.server.drain_s.into())).await;
     // No new messages: the receive loops end and close the SIP sockets.
     receiving.stop().await;
-    finish_live_transactions(&core).await;
     mi_serving.stop().await;
     // Event subscribers: the delivery in progress finishes, the sinks close.
     bus.shutdown().await;
@@ -302,14 +305,38 @@ async fn reload_on_hangup_until(shutdown: impl Future<Output = ()>, reloader: &R
     }
 }
 
-/// The place for "finish live transactions, then exit" (the drain specified in
-/// the security and reliability issue). Today it does nothing: live
-/// transactions are left to end with the runtime (their drivers and timers
-/// are tasks on it), which for the binary is the process's exit. Finishing them needs the transports to keep sending, and to keep
-/// receiving the responses and ACKs of those transactions, so when this step
-/// does its work it moves before the receive loops stop in [`run`] (which
-/// then turn away only new requests).
-async fn finish_live_transactions(_core: &Core) {}
+/// How long a drain waits with nothing unanswered before it ends: twice
+/// T1, time for an answered call's ACK and an immediate BYE to arrive.
+const DRAIN_QUIET: Duration = Duration::from_secs(1);
+
+/// The graceful drain: new requests outside a dialog get 503 with
+/// Retry-After ([`Core::drain`]) while the transactions still unanswered
+/// (ringing calls, guests parked in `wait-for-event`, requests in a route)
+/// finish, up to `deadline` (`[server] drain_s`); what is left then is cut
+/// off with the process. It ends once nothing was unanswered for
+/// [`DRAIN_QUIET`], so the ACK and BYE a caller sends right after its 200
+/// still pass. Polled: a drain happens once per process.
+async fn drain(core: &Core, deadline: Duration) {
+    core.drain();
+    let started = tokio::time::Instant::now();
+    let mut left = core.unanswered();
+    tracing::info!(unanswered = left, deadline_s = deadline.as_secs(), "draining: new calls get 503");
+    let mut quiet_since = started;
+    while started.elapsed() < deadline {
+        if left > 0 {
+            quiet_since = tokio::time::Instant::now();
+        } else if quiet_since.elapsed() >= DRAIN_QUIET.min(deadline) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        left = core.unanswered();
+    }
+    if left > 0 {
+        tracing::warn!(unanswered = left, "drain deadline passed: cutting the rest off");
+    } else {
+        tracing::info!(took_ms = started.elapsed().as_millis() as u64, "drained");
+    }
+}
 
 #[cfg(test)]
 mod tests;

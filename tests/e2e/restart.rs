@@ -40,3 +40,51 @@ fn acknowledged_registrations_survive_kill_9() {
     let aors = dump["result"]["Domains"][0]["AORs"].as_array().map_or(0, Vec::len);
     assert_eq!(aors, 200, "every acknowledged registration is on disk: {dump}");
 }
+
+/// SIGTERM drains: a call ringing when it arrives is answered and hung up
+/// through the proxy, a new call meanwhile gets 503 with Retry-After, and
+/// the server then exits 0.
+#[test]
+fn sigterm_lets_a_ringing_call_finish_and_turns_new_calls_away() {
+    let env = TestEnv::new("restart_drain");
+    let mut server = Server::start(&env, ServerConfig { mi: true, ..ServerConfig::default() });
+    let [contact_port] = free_ports();
+    register(&env, &server, &["erin"], contact_port, 3600);
+    // Answers 3 s after ringing.
+    let callee = crate::harness::Sipp::new(&env, "uas_rr.xml").local_port(contact_port).arg("-d").arg("3000").spawn();
+    let caller = uac(&env, &server, "uac_call.xml", "erin").spawn();
+    let mi = server.mi_addr();
+    let ringing = crate::harness::wait_until(std::time::Duration::from_secs(10), || {
+        // The INVITE relayed to the callee (the REGISTER's server transaction lingers).
+        let stats = mi_call(mi, "get_statistics", serde_json::json!({"statistics": ["tm:inuse_client_transactions"]}));
+        stats["result"]["tm:inuse_client_transactions"].as_u64().unwrap_or(0) >= 1
+    });
+    assert!(ringing, "the call was relayed to the callee");
+    server.terminate();
+
+    let raw = crate::harness::RawUdp::new();
+    let invite = format!(
+        "INVITE sip:nobody@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{raw_port};branch={branch}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:late@127.0.0.1:{raw_port}>;tag=late\r\nTo: <sip:nobody@127.0.0.1:{port}>\r\n\
+         Call-ID: late@e2e\r\nCSeq: 1 INVITE\r\nContact: <sip:late@127.0.0.1:{raw_port}>\r\nContent-Length: 0\r\n\r\n",
+        port = server.port(),
+        raw_port = raw.port(),
+        branch = raw.branch(),
+    );
+    // The signal is handled asynchronously: until it is, this gets 404 (no
+    // such user); retry until the drain answers.
+    let mut answer = String::new();
+    let turned_away = crate::harness::wait_until(std::time::Duration::from_secs(5), || {
+        let fresh = invite.replace("late@e2e", &format!("late-{}@e2e", raw.branch()));
+        raw.send(server.addr(), fresh.replace("branch=z9hG4bK", &format!("branch=z9hG4bK{}", raw.branch())).as_bytes());
+        answer = raw.recv_within(std::time::Duration::from_millis(300)).unwrap_or_default();
+        answer.starts_with("SIP/2.0 503")
+    });
+    assert!(turned_away, "a new call during the drain gets 503: {answer}");
+    assert!(answer.contains("Retry-After:"), "{answer}");
+
+    caller.wait().assert_ok("the call ringing at SIGTERM is answered and hung up");
+    callee.wait().assert_ok("the callee answered during the drain and got the BYE");
+    let status = server.wait_exit(std::time::Duration::from_secs(20));
+    assert!(status.success(), "a drained server exits 0, got {status}\n{}", server.log());
+}

@@ -131,6 +131,7 @@ impl Harness {
         // The harness's proxy address is not loopback, but nothing outside
         // reaches it: off unless the scenario asks for authentication.
         config.auth.required.get_or_insert(false);
+        config.pike.enabled.get_or_insert(false);
         config.routes.watch = false;
         config.routes.module = match &self.route {
             RouteSource::Embedded => None,

@@ -135,6 +135,15 @@ impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
         false
     }
 
+    /// How many values satisfy `pred` (one shard locked at a time: a snapshot
+    /// that may miss changes made meanwhile, which is all a drain needs).
+    pub(crate) fn count(&self, pred: impl Fn(&V) -> bool) -> usize {
+        self.shards
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()).values().filter(|v| pred(v)).count())
+            .sum()
+    }
+
     /// The slots allocated in every shard (tests: the tables shrink after a flood).
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {

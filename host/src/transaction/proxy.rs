@@ -11,7 +11,7 @@
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 
@@ -39,6 +39,25 @@ impl Default for Transactions {
 }
 
 impl Transactions {
+    /// Starts a graceful drain: from now on a new request outside a dialog (no
+    /// To tag) is answered `503 Service Unavailable` with Retry-After, so its
+    /// caller retries elsewhere or after the restart, while in-dialog requests
+    /// (the BYE of an answered call), ACKs, CANCELs and every live
+    /// transaction go on. [`unanswered`](Self::unanswered) tells when the
+    /// live ones are done.
+    pub fn drain(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Server transactions whose request has no final response yet (ringing
+    /// calls, parked guests, requests being routed), and client transactions
+    /// in progress: what a drain waits for. Answered transactions that only
+    /// absorb retransmissions (Timers J, L) are not counted.
+    pub fn unanswered(&self) -> usize {
+        let servers = self.inner.by_id.count(|tx| !tx.tu().final_sent);
+        servers + self.inner.live_clients.load(Ordering::Relaxed)
+    }
+
     /// The live server transaction with this [`ServerTx::id`]: from its creation until
     /// its state machine terminates (after its final response was acknowledged or timed
     /// out). `None` for an unknown or ended one.
@@ -91,6 +110,8 @@ pub(crate) struct CoreInner {
     /// The Retry-After of that 503, seconds.
     retry_after_s: AtomicU32,
     rejected_overload: AtomicU64,
+    /// Shutting down: new requests outside a dialog get 503 ([`Core::drain`]).
+    draining: AtomicBool,
 }
 
 impl Core {
@@ -124,6 +145,7 @@ impl Core {
                 max_servers: AtomicUsize::new(DEFAULT_MAX_TRANSACTIONS),
                 retry_after_s: AtomicU32::new(5),
                 rejected_overload: AtomicU64::new(0),
+                draining: AtomicBool::new(false),
             }),
         }
     }
@@ -209,7 +231,7 @@ impl CoreInner {
                     self.reply_stateless(&inb, code, reason, &extra);
                     return;
                 }
-                if self.over_capacity() {
+                if self.over_capacity() || (self.draining.load(Ordering::Relaxed) && !in_dialog(&inb.msg)) {
                     self.reject_overload(&inb);
                     return;
                 }
@@ -431,6 +453,11 @@ impl CoreInner {
             branch.starts_with(p.as_str())
         })
     }
+}
+
+/// A request within a dialog (its To has a tag).
+fn in_dialog(req: &Message) -> bool {
+    req.to().ok().and_then(|to| to.tag()).is_some()
 }
 
 /// RFC 3261 16.3's checks a proxy makes before routing a request (not an ACK or CANCEL):

@@ -260,6 +260,25 @@ impl Server {
 }
 
 impl Server {
+    /// SIGTERM, without waiting (a drain test watches what happens meanwhile).
+    pub fn terminate(&mut self) {
+        let child = self.child.as_ref().expect("server already stopped");
+        signal(child.id(), "TERM");
+    }
+
+    /// Waits (bounded) for the process to exit, after [`terminate`](Self::terminate).
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("server already stopped");
+        match wait_child(&mut child, within) {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{} did not exit within {within:?}\n{}", self.label, tail_file(&self.log, 80));
+            }
+        }
+    }
+
     /// `kill -9`: no shutdown, no flush; waits for the process to be gone.
     pub fn kill(&mut self) {
         let mut child = self.child.take().expect("server already stopped");
