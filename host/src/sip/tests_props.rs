@@ -50,12 +50,13 @@ fn message(rng: &mut Rng) -> Vec<u8> {
     } else {
         format!("{method} {} SIP/2.0", rng.pick(&["sip:bob@example.com", "sips:[2001:db8::1]:5061", "tel:+123"]))
     };
+    let cseq = format!("{} {method}", rng.below(1000));
     let mut lines = vec![
         line(rng, &["Via", "v", "VIA"], "SIP/2.0/UDP pc33.example.com;branch=z9hG4bK776;rport"),
         line(rng, &["From", "f", "from"], "\"Alice\" <sip:alice@example.com>;tag=19"),
         line(rng, &["To", "t"], "Bob <sip:bob@example.com>"),
         line(rng, &["Call-ID", "i", "call-id"], "a84b4c76e66710@pc33"),
-        line(rng, &["CSeq", "cseq"], &format!("{} {method}", rng.below(1000))),
+        line(rng, &["CSeq", "cseq"], &cseq),
     ];
     let optional: &[(&[&str], &[&str])] = &[
         (&["Via", "v"], &["SIP/2.0/TCP [2001:db8::1]:5070;branch=z9hG4bKabc", "SIP/2.0/UDP a, SIP/2.0/UDP b"]),
