@@ -2,8 +2,8 @@
 """Writes the seed corpus of every fuzz target into corpus/<target>/ (run from host/fuzz).
 
 Sources: the RFC 4475 torture messages (host/testdata/torture) and hand-written URIs,
-header values and TCP streams. libFuzzer adds what it finds to the same directories;
-`run.sh` minimises them with `cargo fuzz cmin` before committing (docs/FUZZING.md).
+header values and TCP streams. Torture files keep their names, the others are named by content,
+so running it again changes nothing (docs/FUZZING.md, "Corpus").
 """
 import hashlib
 import pathlib
@@ -12,15 +12,18 @@ ROOT = pathlib.Path(__file__).resolve().parent
 TORTURE = ROOT.parent / "testdata" / "torture"
 
 
-def write(target, data):
+def write(target, data, name=None):
     d = ROOT / "corpus" / target
     d.mkdir(parents=True, exist_ok=True)
-    name = "seed-" + hashlib.sha1(data).hexdigest()[:16]
-    (d / name).write_bytes(data)
+    (d / (name or "seed-" + hashlib.sha1(data).hexdigest()[:16])).write_bytes(data)
 
 
 def torture(kind):
     return [p.read_bytes() for p in sorted((TORTURE / kind).glob("*.sip"))]
+
+
+def torture_named(kind):
+    return [(p.name, p.read_bytes()) for p in sorted((TORTURE / kind).glob("*.sip"))]
 
 
 INVITE = (
@@ -53,7 +56,9 @@ MESSAGES = [INVITE, REGISTER, RESPONSE, NO_CL]
 
 
 def main():
-    for m in torture("valid") + torture("invalid") + MESSAGES:
+    for name, m in torture_named("valid") + torture_named("invalid"):
+        write("parse", m, name)
+    for m in MESSAGES:
         write("parse", m)
 
     uris = [
