@@ -42,9 +42,13 @@ mod scan;
 mod typed;
 
 #[cfg(test)]
+mod edit_props;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_edit;
+#[cfg(test)]
+mod tests_props;
 #[cfg(test)]
 mod tests_torture;
 
