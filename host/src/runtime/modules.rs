@@ -280,5 +280,12 @@ mod tests {
         let err = format!("{:#}", rt.reload(RouteSource::File(current)).await.expect_err("no exports"));
         assert!(!err.contains("built for"), "{err}");
         assert_eq!(rt.current().generation, 1, "the embedded route still serves");
+
+        // A module built for an older 0.2.x links by semver (its imports are a
+        // subset): refused here only for lacking the exports, like the current one.
+        let older = dir.path().join("older.wasm");
+        std::fs::write(&older, component_importing("0.2.0")).expect("write");
+        let err = format!("{:#}", rt.reload(RouteSource::File(older)).await.expect_err("no exports"));
+        assert!(err.contains("lacks the sipbox:route exports"), "{err}");
     }
 }

@@ -39,25 +39,6 @@ impl Default for Transactions {
 }
 
 impl Transactions {
-    /// Starts a graceful drain: from now on a new request outside a dialog (no
-    /// To tag) is answered `503 Service Unavailable` with Retry-After, so its
-    /// caller retries elsewhere or after the restart, while in-dialog requests
-    /// (the BYE of an answered call), ACKs, CANCELs and every live
-    /// transaction go on. [`unanswered`](Self::unanswered) tells when the
-    /// live ones are done.
-    pub fn drain(&self) {
-        self.inner.draining.store(true, Ordering::Relaxed);
-    }
-
-    /// Server transactions whose request has no final response yet (ringing
-    /// calls, parked guests, requests being routed), and client transactions
-    /// in progress: what a drain waits for. Answered transactions that only
-    /// absorb retransmissions (Timers J, L) are not counted.
-    pub fn unanswered(&self) -> usize {
-        let servers = self.inner.by_id.count(|tx| !tx.tu().final_sent);
-        servers + self.inner.live_clients.load(Ordering::Relaxed)
-    }
-
     /// The live server transaction with this [`ServerTx::id`]: from its creation until
     /// its state machine terminates (after its final response was acknowledged or timed
     /// out). `None` for an unknown or ended one.
@@ -156,6 +137,26 @@ impl Core {
         let max = if max_transactions == 0 { usize::MAX } else { max_transactions };
         self.inner.max_servers.store(max, Ordering::Relaxed);
         self.inner.retry_after_s.store(retry_after_s, Ordering::Relaxed);
+    }
+
+    /// Starts a graceful drain: from now on a new request outside a dialog (no
+    /// To tag) is answered `503 Service Unavailable` with Retry-After, so its
+    /// caller retries elsewhere or after the restart, while in-dialog requests
+    /// (the BYE of an answered call), ACKs, CANCELs and every live
+    /// transaction go on. [`unanswered`](Self::unanswered) tells when the
+    /// live ones are done.
+    pub fn drain(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Server transactions whose request has no final response yet (ringing
+    /// calls, parked guests, requests being routed): what a drain waits for.
+    /// Answered ones that only absorb retransmissions (Timers J, L) are not
+    /// counted, nor client transactions: one still waiting belongs to an
+    /// unanswered server transaction, or to a branch a 2xx already beat
+    /// (being cancelled), or lingers in Timer M / D / K for retransmissions.
+    pub fn unanswered(&self) -> usize {
+        self.inner.by_id.count(|tx| !tx.tu().final_sent)
     }
 
     /// The live server transaction with this [`ServerTx::id`] (OpenSIPS `t_lookup_ident`):
