@@ -148,7 +148,8 @@ impl<'a> Request<'a> {
     /// [`MessageError::BadHeader`](crate::MessageError::BadHeader) on a name
     /// or value that would break the message, and
     /// [`MessageError::HostOwnedHeader`](crate::MessageError::HostOwnedHeader)
-    /// for a header the host writes (Via, Content-Length).
+    /// for a header the host writes or that identifies the request (Via,
+    /// Content-Length, From, To, Call-ID, CSeq).
     pub fn add_header(&self, name: &str, value: &str) -> Result<()> {
         self.raw.add_header(name, value).map_err(Error::from)
     }

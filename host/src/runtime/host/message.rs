@@ -90,8 +90,20 @@ fn all_values(msg: &Message, name: &str) -> Vec<String> {
 
 /// Headers whose value the transport and transaction layers compute; a route
 /// changing them would break framing or response routing.
+/// Headers a route may not add or remove: the host writes Via and
+/// Content-Length, and From, To, Call-ID and CSeq identify the request and
+/// its dialog (a second one, or none, makes a message every next hop and
+/// this host's own parser refuse).
 fn host_owned(name: &str) -> bool {
-    matches!(HeaderName::from_name(name), HeaderName::Via | HeaderName::ContentLength)
+    matches!(
+        HeaderName::from_name(name),
+        HeaderName::Via
+            | HeaderName::ContentLength
+            | HeaderName::From
+            | HeaderName::To
+            | HeaderName::CallId
+            | HeaderName::CSeq
+    )
 }
 
 /// A header line is safe to add: a token name and a value that cannot start a
@@ -233,5 +245,22 @@ impl HostReply for MessageView<'_> {
 
     fn drop(&mut self, _: Resource<ReplyHandle>) -> wasmtime::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A route cannot add a second From (or take the CSeq away): the relayed
+    /// message would be one the next hop and this host refuse.
+    #[test]
+    fn identity_headers_are_the_hosts() {
+        for name in ["Via", "v", "Content-Length", "l", "From", "f", "To", "t", "Call-ID", "i", "CSeq"] {
+            assert!(matches!(check_header(name, "x"), Err(MessageError::HostOwnedHeader(n)) if n == name), "{name}");
+        }
+        assert!(check_header("X-Account", "42").is_ok());
+        assert!(matches!(check_header("Bad Name", "x"), Err(MessageError::BadHeader(_))));
+        assert!(matches!(check_header("X-Ok", "a\r\nVia: evil"), Err(MessageError::BadHeader(_))));
     }
 }
