@@ -213,6 +213,21 @@ impl Config {
     }
 }
 
+/// A list of CIDR networks in a setting (`[mi] allow`, `[pike] trusted`,
+/// `[events] deny_destinations`, ...): a bare address is a network of one.
+/// `key` names the setting in the error.
+pub(crate) fn parse_nets(key: &str, list: &[String]) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    list.iter()
+        .map(|s| {
+            let s = s.trim();
+            s.parse::<ipnet::IpNet>()
+                .map(|net| net.trunc())
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| anyhow::anyhow!("{key} {s:?} is not an IP address or CIDR network (e.g. \"10.0.0.0/8\")"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,15 +68,7 @@ impl PikeConfig {
 
     /// `trusted`, parsed: a bare address is a network of one.
     pub fn trusted_nets(&self) -> anyhow::Result<Vec<IpNet>> {
-        self.trusted
-            .iter()
-            .map(|t| {
-                let t = t.trim();
-                t.parse::<IpNet>()
-                    .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| anyhow::anyhow!("pike.trusted {t:?}: not an address or CIDR network"))
-            })
-            .collect()
+        crate::config::parse_nets("pike.trusted", &self.trusted)
     }
 
     /// Whether pike runs in front of listeners `listen`: `enabled` when set, else on when
@@ -214,10 +206,7 @@ impl Pike {
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
         // An IPv4-mapped IPv6 source (a dual-stack socket) is its IPv4 address.
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = ip.to_canonical();
         self.trusted.iter().any(|n| n.contains(&ip))
     }
 

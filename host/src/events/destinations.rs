@@ -49,18 +49,6 @@ pub struct Destinations {
     refused_deliveries: AtomicU64,
 }
 
-/// Parses a CIDR list entry; a bare address is a single-host network.
-fn parse_net(key: &str, s: &str) -> anyhow::Result<IpNet> {
-    let s = s.trim();
-    if let Ok(net) = s.parse::<IpNet>() {
-        return Ok(net.trunc());
-    }
-    match s.parse::<IpAddr>() {
-        Ok(ip) => Ok(IpNet::from(ip)),
-        Err(_) => anyhow::bail!("events.{key}: {s:?} is not a CIDR network (e.g. \"10.0.0.0/8\") or an address"),
-    }
-}
-
 fn parse_dirs(key: &str, dirs: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     dirs.iter()
         .map(|d| {
@@ -82,12 +70,8 @@ impl Destinations {
     /// A CIDR that does not parse, a relative directory.
     pub fn from_config(cfg: &EventsConfig) -> anyhow::Result<Destinations> {
         Ok(Destinations {
-            allow: cfg
-                .allow_destinations
-                .iter()
-                .map(|s| parse_net("allow_destinations", s))
-                .collect::<Result<_, _>>()?,
-            deny: cfg.deny_destinations.iter().map(|s| parse_net("deny_destinations", s)).collect::<Result<_, _>>()?,
+            allow: crate::config::parse_nets("events.allow_destinations", &cfg.allow_destinations)?,
+            deny: crate::config::parse_nets("events.deny_destinations", &cfg.deny_destinations)?,
             unix_dirs: parse_dirs("unix_socket_dirs", &cfg.unix_socket_dirs)?,
             flatstore_dirs: parse_dirs("flatstore_dirs", &cfg.flatstore_dirs)?,
             broken: None,
@@ -108,10 +92,8 @@ impl Destinations {
         if let Some(why) = &self.broken {
             return Err(why.clone());
         }
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
+        // An IPv4-mapped IPv6 address is checked as the IPv4 it is.
+        let ip = ip.to_canonical();
         if let Some(net) = self.deny.iter().find(|n| n.contains(&ip)) {
             return Err(format!("{ip} is in events.deny_destinations ({net})"));
         }

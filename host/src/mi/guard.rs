@@ -45,15 +45,7 @@ impl Guard {
     /// # Errors
     /// An `allow` entry that is not an address or CIDR network.
     pub(crate) fn new(cfg: &MiConfig) -> anyhow::Result<Guard> {
-        let allow = cfg
-            .allow
-            .iter()
-            .map(|s| {
-                s.parse::<IpNet>()
-                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| anyhow::anyhow!("mi.allow {s:?} is not an IP address or CIDR network"))
-            })
-            .collect::<anyhow::Result<_>>()?;
+        let allow = crate::config::parse_nets("mi.allow", &cfg.allow)?;
         let rate = (cfg.max_requests_per_s > 0).then(|| {
             let per_s = f64::from(cfg.max_requests_per_s);
             Mutex::new(Bucket { per_s, tokens: per_s, at: Instant::now() })
@@ -68,7 +60,8 @@ impl Guard {
 
     /// The source check alone (an HTTP connection, before it is served).
     pub(crate) fn admit_source(&self, src: IpAddr) -> Result<(), Refusal> {
-        let src = canonical(src);
+        // An IPv4-mapped IPv6 source (a dual-stack socket) is the IPv4 it is.
+        let src = src.to_canonical();
         if !self.allow.iter().any(|net| net.contains(&src)) {
             return Err(refuse(403, "this source is not in [mi] allow"));
         }
@@ -132,14 +125,6 @@ fn strip_port(hostport: &str) -> &str {
     match hostport.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => host,
         _ => hostport,
-    }
-}
-
-/// An IPv4-mapped IPv6 source (a dual-stack socket) as the IPv4 it is.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 

@@ -108,7 +108,7 @@ fn host_owned(name: &str) -> bool {
 
 /// A header line is safe to add: a token name and a value that cannot start a
 /// new line.
-fn check_header(name: &str, value: &str) -> Result<(), MessageError> {
+pub(crate) fn check_header(name: &str, value: &str) -> Result<(), MessageError> {
     let token = |c: char| c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c);
     if name.is_empty() || !name.chars().all(token) {
         return Err(MessageError::BadHeader(format!("invalid header name {name:?}")));

@@ -9,7 +9,7 @@ use wasmtime::component::{HasData, Linker};
 use crate::events::Event;
 use crate::runtime::Services;
 use crate::runtime::bindings::tm::{self, BranchSource, InjectFlags, TmError as WitTmError};
-use crate::runtime::host::message::check_sip_uri;
+use crate::runtime::host::message::{check_header, check_sip_uri};
 use crate::runtime::replay::{Import, Journal, Journaled};
 use crate::runtime::state::{HostState, need_tx};
 use crate::sip::{Edits, HeaderName, Uri};
@@ -301,21 +301,15 @@ impl TmView<'_> {
     }
 }
 
-/// Why a header may not go into a route's reply: not a token name, a value
-/// that would start a new line, or one the response is built with
-/// (RFC 3261 8.2.6.2 copies these from the request).
+/// Why a header may not go into a route's reply: the rules of a header a
+/// route adds to a request (`message.add-header`), as the response is built
+/// with the same host-owned ones (RFC 3261 8.2.6.2 copies them from the request).
 fn bad_reply_header(name: &str, value: &str) -> Option<String> {
-    let token = |c: char| c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c);
-    if name.is_empty() || !name.chars().all(token) {
-        return Some(format!("header name {name:?} is not a token"));
+    use crate::runtime::bindings::message::MessageError;
+    match check_header(name, value) {
+        Ok(()) => None,
+        Err(MessageError::BadHeader(why)) => Some(why),
+        Err(MessageError::HostOwnedHeader(name)) => Some(format!("{name} is written by the host")),
+        Err(MessageError::BadUri(why)) => Some(why),
     }
-    if value.contains(['\r', '\n', '\0']) {
-        return Some(format!("the value of {name} contains CR, LF or NUL"));
-    }
-    let owned = [HeaderName::Via, HeaderName::From, HeaderName::To, HeaderName::CallId, HeaderName::CSeq];
-    let kind = HeaderName::from_name(name);
-    if owned.contains(&kind) || kind == HeaderName::ContentLength {
-        return Some(format!("{name} is written by the host"));
-    }
-    None
 }
