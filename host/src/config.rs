@@ -59,6 +59,12 @@ pub struct ServerConfig {
     pub max_transactions: usize,
     /// The Retry-After of that 503, seconds.
     pub overload_retry_after_s: u32,
+    /// Most branches one transaction forks over its life, every serial stage
+    /// and injected branch included (Kamailio's and OpenSIPS's
+    /// `max_branches`, 12); a relay or injection past it fails with
+    /// `bad-target` and sends nothing, and is counted in
+    /// `tm:branches_refused`.
+    pub max_branches: usize,
     /// On SIGTERM/SIGINT, seconds the server keeps serving the transactions
     /// still unanswered (ringing calls, parked guests) while new requests
     /// outside a dialog get 503 with Retry-After; then it stops. 0 = stop at once.
@@ -73,6 +79,7 @@ impl Default for ServerConfig {
             domains: Vec::new(),
             max_transactions: crate::transaction::DEFAULT_MAX_TRANSACTIONS,
             overload_retry_after_s: 5,
+            max_branches: crate::transaction::DEFAULT_MAX_BRANCHES,
             drain_s: 30,
         }
     }
@@ -193,6 +200,10 @@ impl Config {
     /// Checks what serde cannot: listen addresses and limits.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(!self.server.listen.is_empty(), "server.listen must name at least one socket");
+        anyhow::ensure!(
+            (1..=1000).contains(&self.server.max_branches),
+            "server.max_branches must be between 1 and 1000"
+        );
         self.listen_specs()?;
         self.limits.validate()?;
         self.location.validate()?;

@@ -174,6 +174,7 @@ impl Stack {
         let router = Arc::new(self.runtime.clone());
         let core = Core::with_transactions(transports, config.timers.clone(), router, self.transactions.clone());
         core.set_limits(config.server.max_transactions, config.server.overload_retry_after_s);
+        core.set_max_branches(config.server.max_branches);
         core
     }
 

@@ -14,6 +14,9 @@
 //! - [`restart`]: registrations survive a graceful restart;
 //! - [`malformed`]: `400` for broken requests, silence for garbage;
 //! - [`trap`]: a trapping, runaway or memory-hungry route answers `500`; the server carries on.
+//! - [`abuse`]: every other abuse a route can commit (recursion, event and subscription floods,
+//!   waiting for ever, branch, header, HTTP and log floods, a trap in each export) is stopped
+//!   at its limit and counted, and the calls around it go through.
 //! - [`push`]: push notifications with event-based routing (notify and wait styles), timeouts, CANCEL;
 //! - [`pickup`]: call pickup through a raised event and branch injection;
 //! - [`dtmf`]: a call waiting for a DTMF event raised over the MI;
@@ -27,6 +30,7 @@
 
 mod harness;
 
+mod abuse;
 mod auth;
 mod call;
 mod cancel;

@@ -14,6 +14,11 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 /// atomic increment per tick.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// The guest's own stack (wasmtime `max_wasm_stack`): recursion deeper than
+/// this traps (`runtime:stack_overflows`). 512 KiB is wasmtime's default and
+/// holds tens of thousands of ordinary frames.
+pub const MAX_WASM_STACK: usize = 512 << 10;
+
 /// The `[limits]` table of `sipbox.toml`: what one route invocation may use.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -54,6 +59,45 @@ pub struct Limits {
     /// is in use (OpenSIPS `event_shm_threshold`, for the instance pool);
     /// 0 = off.
     pub pool_threshold_percent: u32,
+
+    // What one invocation may ask of the host besides CPU and memory: each
+    // is counted by the import that spends it (`budget.rs`), refused past
+    // the limit with the import's own error (the route can answer 503 and
+    // go on), and the refusals are counted in `runtime:` statistics. None
+    // is a rate: a loop of calls spends its budget, then its CPU time.
+    /// `events.raise-event` calls one invocation may make; past it the call
+    /// fails with `unavailable`. Every raise is queued to every subscriber
+    /// of the event, so an unbounded loop would crowd out other calls'
+    /// events.
+    pub max_raises: u32,
+    /// `notify-on-event` subscriptions plus `wait-for-event` waits one
+    /// invocation may make; past it they fail with `too-many-waiters`
+    /// (payload: this limit). `[events] ebr_max_waiters` bounds all of them
+    /// together.
+    pub max_subscriptions: u32,
+    /// Seconds one invocation may spend waiting in `wait-for-event`, all of
+    /// its waits together; a wait asking for more is cut to what is left,
+    /// and once none is left it returns at once with no event (a timeout).
+    pub max_wait_s: u32,
+    /// Guests parked in place (`suspend = "in-place"`) in `wait-for-event`
+    /// at once, each holding a pool slot; past it a wait fails with
+    /// `too-many-waiters`, so waiting calls cannot take the whole pool and
+    /// the rest is left to requests being routed. Unset: three quarters of
+    /// `max_instances`.
+    pub max_parked: Option<u32>,
+    /// Log lines one invocation may write; later ones are dropped and
+    /// counted (`runtime:log_lines_dropped`).
+    pub max_log_lines: u32,
+    /// `rest.get` / `rest.post` calls one invocation may make; past it they
+    /// fail with `transport`. Each waits up to its own timeout, which the
+    /// wall-clock limit does not count, so the number is what bounds them.
+    pub max_http_requests: u32,
+    /// Bytes one invocation may add to its request (`add-header`,
+    /// `set-ruri`) or put in the headers of one reply
+    /// (`reply-with-headers`); past it the call fails with `bad-header` /
+    /// `bad-uri` / `bad-reply`. The host holds these bytes, outside the
+    /// guest's `memory_mb`.
+    pub max_edit_bytes: u32,
 }
 
 /// How a guest waiting in `wait-for-event` is suspended (`[limits] suspend`).
@@ -78,6 +122,13 @@ impl Default for Limits {
             suspend: Suspend::InPlace,
             exec_msg_threshold_us: 0,
             pool_threshold_percent: 0,
+            max_raises: 100,
+            max_subscriptions: 16,
+            max_wait_s: 3600,
+            max_parked: None,
+            max_log_lines: 100,
+            max_http_requests: 16,
+            max_edit_bytes: 64 << 10,
         }
     }
 }
@@ -96,6 +147,11 @@ impl Limits {
 
     pub fn memory_bytes(&self) -> usize {
         (self.memory_mb as usize) << 20
+    }
+
+    /// Guests that may be parked in place at once (`max_parked`).
+    pub fn max_parked(&self) -> u32 {
+        self.max_parked.unwrap_or(self.max_instances / 4 * 3).max(1)
     }
 
     /// Rejects limits that cannot work, naming the field.
@@ -125,6 +181,14 @@ impl Limits {
              two runs differ"
         );
         anyhow::ensure!(self.pool_threshold_percent <= 100, "limits.pool_threshold_percent must be between 0 and 100");
+        if let Some(parked) = self.max_parked {
+            anyhow::ensure!(
+                (1..=self.max_instances).contains(&parked),
+                "limits.max_parked must be between 1 and limits.max_instances ({})",
+                self.max_instances
+            );
+        }
+        anyhow::ensure!(self.max_edit_bytes >= 1024, "limits.max_edit_bytes must be at least 1024");
         Ok(())
     }
 }
@@ -183,7 +247,7 @@ fn config(limits: &Limits, pool: Option<PoolingAllocationConfig>) -> Config {
     // Guest stack (512 KiB) inside the fiber stack (1 MiB); the rest is for
     // host functions called from the guest. Stacks are virtual: only touched
     // pages cost memory (measured ~45 KiB RSS per parked Rust guest).
-    cfg.max_wasm_stack(512 << 10);
+    cfg.max_wasm_stack(MAX_WASM_STACK);
     cfg.async_stack_size(1 << 20);
     if let Some(pool) = pool {
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

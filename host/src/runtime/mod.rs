@@ -55,6 +55,7 @@
 
 pub mod bench_hooks;
 mod bindings;
+mod budget;
 mod cache;
 mod engine;
 mod exports;
@@ -83,6 +84,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Linker, Resource};
 use wasmtime::{Engine, Store, StoreLimitsBuilder, UpdateDeadline};
 
+pub use budget::LimitStats;
 pub use cache::{CompileCache, Compiled};
 pub use engine::{EPOCH_TICK, Limits, Suspend};
 pub use http::{HttpClient, HttpError, HttpExchange, HttpFuture, HttpRequest, HttpResponse};
@@ -96,6 +98,7 @@ use crate::events::{E_CORE_SHM_THRESHOLD, E_CORE_THRESHOLD, Event, EventBus, Eve
 use crate::location::Location;
 use crate::sip::{self, Method};
 use crate::transaction::{BoxFut, Router, ServerTx, Transactions};
+use budget::Budget;
 use exports::ReplyExport;
 use host::message::{REPLY_REP, REQUEST_REP};
 use replay::Journal;
@@ -108,7 +111,13 @@ pub struct RuntimeStats {
     pub invocations: AtomicU64,
     /// Instances created (one per invocation unless `instance_reuse` > 1).
     pub instantiations: AtomicU64,
+    /// Invocations ended by a trap, whatever its cause; of them, those that
+    /// ran out of CPU (`cpu_ms`), stack, or memory (`memory_mb`):
     pub traps: AtomicU64,
+    pub cpu_exceeded: AtomicU64,
+    pub stack_overflows: AtomicU64,
+    pub memory_exceeded: AtomicU64,
+    /// Invocations past their wall-clock limit (`wall_ms`).
     pub timeouts: AtomicU64,
     pub rejected_busy: AtomicU64,
     /// Guests resumed by replay after a wait (`suspend = "replay"`).
@@ -132,6 +141,10 @@ pub(crate) struct Services {
     pub(crate) http: HttpClient,
     /// Digest authentication and the subscribers (`auth`).
     pub(crate) auth: Auth,
+    /// What the counted `[limits]` refused, and the guests parked in place.
+    pub(crate) limit_stats: LimitStats,
+    /// `[limits] max_parked`, resolved.
+    pub(crate) max_parked: u32,
 }
 
 /// What routes reach outside their instance, built before the runtime.
@@ -248,6 +261,7 @@ impl Runtime {
     ) -> anyhow::Result<Runtime> {
         let RouteServices { location, bus, transactions, vars, http, auth } = services;
         limits.validate()?;
+        let max_parked = limits.max_parked();
         routes.validate()?;
         let engine = engine::build_engine(&limits)?;
         let mut linker = Linker::new(&engine);
@@ -280,7 +294,14 @@ impl Runtime {
                 location,
                 bus,
                 pool_pressure: AtomicBool::new(false),
-                services: Arc::new(Services { transactions, vars: ArcSwap::from_pointee(vars), http, auth }),
+                services: Arc::new(Services {
+                    transactions,
+                    vars: ArcSwap::from_pointee(vars),
+                    http,
+                    auth,
+                    limit_stats: LimitStats::default(),
+                    max_parked,
+                }),
                 stats: RuntimeStats::default(),
                 _ticker: ticker,
             }),
@@ -455,16 +476,20 @@ impl Runtime {
         let stats = &self.inner.stats;
         let is_request = matches!(what, Invocation::Request);
         let mut journal = (self.inner.limits.suspend == Suspend::Replay).then(|| Box::new(Journal::new()));
+        // The invocation's, whichever run spends it (a replay carries on).
+        let mut budget = Budget::new(&self.inner.limits);
         let wall = self.inner.limits.wall();
         // Whether the request went on without the route (relayed, or left to
         // injected branches), as of the last run.
         let mut relayed;
         let failure = loop {
             let started = Instant::now();
+            instance.store.data_mut().invocation.budget = budget;
             let outcome = self.run_once(route, &mut instance, tx.clone(), &mut what, journal.take(), started).await;
             self.check_threshold(started, tx.as_ref());
             let state = instance.store.data_mut();
             relayed = state.tm.relayed;
+            budget = state.invocation.budget;
             match outcome {
                 Ok(Ok(guest)) => {
                     if let Err(reason) = guest {
@@ -478,14 +503,14 @@ impl Runtime {
                             *reply = state.message.reply.take();
                         }
                         drop(instance);
-                        match self.resume_by_replay(route, parked, parked_journal).await {
+                        match self.resume_by_replay(route, parked, parked_journal, &mut budget).await {
                             Ok((fresh, resumed)) => (instance, journal) = (fresh, Some(resumed)),
                             Err(failure) => break failure,
                         }
                     }
                     _ => {
                         stats.traps.fetch_add(1, Ordering::Relaxed);
-                        break format!("route trapped: {trap:?}");
+                        break self.trap_reason(&trap, state.limits.memory_refused);
                     }
                 },
                 Err(()) => {
@@ -518,8 +543,11 @@ impl Runtime {
         route: &LoadedRoute,
         parked: replay::Parked,
         mut journal: Box<Journal>,
+        budget: &mut Budget,
     ) -> Result<(RouteInstance, Box<Journal>), String> {
+        let waiting = tokio::time::Instant::now();
         let got = parked.wait.await.map(|event| host::events::event_to_guest(&event));
+        budget.waited(waiting.elapsed());
         journal.record(replay::Import::WaitForEvent, parked.args, host::events::WaitResult::Ok(got));
         journal.rewind();
         self.inner.stats.replays.fetch_add(1, Ordering::Relaxed);
@@ -599,6 +627,36 @@ impl Runtime {
             instance.exports = Some(exports);
             guest
         }))
+    }
+
+    /// Why a trap ended an invocation, counted by cause: the CPU deadline
+    /// (an epoch interrupt), a stack overflow, a memory or table growth the
+    /// limiter refused (`memory_refused`), or the guest's own trap.
+    fn trap_reason(&self, trap: &wasmtime::Error, memory_refused: bool) -> String {
+        let (stats, limits) = (&self.inner.stats, &self.inner.limits);
+        match trap.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => {
+                stats.cpu_exceeded.fetch_add(1, Ordering::Relaxed);
+                format!("route trapped: it ran past its CPU limit of {} ms ([limits] cpu_ms)", limits.cpu_ms)
+            }
+            Some(wasmtime::Trap::StackOverflow) => {
+                stats.stack_overflows.fetch_add(1, Ordering::Relaxed);
+                format!("route trapped: it overflowed its {} KiB stack", engine::MAX_WASM_STACK >> 10)
+            }
+            _ if memory_refused => {
+                stats.memory_exceeded.fetch_add(1, Ordering::Relaxed);
+                format!(
+                    "route trapped: it asked for more than its {} MiB of memory ([limits] memory_mb): {trap:?}",
+                    limits.memory_mb
+                )
+            }
+            _ => format!("route trapped: {trap:?}"),
+        }
+    }
+
+    /// The counted `[limits]`' refusals and the guests parked in place.
+    pub fn limit_stats(&self) -> &LimitStats {
+        &self.inner.services.limit_stats
     }
 
     /// A handler returned `Err`: logged (with the module, the export, the

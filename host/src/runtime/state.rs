@@ -20,10 +20,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::budget::Budget;
 use super::host::auth::{AuthState, AuthView};
 use super::host::config::ConfigView;
 use super::host::events::{EventsState, EventsView};
@@ -56,7 +57,7 @@ pub struct HostState {
     pub(crate) module: Arc<str>,
     /// Epoch ticks of CPU left for this invocation.
     pub(crate) cpu_ticks_left: u64,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: GuestLimiter,
     // WASI with nothing granted: no files, no sockets, no environment, no
     // inherited stdio. Language runtimes need the interfaces to link. Made on
     // the guest's first WASI call: building one seeds two random generators
@@ -80,6 +81,9 @@ pub(crate) struct InvocationState {
     /// Time this invocation spent suspended in host calls (ms); extends its
     /// wall-clock limit, which bounds running, not waiting.
     pub(crate) suspended_ms: Arc<AtomicU64>,
+    /// What is left of the invocation's counted `[limits]` (set before each
+    /// run by `Runtime::run_invocation`, which carries it across replays).
+    pub(crate) budget: Budget,
 }
 
 impl HostState {
@@ -103,14 +107,15 @@ impl HostState {
             bus,
             module,
             cpu_ticks_left: cpu_ticks,
-            limits,
+            limits: GuestLimiter { limits, memory_refused: false },
             wasi: None,
             table: ResourceTable::new(),
         }
     }
 
     /// Readies a state for a new invocation: the CPU budget is refilled and
-    /// the transaction set. The state is a new one or one a finished
+    /// the transaction set (the counted limits' budget is the invocation's,
+    /// which `Runtime::run_invocation` hands to each run). The state is a new one or one a finished
     /// invocation [`end`](Self::end)ed (the only way an instance goes back to
     /// the warm list), so nothing of a previous invocation is left. What
     /// persists is what belongs to the instance: its WASI context and
@@ -151,6 +156,8 @@ impl HostState {
             tx: self.invocation.tx.as_ref(),
             message: &mut self.message,
             ruri_next_hop: &mut self.tm.ruri_next_hop,
+            budget: &mut self.invocation.budget,
+            services: &self.services,
         }
     }
 
@@ -161,6 +168,7 @@ impl HostState {
             edits: &mut self.message.edits,
             tm: &mut self.tm,
             event: self.events.event.as_ref(),
+            budget: &mut self.invocation.budget,
             services: &self.services,
         }
     }
@@ -181,6 +189,7 @@ impl HostState {
             tx: self.invocation.tx.as_ref(),
             journal: self.invocation.journal.as_deref_mut(),
             suspended_ms: &self.invocation.suspended_ms,
+            budget: &mut self.invocation.budget,
             parked: &mut self.events.parked,
             bus: self.bus.as_ref(),
             services: &self.services,
@@ -191,6 +200,7 @@ impl HostState {
         RestView {
             journal: self.invocation.journal.as_deref_mut(),
             suspended_ms: &self.invocation.suspended_ms,
+            budget: &mut self.invocation.budget,
             services: &self.services,
         }
     }
@@ -209,7 +219,57 @@ impl HostState {
     }
 
     pub(crate) fn log(&mut self) -> LogView<'_> {
-        LogView { tx: self.invocation.tx.as_ref(), journal: self.invocation.journal.as_deref(), module: &self.module }
+        LogView {
+            tx: self.invocation.tx.as_ref(),
+            journal: self.invocation.journal.as_deref(),
+            module: &self.module,
+            budget: &mut self.invocation.budget,
+            services: &self.services,
+        }
+    }
+}
+
+/// The Store's resource limiter: `[limits] memory_mb` and the table and
+/// instance counts ([`StoreLimits`]), noting a refused growth so the trap
+/// that follows is counted as the memory limit's (`runtime:memory_exceeded`).
+pub(crate) struct GuestLimiter {
+    limits: StoreLimits,
+    pub(crate) memory_refused: bool,
+}
+
+impl ResourceLimiter for GuestLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum);
+        self.memory_refused |= !matches!(allowed, Ok(true));
+        allowed
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_refused = true;
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.limits.table_growing(current, desired, maximum);
+        self.memory_refused |= !matches!(allowed, Ok(true));
+        allowed
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_refused = true;
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
     }
 }
 

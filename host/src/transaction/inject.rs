@@ -96,6 +96,9 @@ impl ServerTx {
                     candidates.push(c);
                 }
             }
+            if !candidates.is_empty() {
+                self.check_branch_room(&tu, candidates.len())?;
+            }
             let template = tu.wait_template.as_deref().or(tu.last_relay.as_deref()).cloned().unwrap_or_default();
             let first = tu.next_branch;
             tu.next_branch += candidates.len();

@@ -48,7 +48,7 @@ mod tests_limits;
 use std::sync::Arc;
 
 pub use best::choose_best;
-pub use proxy::{Core, DEFAULT_MAX_TRANSACTIONS, TmStats, Transactions};
+pub use proxy::{Core, DEFAULT_MAX_BRANCHES, DEFAULT_MAX_TRANSACTIONS, TmStats, Transactions};
 pub use server_tx::ServerTx;
 pub use timers::Timers;
 

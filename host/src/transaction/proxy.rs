@@ -66,10 +66,18 @@ pub struct TmStats {
     pub stateless_responses: u64,
     /// New requests answered 503 because `max_transactions` server transactions were live.
     pub rejected_overload: u64,
+    /// Relays and injections refused because they would pass `max_branches`.
+    pub branches_refused: u64,
 }
 
 /// Default most live server transactions ([`Core::set_limits`]; `[server] max_transactions`).
 pub const DEFAULT_MAX_TRANSACTIONS: usize = 50_000;
+
+/// Default most branches one server transaction forks over its life, every serial stage and
+/// injection included ([`Core::set_max_branches`]; `[server] max_branches`): Kamailio's and
+/// OpenSIPS's 12. A route that keeps appending targets, or a contact that re-registers from
+/// new ports while its call waits, cannot make one INVITE a datagram storm.
+pub const DEFAULT_MAX_BRANCHES: usize = 12;
 
 pub(crate) struct CoreInner {
     pub(crate) transports: Transports,
@@ -91,6 +99,9 @@ pub(crate) struct CoreInner {
     /// The Retry-After of that 503, seconds.
     retry_after_s: AtomicU32,
     rejected_overload: AtomicU64,
+    /// Most branches per server transaction.
+    pub(crate) max_branches: AtomicUsize,
+    pub(crate) branches_refused: AtomicU64,
     /// Shutting down: new requests outside a dialog get 503 ([`Core::drain`]).
     draining: AtomicBool,
 }
@@ -126,6 +137,8 @@ impl Core {
                 max_servers: AtomicUsize::new(DEFAULT_MAX_TRANSACTIONS),
                 retry_after_s: AtomicU32::new(5),
                 rejected_overload: AtomicU64::new(0),
+                max_branches: AtomicUsize::new(DEFAULT_MAX_BRANCHES),
+                branches_refused: AtomicU64::new(0),
                 draining: AtomicBool::new(false),
             }),
         }
@@ -137,6 +150,13 @@ impl Core {
         let max = if max_transactions == 0 { usize::MAX } else { max_transactions };
         self.inner.max_servers.store(max, Ordering::Relaxed);
         self.inner.retry_after_s.store(retry_after_s, Ordering::Relaxed);
+    }
+
+    /// At most `max_branches` branches per server transaction (at least 1), over all its
+    /// stages and injections; a relay or injection past it fails with
+    /// [`TmError::BadTarget`] and sends nothing.
+    pub fn set_max_branches(&self, max_branches: usize) {
+        self.inner.max_branches.store(max_branches.max(1), Ordering::Relaxed);
     }
 
     /// Starts a graceful drain: from now on a new request outside a dialog (no
@@ -175,6 +195,7 @@ impl Core {
             malformed: i.malformed.load(Ordering::Relaxed),
             stateless_responses: i.stateless_responses.load(Ordering::Relaxed),
             rejected_overload: i.rejected_overload.load(Ordering::Relaxed),
+            branches_refused: i.branches_refused.load(Ordering::Relaxed),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! transactions; an ACK (to a 2xx) is forwarded statelessly.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 
@@ -69,6 +70,7 @@ impl ServerTx {
         let first = {
             let mut tu = self.tu();
             check_open(&tu)?;
+            self.check_branch_room(&tu, fwd.targets.len())?;
             let first = tu.next_branch;
             tu.next_branch += fwd.targets.len();
             first
@@ -148,6 +150,38 @@ impl ServerTx {
 }
 
 /// New branches are possible: no final response sent, not CANCELled, not ended by a 2xx/6xx.
+impl ServerTx {
+    /// Most branches this transaction may fork (`[server] max_branches`).
+    pub fn branch_limit(&self) -> usize {
+        self.inner.core.max_branches.load(Ordering::Relaxed)
+    }
+
+    /// Branches this transaction has forked so far, every stage and injection.
+    pub fn branches_started(&self) -> usize {
+        self.tu().next_branch
+    }
+
+    /// As [`check_branch_room`](Self::check_branch_room), for a route about to add a target.
+    pub fn branch_room(&self, more: usize) -> Result<(), TmError> {
+        let tu = self.tu();
+        self.check_branch_room(&tu, more)
+    }
+
+    /// Whether `more` branches fit under [`branch_limit`](Self::branch_limit); the refusal
+    /// says how many there are and is counted (`tm:branches_refused`).
+    pub(crate) fn check_branch_room(&self, tu: &TuState, more: usize) -> Result<(), TmError> {
+        let limit = self.branch_limit();
+        if tu.next_branch + more <= limit {
+            return Ok(());
+        }
+        self.inner.core.branches_refused.fetch_add(1, Ordering::Relaxed);
+        Err(TmError::BadTarget(format!(
+            "{more} more branches would pass the limit of {limit} per transaction ([server] max_branches; {} forked)",
+            tu.next_branch
+        )))
+    }
+}
+
 pub(crate) fn check_open(tu: &TuState) -> Result<(), TmError> {
     if tu.final_sent {
         return Err(TmError::AlreadyAnswered);

@@ -2,7 +2,8 @@
 //! `"group:name": value`, selected by name, by `group:` or `all`.
 //!
 //! Groups: `core` (uptime, malformed messages), `tm` (live transactions),
-//! `net` (transport), `runtime` (route invocations), `routes` (reloads, the
+//! `net` (transport), `runtime` (route invocations: traps by cause, refusals
+//! of the counted `[limits]`, guests parked), `routes` (reloads, the
 //! generation of each route module, and `errors`: handlers that returned
 //! `Err`), `usrloc` (registrations), `evi` (per-subscriber delivery
 //! counters), `ebr` (waiters and notify subscriptions live now; waits woken,
@@ -49,6 +50,7 @@ fn collect(ctx: &MiContext) -> Vec<Stat> {
         out.push(Stat::new("tm", "inuse_client_transactions", tm.client));
         out.push(Stat::new("tm", "stateless_replies", tm.stateless_responses));
         out.push(Stat::new("tm", "rejected_overload", tm.rejected_overload));
+        out.push(Stat::new("tm", "branches_refused", tm.branches_refused));
     }
     if let Some(transports) = &ctx.transports {
         let net = transports.stats();
@@ -65,7 +67,20 @@ fn collect(ctx: &MiContext) -> Vec<Stat> {
         out.push(Stat::new("runtime", "replays", rt.replays.load(Relaxed)));
         out.push(Stat::new("runtime", "instances_in_use", runtime.instances().0));
         out.push(Stat::new("runtime", "traps", rt.traps.load(Relaxed)));
+        out.push(Stat::new("runtime", "cpu_exceeded", rt.cpu_exceeded.load(Relaxed)));
+        out.push(Stat::new("runtime", "stack_overflows", rt.stack_overflows.load(Relaxed)));
+        out.push(Stat::new("runtime", "memory_exceeded", rt.memory_exceeded.load(Relaxed)));
         out.push(Stat::new("runtime", "timeouts", rt.timeouts.load(Relaxed)));
+        // The limits the imports count (`[limits]`, runtime/budget.rs).
+        let limited = runtime.limit_stats();
+        out.push(Stat::new("runtime", "raises_refused", limited.raises_refused.load(Relaxed)));
+        out.push(Stat::new("runtime", "subscriptions_refused", limited.subscriptions_refused.load(Relaxed)));
+        out.push(Stat::new("runtime", "waits_cut", limited.waits_cut.load(Relaxed)));
+        out.push(Stat::new("runtime", "parked", limited.parked.load(Relaxed)));
+        out.push(Stat::new("runtime", "parked_refused", limited.parked_refused.load(Relaxed)));
+        out.push(Stat::new("runtime", "log_lines_dropped", limited.log_lines_dropped.load(Relaxed)));
+        out.push(Stat::new("runtime", "http_refused", limited.http_refused.load(Relaxed)));
+        out.push(Stat::new("runtime", "edits_refused", limited.edits_refused.load(Relaxed)));
         out.push(Stat::new("runtime", "rejected_busy", rt.rejected_busy.load(Relaxed)));
         out.push(Stat::new("runtime", "reloads", rt.reloads.load(Relaxed)));
         // Every reload path counts here: SIGHUP, MI and the file watch.

@@ -13,6 +13,7 @@ use crate::events::{self, Event, EventBus, Params};
 use crate::runtime::Services;
 use crate::runtime::bindings::events::{self as wit, EventError as WitEventError};
 use crate::runtime::bindings::types::{Param, Value};
+use crate::runtime::budget::Budget;
 use crate::runtime::replay::{Import, Journal, Journaled, Parked, fingerprint};
 use crate::runtime::state::{HostState, need_tx, suspended};
 use crate::transaction::{ServerTx, Transactions};
@@ -41,6 +42,8 @@ pub(crate) struct EventsView<'a> {
     pub(crate) tx: Option<&'a ServerTx>,
     pub(crate) journal: Option<&'a mut Journal>,
     pub(crate) suspended_ms: &'a Arc<AtomicU64>,
+    /// The counted `[limits]`: raises, subscriptions, time waited.
+    pub(crate) budget: &'a mut Budget,
     pub(crate) parked: &'a mut Option<Parked>,
     pub(crate) bus: Option<&'a EventBus>,
     /// For the live transactions, which a subscription's expiry tells.
@@ -148,6 +151,14 @@ fn tie_to_transaction(bus: &EventBus, tx: &ServerTx, transactions: &Transactions
     }
 }
 
+/// The bytes a parameter's value holds (an int or null counts as 8).
+fn value_len(value: &Value) -> usize {
+    match value {
+        Value::Str(s) => s.len(),
+        Value::Int(_) | Value::Null => 8,
+    }
+}
+
 fn to_host(value: Value) -> events::Value {
     match value {
         Value::Int(n) => events::Value::Int(n),
@@ -199,11 +210,22 @@ impl wit::Host for EventsView<'_> {
         if self.journal.is_some() {
             return self.park_for_event(event, filters, timeout_s);
         }
+        // A guest parked in place holds a pool slot: at most `max_parked`
+        // of them, so waiting calls leave room for calls being routed.
+        let services = self.services;
+        let Some(slot) = services.limit_stats.park(services.max_parked) else {
+            return Ok(Err(WitEventError::TooManyWaiters(services.max_parked)));
+        };
         let (wait, timeout) = match self.register_wait(&event, &filters, timeout_s) {
-            Ok(registered) => registered,
+            Ok(Some(registered)) => registered,
+            // The invocation's wait time is spent: a timeout, at once.
+            Ok(None) => return Ok(Ok(None)),
             Err(e) => return Ok(Err(e)),
         };
+        let started = tokio::time::Instant::now();
         let got = suspended(self.suspended_ms, timeout, wait).await;
+        self.budget.waited(started.elapsed());
+        drop(slot);
         Ok(Ok(got.map(|ev| event_to_guest(&ev))))
     }
 }
@@ -222,9 +244,13 @@ impl EventsView<'_> {
             return recorded;
         }
         match self.register_wait(&event, &filters, timeout_s) {
-            Ok((wait, _)) => {
+            Ok(Some((wait, _))) => {
                 *self.parked = Some(Parked { wait: Box::pin(wait), args });
                 Err(wasmtime::format_err!("parked in wait-for-event, to be resumed by replay"))
+            }
+            Ok(None) => {
+                self.record(Import::WaitForEvent, args, WaitResult::Ok(None));
+                Ok(Ok(None))
             }
             // Recorded: a later run must see the same refusal (the registry's
             // limits may have room by then).
@@ -235,17 +261,28 @@ impl EventsView<'_> {
         }
     }
 
-    /// Registers a `wait-for-event` waiter after checking the call; the
-    /// waiter resolves with the event or `None` at the returned timeout.
+    /// Registers a `wait-for-event` waiter after checking the call and
+    /// spending a subscription of the invocation's budget; the waiter
+    /// resolves with the event or `None` at the returned timeout, which is
+    /// what is left of the wait budget at most. `None` when none is left.
+    #[allow(clippy::type_complexity, reason = "an impl Future in a tuple in an Option in a Result: named nowhere else")]
     fn register_wait(
-        &self,
+        &mut self,
         event: &str,
         filters: &[String],
         timeout_s: u32,
-    ) -> Result<(impl Future<Output = Option<Event>> + Send + 'static, Duration), WitEventError> {
-        let (bus, filters, timeout) = self.ebr_request(event, filters, timeout_s)?;
+    ) -> Result<Option<(impl Future<Output = Option<Event>> + Send + 'static, Duration)>, WitEventError> {
+        let (bus, filters, asked) = self.ebr_request(event, filters, timeout_s)?;
+        let stats = &self.services.limit_stats;
+        if !self.budget.subscription(stats) {
+            return Err(WitEventError::TooManyWaiters(self.budget.max_subscriptions()));
+        }
+        let timeout = self.budget.wait_for(asked, stats);
+        if timeout.is_zero() {
+            return Ok(None);
+        }
         let wait = bus.wait_for_event(event, filters, timeout).map_err(to_wit)?;
-        Ok((wait, timeout))
+        Ok(Some((wait, timeout)))
     }
 
     fn raise(&mut self, name: &str, params: Vec<Param>) -> Result<u32, WitEventError> {
@@ -255,6 +292,17 @@ impl EventsView<'_> {
         let Some(bus) = self.bus else {
             return Err(no_bus());
         };
+        if !self.budget.raise(&self.services.limit_stats) {
+            return Err(WitEventError::Unavailable(
+                "this invocation raised as many events as [limits] max_raises allows".into(),
+            ));
+        }
+        let bytes: usize = params.iter().map(|p| p.name.as_ref().map_or(0, String::len) + value_len(&p.value)).sum();
+        if !self.budget.fits_one(bytes, &self.services.limit_stats) {
+            return Err(WitEventError::Unavailable(format!(
+                "event parameters of {bytes} bytes: more than [limits] max_edit_bytes"
+            )));
+        }
         let params = Params(params.into_iter().map(|p| (p.name, to_host(p.value))).collect());
         let reached = bus.raise(Event::new(name, params));
         Ok(reached as u32)
@@ -276,6 +324,9 @@ impl EventsView<'_> {
             Ok(request) => request,
             Err(e) => return Ok(Err(e)),
         };
+        if !self.budget.subscription(&self.services.limit_stats) {
+            return Ok(Err(WitEventError::TooManyWaiters(self.budget.max_subscriptions())));
+        }
         if let Err(e) = bus.notify_on_event(event, filters, Arc::from(route), tid, timeout) {
             return Ok(Err(to_wit(e)));
         }

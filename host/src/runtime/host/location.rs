@@ -94,7 +94,10 @@ impl location::Host for LocationView<'_> {
         if let Some(Target { uri: best, next_hop }) = contacts.next() {
             self.edits.set_request_uri(best);
             *self.ruri_next_hop = next_hop;
-            self.branches.extend(contacts);
+            // Within `[server] max_branches` (a lookup called in a loop adds
+            // nothing past it); the relay would refuse more anyway.
+            let room = tx.branch_limit().saturating_sub(tx.branches_started() + 1 + self.branches.len());
+            self.branches.extend(contacts.take(room));
         }
         Ok(count)
     }

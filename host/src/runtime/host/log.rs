@@ -3,8 +3,10 @@
 
 use wasmtime::component::{HasData, Linker};
 
+use crate::runtime::Services;
 use crate::runtime::bindings::log;
 use crate::runtime::bindings::types::Level;
+use crate::runtime::budget::{Budget, LogLine};
 use crate::runtime::replay::Journal;
 use crate::runtime::state::HostState;
 use crate::transaction::ServerTx;
@@ -19,6 +21,9 @@ pub(crate) struct LogView<'a> {
     pub(crate) tx: Option<&'a ServerTx>,
     pub(crate) journal: Option<&'a Journal>,
     pub(crate) module: &'a str,
+    /// `[limits] max_log_lines`.
+    pub(crate) budget: &'a mut Budget,
+    pub(crate) services: &'a Services,
 }
 
 struct HasLog;
@@ -38,6 +43,16 @@ impl log::Host for LogView<'_> {
         if self.journal.is_some_and(Journal::replaying) {
             return Ok(());
         }
+        let module = self.module;
+        let tid = self.tx.map(|tx| tx.id()).unwrap_or(0);
+        match self.budget.log_line(&self.services.limit_stats) {
+            LogLine::Write => {}
+            LogLine::FirstDropped => {
+                tracing::warn!(module, tid, "route log lines dropped from here on ([limits] max_log_lines)");
+                return Ok(());
+            }
+            LogLine::Dropped => return Ok(()),
+        }
         let mut text = message.as_str();
         if text.len() > MAX_LOG_LINE {
             let mut end = MAX_LOG_LINE;
@@ -46,8 +61,6 @@ impl log::Host for LogView<'_> {
             }
             text = &text[..end];
         }
-        let module = self.module;
-        let tid = self.tx.map(|tx| tx.id()).unwrap_or(0);
         match level {
             Level::Trace => tracing::trace!(target: "route", module, tid, "{text}"),
             Level::Debug => tracing::debug!(target: "route", module, tid, "{text}"),

@@ -6,8 +6,10 @@ use std::net::SocketAddr;
 
 use wasmtime::component::{HasData, Linker, Resource};
 
+use crate::runtime::Services;
 use crate::runtime::bindings::message::{self, HostReply, HostRequest, MessageError};
 use crate::runtime::bindings::types::Peer;
+use crate::runtime::budget::Budget;
 use crate::runtime::state::{HostState, need_tx};
 use crate::sip::{self, Edits, HeaderName, Message};
 use crate::transaction::ServerTx;
@@ -52,6 +54,19 @@ pub(crate) struct MessageView<'a> {
     pub(crate) message: &'a mut MessageState,
     /// Cleared by `set-ruri`: a lookup's next hop was for the old Request-URI.
     pub(crate) ruri_next_hop: &'a mut Option<NextHop>,
+    /// `[limits] max_edit_bytes` left: edits are held by the host.
+    pub(crate) budget: &'a mut Budget,
+    pub(crate) services: &'a Services,
+}
+
+/// What one queued edit is charged against `max_edit_bytes`: its bytes, and
+/// at least this many, so that many tiny edits (each a list entry the next
+/// one is compared with) are bounded too.
+const MIN_EDIT_COST: usize = 32;
+
+/// An edit's charge: its name and value, at least [`MIN_EDIT_COST`].
+pub(crate) fn edit_cost(name: &str, value: &str) -> usize {
+    (name.len() + value.len()).max(MIN_EDIT_COST)
 }
 
 impl<'a> MessageView<'a> {
@@ -147,6 +162,14 @@ impl HostRequest for MessageView<'_> {
 
     fn set_ruri(&mut self, _: Resource<RequestHandle>, uri: String) -> wasmtime::Result<Result<(), MessageError>> {
         self.tx()?;
+        // Replaced, not queued: only its own length is bounded.
+        if !self.budget.fits_one(uri.len(), &self.services.limit_stats) {
+            let shown: String = uri.chars().take(64).collect();
+            return Ok(Err(MessageError::BadUri(format!(
+                "{shown}...: {} bytes, more than [limits] max_edit_bytes",
+                uri.len()
+            ))));
+        }
         Ok(check_sip_uri(&uri)
             .map(|()| {
                 *self.ruri_next_hop = None;
@@ -170,12 +193,27 @@ impl HostRequest for MessageView<'_> {
         value: String,
     ) -> wasmtime::Result<Result<(), MessageError>> {
         self.tx()?;
-        Ok(check_header(&name, &value).map(|()| self.message.edits.append(&name, value)))
+        if let Err(e) = check_header(&name, &value) {
+            return Ok(Err(e));
+        }
+        if !self.budget.edit(edit_cost(&name, &value), &self.services.limit_stats) {
+            return Ok(Err(MessageError::BadHeader(format!(
+                "{}: the route's edits of this request reached [limits] max_edit_bytes",
+                name.chars().take(64).collect::<String>()
+            ))));
+        }
+        self.message.edits.append(&name, value);
+        Ok(Ok(()))
     }
 
     fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> wasmtime::Result<u32> {
         let received = self.tx()?.request().count_by_name(&name);
         if host_owned(&name) {
+            return Ok(0);
+        }
+        // A removal is queued too (by name); past the budget, the name's
+        // lines stay (the count says none were removed).
+        if !self.budget.edit(edit_cost(&name, ""), &self.services.limit_stats) {
             return Ok(0);
         }
         // Lines of the received message plus lines the route itself added.

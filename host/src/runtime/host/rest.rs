@@ -11,6 +11,7 @@ use std::time::Duration;
 use wasmtime::component::{HasData, Linker};
 
 use crate::runtime::bindings::rest::{self, Header, Response, RestError};
+use crate::runtime::budget::Budget;
 use crate::runtime::replay::{Import, Journal, Journaled, fingerprint};
 use crate::runtime::state::{HostState, suspended};
 use crate::runtime::{Services, http};
@@ -30,6 +31,8 @@ fn check_url(url: &str) -> Result<reqwest::Url, RestError> {
 pub(crate) struct RestView<'a> {
     pub(crate) journal: Option<&'a mut Journal>,
     pub(crate) suspended_ms: &'a Arc<AtomicU64>,
+    /// `[limits] max_http_requests`.
+    pub(crate) budget: &'a mut Budget,
     /// For the HTTP connection pool.
     pub(crate) services: &'a Services,
 }
@@ -82,6 +85,11 @@ impl RestView<'_> {
         &mut self,
         HttpRequest { method, url, headers, body, timeout_ms }: HttpRequest,
     ) -> Result<Response, RestError> {
+        if !self.budget.http_request(&self.services.limit_stats) {
+            return Err(RestError::Transport(
+                "this invocation made as many HTTP requests as [limits] max_http_requests allows".into(),
+            ));
+        }
         let url = check_url(&url)?;
         if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
             return Err(RestError::BadTimeout(timeout_ms));

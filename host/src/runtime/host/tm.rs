@@ -9,7 +9,8 @@ use wasmtime::component::{HasData, Linker};
 use crate::events::Event;
 use crate::runtime::Services;
 use crate::runtime::bindings::tm::{self, BranchSource, InjectFlags, TmError as WitTmError};
-use crate::runtime::host::message::{check_header, check_sip_uri};
+use crate::runtime::budget::Budget;
+use crate::runtime::host::message::{check_header, check_sip_uri, edit_cost};
 use crate::runtime::replay::{Import, Journal, Journaled};
 use crate::runtime::state::{HostState, need_tx};
 use crate::sip::{Edits, HeaderName, Uri};
@@ -69,6 +70,8 @@ pub(crate) struct TmView<'a> {
     pub(crate) tm: &'a mut TmState,
     /// The event of an `on-notify` invocation, for `inject-branches(event-contact)`.
     pub(crate) event: Option<&'a Event>,
+    /// `[limits] max_edit_bytes`, for a reply's headers.
+    pub(crate) budget: &'a mut Budget,
     /// For the proxy core, to reach other transactions.
     pub(crate) services: &'a Services,
 }
@@ -125,6 +128,13 @@ impl tm::Host for TmView<'_> {
         if let Some(why) = headers.iter().find_map(|(name, value)| bad_reply_header(name, value)) {
             return Ok(Err(WitTmError::BadReply(why)));
         }
+        let bytes: usize = headers.iter().map(|(name, value)| edit_cost(name, value)).sum();
+        if !self.budget.fits_one(bytes, &self.services.limit_stats) {
+            return Ok(Err(WitTmError::BadReply(format!(
+                "{} headers of {bytes} bytes: more than [limits] max_edit_bytes",
+                headers.len()
+            ))));
+        }
         self.once(Import::TmReplyWithHeaders, (code, &reason, &headers), |state| {
             let extra: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
             Ok(state.tx()?.reply(code, &reason, &extra, None).map_err(to_wit))
@@ -160,8 +170,18 @@ impl tm::Host for TmView<'_> {
     }
 
     fn append_branch(&mut self, uri: String) -> wasmtime::Result<Result<(), WitTmError>> {
-        self.tx()?;
-        Ok(check_sip_uri(&uri).map(|()| self.tm.branches.push(Target::uri(uri))).map_err(WitTmError::BadTarget))
+        let tx = self.tx()?;
+        if let Err(why) = check_sip_uri(&uri) {
+            return Ok(Err(WitTmError::BadTarget(why)));
+        }
+        // The next relay's targets (the Request-URI, those appended, this
+        // one) beside the branches forked already: refused now, while the
+        // route can still choose, not at the relay.
+        if let Err(e) = tx.branch_room(2 + self.tm.branches.len()) {
+            return Ok(Err(to_wit(e)));
+        }
+        self.tm.branches.push(Target::uri(uri));
+        Ok(Ok(()))
     }
 
     fn relay(&mut self) -> wasmtime::Result<Result<(), WitTmError>> {
